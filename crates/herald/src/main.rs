@@ -1,6 +1,12 @@
 //! `herald`: the command line. It only wires the library crates together: `herald-hub` for
 //! `serve`, `herald-client` for `sub`, `herald-sse` for the wire format.
 
+mod config;
+mod publish;
+mod serve;
+mod subscribe;
+mod token;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -23,14 +29,14 @@ struct Planned {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the hub (Mercure protocol on /.well-known/mercure).
-    Serve(Planned),
-    /// Publish an update to one or more topics.
-    Pub(Planned),
+    Serve(Box<config::ServeConfig>),
+    /// Publish an update to one or more topics and print its id.
+    Pub(publish::PubArgs),
     /// Subscribe to topic selectors and print the events as they arrive.
-    Sub(Planned),
+    Sub(subscribe::SubArgs),
     /// Print a signed JWT granting publish/subscribe rights.
-    Token(Planned),
-    /// Measure a hub: idle connections, fan-out throughput and latency.
+    Token(token::TokenArgs),
+    /// Measure a hub: idle connections, fan-out throughput and latency (not built yet).
     Bench(Planned),
 }
 
@@ -39,13 +45,40 @@ const NOT_IMPLEMENTED: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let name = match cli.command {
-        Command::Serve(_) => "serve",
-        Command::Pub(_) => "pub",
-        Command::Sub(_) => "sub",
-        Command::Token(_) => "token",
-        Command::Bench(_) => "bench",
+    init_logging();
+    let result = match cli.command {
+        Command::Token(args) => token::run(args),
+        Command::Bench(_) => {
+            eprintln!("herald bench: not implemented yet (planned; see ARCHITECTURE.md)");
+            return ExitCode::from(NOT_IMPLEMENTED);
+        }
+        Command::Serve(config) => block_on(serve::run(*config)),
+        Command::Pub(args) => block_on(publish::run(args)),
+        Command::Sub(args) => block_on(subscribe::run(args)),
     };
-    eprintln!("herald {name}: not implemented yet (planned; see ARCHITECTURE.md)");
-    ExitCode::from(NOT_IMPLEMENTED)
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("herald: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on(task: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(task)
+}
+
+/// Logs go to stderr; `RUST_LOG` chooses what (default: info for herald, warn for the rest).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,herald=info,herald_hub=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }

@@ -1,19 +1,73 @@
-//! The binary's command line, run as a user runs it.
+//! The binary, run as a user runs it: `herald serve` as a child process on a free port, and
+//! `herald pub`, `sub` and `token` against it.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-fn herald(args: &[&str]) -> std::process::Output {
+fn herald(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(args)
+        .env_remove("HERALD_HUB")
+        .env_remove("HERALD_TOKEN")
         .output()
         .expect("run herald")
+}
+
+/// A `herald serve` child process; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    /// What it printed on stderr before the ready line.
+    banner: Vec<String>,
+}
+
+impl Server {
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(envs.iter().copied())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start herald serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut banner = Vec::new();
+        let url = loop {
+            let line = lines.next().expect("herald serve exited early").unwrap();
+            if let Some(url) = line.strip_prefix("herald listening on ") {
+                break url.to_owned();
+            }
+            banner.push(line);
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Server { child, url, banner }
+    }
+
+    fn hub(&self) -> String {
+        format!("{}/.well-known/mercure", self.url)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]
 fn help_lists_every_planned_subcommand() {
     let out = herald(&["--help"]);
     assert!(out.status.success());
-    let help = String::from_utf8_lossy(&out.stdout);
+    let help = text(&out.stdout);
     for sub in ["serve", "pub", "sub", "token", "bench"] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(sub)),
@@ -24,17 +78,287 @@ fn help_lists_every_planned_subcommand() {
 
 #[test]
 fn unimplemented_subcommands_say_so_and_exit_2() {
-    for sub in ["serve", "pub", "sub", "token", "bench"] {
-        let out = herald(&[sub, "--some-flag", "x"]);
-        assert_eq!(out.status.code(), Some(2), "herald {sub}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not implemented yet"), "herald {sub}: {err}");
-    }
+    let out = herald(&["bench", "--some-flag", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not implemented yet"));
 }
 
 #[test]
 fn unknown_subcommand_is_a_usage_error() {
     let out = herald(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("frobnicate"));
+    assert!(text(&out.stderr).contains("frobnicate"));
+}
+
+#[test]
+fn pub_and_sub_through_a_served_hub() {
+    let server = Server::start(&["--jwt-key", "s3cret", "--anonymous"], &[]);
+    let hub = server.hub();
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "sub",
+            "https://example.com/books/{id}",
+            "--json",
+            "--hub",
+            &hub,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let token = text(&herald(&["token", "--key", "s3cret", "--publish", "*"]).stdout);
+    let token = token.trim();
+    // The subscriber connects asynchronously: publish until it has seen something.
+    let mut stdout = BufReader::new(sub.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+            let _ = tx.send(std::mem::take(&mut line));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        assert!(Instant::now() < deadline, "herald sub printed nothing");
+        let out = herald(&[
+            "pub",
+            "https://example.com/books/1",
+            "--data",
+            "two\nlines",
+            "--id",
+            &format!("id-{}", deadline.elapsed().as_nanos()),
+            "--hub",
+            &hub,
+            "--token",
+            token,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            break line;
+        }
+    };
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["data"], "two\nlines");
+    assert_eq!(json["type"], "message");
+    assert!(json["id"].as_str().unwrap().starts_with("id-"));
+    let _ = sub.kill();
+    let _ = sub.wait();
+}
+
+#[test]
+fn pub_reads_data_from_stdin_and_prints_the_id() {
+    let server = Server::start(&["--jwt-key", "k"], &[]);
+    let token = text(&herald(&["token", "--key", "k", "--publish", "*"]).stdout);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["pub", "t", "--data", "-", "--hub", &server.hub()])
+        .env("HERALD_TOKEN", token.trim())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(text(&out.stdout).trim().starts_with("urn:uuid:"));
+    // Replayed from history: the data is exactly what stdin held.
+    let sub_token = text(&herald(&["token", "--key", "k", "--subscribe", "*"]).stdout);
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "sub",
+            "t",
+            "--last-event-id",
+            "earliest",
+            "--hub",
+            &server.hub(),
+            "--token",
+            sub_token.trim(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut got = String::new();
+    let mut stdout = sub.stdout.take().unwrap();
+    let mut buf = [0u8; 256];
+    while !got.ends_with("\n\n") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.push_str(&text(&buf[..n]));
+    }
+    assert!(got.contains("data: from stdin\n\n"), "{got}");
+    let _ = sub.kill();
+    let _ = sub.wait();
+}
+
+#[test]
+fn pub_reports_the_hubs_error() {
+    let server = Server::start(&["--jwt-key", "k"], &[]);
+    let out = herald(&[
+        "pub",
+        "t",
+        "--data",
+        "x",
+        "--hub",
+        &server.hub(),
+        "--token",
+        "forged",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("401") && err.contains("JWT"), "{err}");
+}
+
+#[test]
+fn serve_without_a_key_prints_working_tokens() {
+    let server = Server::start(&[], &[]);
+    let banner = server.banner.join("\n");
+    let token = |label: &str| {
+        server
+            .banner
+            .iter()
+            .find_map(|l| l.strip_prefix(label).map(|t| t.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {label} in {banner}"))
+    };
+    let publisher = token("publisher token (24 h):");
+    let out = herald(&[
+        "pub",
+        "t",
+        "--data",
+        "x",
+        "--hub",
+        &server.hub(),
+        "--token",
+        &publisher,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _subscriber = token("subscriber token (24 h):");
+    assert!(banner.contains("console: http://127.0.0.1:"), "{banner}");
+}
+
+#[test]
+fn config_file_env_and_flags_in_order_of_precedence() {
+    let dir = std::env::temp_dir().join(format!("herald-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("herald.toml");
+    std::fs::write(
+        &file,
+        "jwt_key = \"from-file\"\nanonymous = true\nheartbeat = 0\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--config", file.to_str().unwrap()], &[]);
+    let signed = |key: &str| {
+        text(&herald(&["token", "--key", key, "--publish", "*"]).stdout)
+            .trim()
+            .to_owned()
+    };
+    let publish = |server: &Server, key: &str| {
+        herald(&[
+            "pub",
+            "t",
+            "--data",
+            "x",
+            "--hub",
+            &server.hub(),
+            "--token",
+            &signed(key),
+        ])
+        .status
+        .success()
+    };
+    assert!(publish(&server, "from-file"));
+    drop(server);
+    let server = Server::start(
+        &["--config", file.to_str().unwrap()],
+        &[("HERALD_JWT_KEY", "from-env")],
+    );
+    assert!(publish(&server, "from-env") && !publish(&server, "from-file"));
+    drop(server);
+    let server = Server::start(
+        &["--config", file.to_str().unwrap(), "--jwt-key", "from-flag"],
+        &[("HERALD_JWT_KEY", "from-env")],
+    );
+    assert!(publish(&server, "from-flag") && !publish(&server, "from-env"));
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let out = herald(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        "postgres://x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown --store"),
+        "{}",
+        text(&out.stderr)
+    );
+    let dir = std::env::temp_dir().join(format!("herald-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "jwt_kee = \"typo\"\n").unwrap();
+    let out = herald(&["serve", "--config", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("jwt_kee"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn token_has_the_mercure_claim() {
+    let out = herald(&[
+        "token",
+        "--key",
+        "k",
+        "--publish",
+        "https://a/{id}",
+        "--subscribe",
+        "*",
+        "--payload",
+        r#"{"user":"u1"}"#,
+        "--ttl",
+        "60",
+    ]);
+    assert!(out.status.success());
+    let token = text(&out.stdout);
+    let payload = token.trim().split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&base64url(payload)).unwrap();
+    assert_eq!(claims["mercure"]["publish"][0], "https://a/{id}");
+    assert_eq!(claims["mercure"]["subscribe"][0], "*");
+    assert_eq!(claims["mercure"]["payload"]["user"], "u1");
+    assert!(claims["exp"].as_u64().unwrap() > 0);
+    let bad = herald(&["token", "--key", "k", "--payload", "{not json"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("--payload"));
+}
+
+fn base64url(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        _ => 63,
+    };
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for &c in s.as_bytes() {
+        acc = (acc << 6) | u32::from(value(c));
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }

@@ -1,4 +1,27 @@
-//! The Herald hub as a library: a Mercure-compatible Server-Sent Events hub.
+//! The Herald hub as a library: a Mercure-compatible Server-Sent Events hub that can run alone
+//! (`herald serve`) or be embedded in another tokio program.
 //!
-//! Not built yet: the hub arrives with the single-node hub issue. This crate exists now so the
-//! workspace has its final shape; see ARCHITECTURE.md for the modules it will hold.
+//! # Layout
+//! - [`topic`] — topic selectors (exact, URI template, `*`) and their matching.
+//! - [`auth`] — JWTs with the `mercure` claim: where they are found, what they grant.
+//! - [`update`] — an update and its once-encoded SSE bytes.
+//! - [`history`] — the history trait (positions, replay, the feed to the dispatcher) and its
+//!   backends.
+//! - [`dispatch`] — which subscribers receive an update; bounded queues, lag signalling.
+//! - [`subscriber`] — one SSE connection: replay, hand-over to live, catch-up, heartbeats.
+//! - [`http`] — routes, Mercure request parsing, headers, CORS, errors.
+//! - [`server`] — accepting connections, graceful shutdown.
+//! - [`hub`] — the running hub and its settings; [`metrics`] — Prometheus metrics.
+
+pub mod auth;
+pub mod dispatch;
+pub mod history;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod server;
+pub mod subscriber;
+pub mod topic;
+pub mod update;
+
+pub use hub::{Hub, Settings};

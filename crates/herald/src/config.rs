@@ -1,0 +1,149 @@
+//! `herald serve` configuration: one struct, read from command-line flags, `HERALD_*`
+//! environment variables and an optional TOML file (`--config`), in that order of precedence,
+//! then completed with documented defaults.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Every setting of `herald serve`. Each field is a flag, an env var `HERALD_<NAME>`, and a key
+/// of the TOML file (the flag's name with `_` for `-`). Unset fields take the defaults below.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// TOML file with any of these settings (flags and env vars take precedence).
+    #[arg(long, env = "HERALD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080].
+    #[arg(long, env = "HERALD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// HMAC secret for publisher and subscriber JWTs. With no key at all the hub makes a random
+    /// one and prints tokens for first use.
+    #[arg(long, env = "HERALD_JWT_KEY", hide_env_values = true)]
+    pub jwt_key: Option<String>,
+    /// HMAC secret for publisher JWTs (overrides --jwt-key).
+    #[arg(long, env = "HERALD_PUBLISHER_JWT_KEY", hide_env_values = true)]
+    pub publisher_jwt_key: Option<String>,
+    /// HMAC secret for subscriber JWTs (overrides --jwt-key).
+    #[arg(long, env = "HERALD_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    pub subscriber_jwt_key: Option<String>,
+    /// PEM public key file for publisher JWTs (with --jwt-alg RS256/ES256/...).
+    #[arg(long, env = "HERALD_PUBLISHER_JWT_KEY_FILE")]
+    pub publisher_jwt_key_file: Option<PathBuf>,
+    /// PEM public key file for subscriber JWTs (with --jwt-alg RS256/ES256/...).
+    #[arg(long, env = "HERALD_SUBSCRIBER_JWT_KEY_FILE")]
+    pub subscriber_jwt_key_file: Option<PathBuf>,
+    /// JWT signature algorithm: HS256, HS384, HS512, RS256, RS384, RS512, PS256, ES256, ES384,
+    /// EdDSA [default: HS256].
+    #[arg(long, env = "HERALD_JWT_ALG")]
+    pub jwt_alg: Option<String>,
+    /// Let subscribers without a token receive public updates.
+    #[arg(long, env = "HERALD_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    pub anonymous: Option<bool>,
+    /// History store: `memory` [default: memory, until the file store lands].
+    #[arg(long, env = "HERALD_STORE")]
+    pub store: Option<String>,
+    /// Updates kept in history [default: 10000].
+    #[arg(long, env = "HERALD_HISTORY_SIZE")]
+    pub history_size: Option<usize>,
+    /// Seconds between heartbeat comments on idle streams; 0 turns them off [default: 15].
+    #[arg(long, env = "HERALD_HEARTBEAT")]
+    pub heartbeat: Option<u64>,
+    /// Origin allowed by CORS, with credentials (repeatable; `*` allows any).
+    #[arg(
+        long = "cors-origin",
+        env = "HERALD_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub cors_origin: Vec<String>,
+    /// Publish subscription events and serve the subscriptions API.
+    #[arg(long, env = "HERALD_SUBSCRIPTIONS", num_args = 0..=1, default_missing_value = "true")]
+    pub subscriptions: Option<bool>,
+    /// Largest publish request body in bytes [default: 1048576].
+    #[arg(long, env = "HERALD_MAX_BODY")]
+    pub max_body: Option<usize>,
+    /// Updates queued per subscriber before it catches up from history [default: 1024].
+    #[arg(long, env = "HERALD_QUEUE_SIZE")]
+    pub queue_size: Option<usize>,
+}
+
+/// Which history backend to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    Memory,
+}
+
+impl ServeConfig {
+    /// Fills every unset field from the `--config` file, if one was given.
+    pub fn merge_file(mut self) -> anyhow::Result<Self> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let file: ServeConfig =
+            toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))?;
+        macro_rules! fill {
+            ($($field:ident),*) => { $( if self.$field.is_none() { self.$field = file.$field; } )* };
+        }
+        fill!(
+            listen,
+            jwt_key,
+            publisher_jwt_key,
+            subscriber_jwt_key,
+            publisher_jwt_key_file,
+            subscriber_jwt_key_file,
+            jwt_alg,
+            anonymous,
+            store,
+            history_size,
+            heartbeat,
+            subscriptions,
+            max_body,
+            queue_size
+        );
+        if self.cors_origin.is_empty() {
+            self.cors_origin = file.cors_origin;
+        }
+        Ok(self)
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    pub fn store(&self) -> anyhow::Result<Store> {
+        match self.store.as_deref().unwrap_or("memory") {
+            "memory" => Ok(Store::Memory),
+            other => bail!(
+                "unknown --store {other:?}: this version supports `memory` (the file, redis and nats stores are planned)"
+            ),
+        }
+    }
+
+    pub fn settings(&self) -> herald_hub::Settings {
+        let defaults = herald_hub::Settings::default();
+        herald_hub::Settings {
+            anonymous: self.anonymous.unwrap_or(defaults.anonymous),
+            heartbeat: match self.heartbeat {
+                Some(0) => None,
+                Some(secs) => Some(std::time::Duration::from_secs(secs)),
+                None => defaults.heartbeat,
+            },
+            cors_origins: self.cors_origin.clone(),
+            subscriptions: self.subscriptions.unwrap_or(defaults.subscriptions),
+            max_body: self.max_body.unwrap_or(defaults.max_body),
+            queue_size: self.queue_size.unwrap_or(defaults.queue_size),
+            max_topics: defaults.max_topics,
+        }
+    }
+
+    pub fn history_size(&self) -> usize {
+        self.history_size.unwrap_or(10_000)
+    }
+}

@@ -1,0 +1,223 @@
+//! Authorization: JWTs carrying the `mercure` claim, where requests carry them, and what they
+//! grant. Protocol parsing stays here, at the edge; the rest of the hub sees only [`Grants`].
+
+use crate::topic::{SelectorError, SelectorSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The cookie a browser sends the subscriber (or publisher) token in.
+pub const COOKIE_NAME: &str = "mercureAuthorization";
+/// The query parameter a token may be given in (for clients that cannot set headers).
+pub const QUERY_PARAM: &str = "authorization";
+
+/// The JWT claims the hub reads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mercure: Option<MercureClaim>,
+    /// Expiry (seconds since the epoch); checked when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+}
+
+/// The `mercure` claim.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MercureClaim {
+    /// Selectors of the topics the bearer may publish to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Vec<String>>,
+    /// Selectors of the topics whose private updates the bearer may receive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe: Option<Vec<String>>,
+    /// Free data echoed in subscription events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+}
+
+/// What a valid token grants, compiled for matching.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub publish: SelectorSet,
+    pub subscribe: SelectorSet,
+    pub payload: Option<Value>,
+}
+
+/// Why a token was refused. Every variant is a `401` at the HTTP edge.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid JWT: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("invalid selector in the JWT's mercure claim: {0}")]
+    Selector(#[from] SelectorError),
+}
+
+/// Verifying keys for the two roles.
+#[derive(Clone)]
+pub struct Verifier {
+    publisher: DecodingKey,
+    subscriber: DecodingKey,
+    validation: Validation,
+}
+
+/// A key as configured: an HMAC secret, or a PEM public key (RS*/ES*/PS*/EdDSA).
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    Secret(Vec<u8>),
+    Pem(Vec<u8>),
+}
+
+/// Which token a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Publisher,
+    Subscriber,
+}
+
+impl Verifier {
+    pub fn new(
+        alg: Algorithm,
+        publisher: &KeySource,
+        subscriber: &KeySource,
+    ) -> Result<Self, jsonwebtoken::errors::Error> {
+        let mut validation = Validation::new(alg);
+        // Mercure tokens usually carry no `exp` (long-lived publisher tokens) and no `aud`:
+        // check them when present, require nothing beyond the signature.
+        validation.required_spec_claims.clear();
+        validation.validate_aud = false;
+        validation.leeway = 5;
+        Ok(Verifier {
+            publisher: decoding_key(alg, publisher)?,
+            subscriber: decoding_key(alg, subscriber)?,
+            validation,
+        })
+    }
+
+    /// Verifies `token` for `role` and compiles its grants.
+    pub fn verify(&self, role: Role, token: &str) -> Result<Grants, AuthError> {
+        let key = match role {
+            Role::Publisher => &self.publisher,
+            Role::Subscriber => &self.subscriber,
+        };
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)?.claims;
+        let mercure = claims.mercure.unwrap_or_default();
+        Ok(Grants {
+            publish: SelectorSet::parse(mercure.publish.unwrap_or_default())?,
+            subscribe: SelectorSet::parse(mercure.subscribe.unwrap_or_default())?,
+            payload: mercure.payload,
+        })
+    }
+}
+
+fn decoding_key(
+    alg: Algorithm,
+    key: &KeySource,
+) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
+    use Algorithm::*;
+    match (key, alg) {
+        (KeySource::Secret(secret), HS256 | HS384 | HS512) => Ok(DecodingKey::from_secret(secret)),
+        (KeySource::Pem(pem), RS256 | RS384 | RS512 | PS256 | PS384 | PS512) => {
+            DecodingKey::from_rsa_pem(pem)
+        }
+        (KeySource::Pem(pem), ES256 | ES384) => DecodingKey::from_ec_pem(pem),
+        (KeySource::Pem(pem), EdDSA) => DecodingKey::from_ed_pem(pem),
+        _ => Err(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into()),
+    }
+}
+
+/// Signs `claims` with an HMAC secret (what `herald token` does).
+pub fn sign_hmac(
+    alg: Algorithm,
+    secret: &[u8],
+    claims: &Claims,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret))
+}
+
+/// Finds the token of a request, in the order the reference hub looks: the `Authorization:
+/// Bearer` header, then the `mercureAuthorization` cookie, then the `authorization` query
+/// parameter (already extracted by the caller, since only the caller parses the query).
+pub fn find_token<'a>(
+    headers: &'a http::HeaderMap,
+    query_token: Option<&'a str>,
+) -> Option<&'a str> {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION)
+        && let Ok(value) = value.to_str()
+        && let Some(token) = value.strip_prefix("Bearer ")
+    {
+        return Some(token.trim());
+    }
+    for value in headers.get_all(http::header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for pair in value.split(';') {
+            if let Some((name, token)) = pair.trim().split_once('=')
+                && name == COOKIE_NAME
+            {
+                return Some(token);
+            }
+        }
+    }
+    query_token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(publish: &[&str], subscribe: &[&str]) -> Claims {
+        Claims {
+            mercure: Some(MercureClaim {
+                publish: Some(publish.iter().map(|s| s.to_string()).collect()),
+                subscribe: Some(subscribe.iter().map(|s| s.to_string()).collect()),
+                payload: Some(serde_json::json!({"user": "alice"})),
+            }),
+            exp: None,
+        }
+    }
+
+    #[test]
+    fn hmac_round_trip_and_roles() {
+        let v = Verifier::new(
+            Algorithm::HS256,
+            &KeySource::Secret(b"pub".to_vec()),
+            &KeySource::Secret(b"sub".to_vec()),
+        )
+        .unwrap();
+        let token = sign_hmac(Algorithm::HS256, b"pub", &claims(&["https://a/{id}"], &[])).unwrap();
+        let grants = v.verify(Role::Publisher, &token).unwrap();
+        assert!(grants.publish.matches("https://a/1"));
+        assert!(!grants.publish.matches("https://b/1"));
+        assert_eq!(grants.payload.unwrap()["user"], "alice");
+        assert!(
+            v.verify(Role::Subscriber, &token).is_err(),
+            "wrong key for the role"
+        );
+    }
+
+    #[test]
+    fn expired_token_is_refused() {
+        let v = Verifier::new(
+            Algorithm::HS256,
+            &KeySource::Secret(b"k".to_vec()),
+            &KeySource::Secret(b"k".to_vec()),
+        )
+        .unwrap();
+        let mut c = claims(&["*"], &[]);
+        c.exp = Some(1_000_000);
+        let token = sign_hmac(Algorithm::HS256, b"k", &c).unwrap();
+        assert!(v.verify(Role::Publisher, &token).is_err());
+    }
+
+    #[test]
+    fn token_locations_in_order() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(find_token(&h, Some("q")), Some("q"));
+        h.insert(
+            http::header::COOKIE,
+            "a=b; mercureAuthorization=c".parse().unwrap(),
+        );
+        assert_eq!(find_token(&h, Some("q")), Some("c"));
+        h.insert(http::header::AUTHORIZATION, "Bearer t".parse().unwrap());
+        assert_eq!(find_token(&h, Some("q")), Some("t"));
+    }
+}

@@ -1,0 +1,98 @@
+//! History: where accepted updates are kept, in order, so that subscribers can resume.
+//!
+//! Every backend implements [`History`]. A backend gives each update a position (1, 2, 3, … in
+//! commit order; 0 means "before everything") and feeds committed updates, in position order, to
+//! the one dispatcher of the hub ([`History::take_feed`]). The publisher is acknowledged only when
+//! `append` returns, i.e. after the backend accepted the update; the dispatcher only ever sees
+//! accepted updates, so no subscriber can receive something that is then lost.
+
+use crate::update::{NewUpdate, Update};
+use futures_util::future::BoxFuture;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+pub mod memory;
+
+pub use memory::MemoryHistory;
+
+/// Committed updates in position order, for the dispatcher.
+pub type Feed = mpsc::UnboundedReceiver<Arc<Update>>;
+
+/// A store error: the hub answers `503` to the publisher, and nothing half-written is visible.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("history store unavailable: {0}")]
+    Unavailable(String),
+    #[error("an update with id {0:?} is already in history; update ids must be unique")]
+    DuplicateId(String),
+    #[error("update cannot be encoded: {0}")]
+    Invalid(#[from] herald_sse::EncodeError),
+}
+
+/// Where a resuming subscriber starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// After this position (replay everything later).
+    After(u64),
+    /// The id is not (or no longer) in history.
+    Unknown,
+}
+
+/// A history backend.
+pub trait History: Send + Sync + 'static {
+    /// Stores the update and gives it the next position. Returns only once the backend has
+    /// accepted it (for durable backends: once it is durable).
+    fn append(&self, update: NewUpdate) -> BoxFuture<'_, Result<Arc<Update>, StoreError>>;
+
+    /// Up to `limit` updates with a position greater than `after`, in position order.
+    fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>>;
+
+    /// Where to resume after the update with this id, or `earliest` (everything retained).
+    fn resolve(&self, last_event_id: &str) -> BoxFuture<'_, Result<Start, StoreError>>;
+
+    /// The id of the newest update in history, if any.
+    fn last_id(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
+
+    /// The committed updates in order, for the dispatcher; `None` after the first call.
+    fn take_feed(&self) -> Option<Feed>;
+
+    /// Whether the backend can currently accept writes (for `/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+/// The value of `Last-Event-ID` meaning "from the oldest update kept".
+pub const EARLIEST: &str = "earliest";
+
+/// Shared by in-process backends: a position-ordered window of updates with an id index.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    updates: VecDeque<Arc<Update>>,
+    by_id: HashMap<String, u64>,
+    /// The position of the newest update ever stored (survives eviction).
+    head: u64,
+}
+
+impl Window {
+    fn first_position(&self) -> u64 {
+        self.updates.front().map_or(self.head + 1, |u| u.position)
+    }
+
+    fn read_after(&self, after: u64, limit: usize) -> Vec<Arc<Update>> {
+        let first = self.first_position();
+        let skip = after.saturating_add(1).saturating_sub(first);
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        self.updates
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}

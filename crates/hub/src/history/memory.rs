@@ -1,0 +1,153 @@
+//! The `memory` backend: a bounded ring of the newest updates. Fast, and gone on restart; for
+//! tests and for deployments that accept losing history on a restart.
+
+use super::{EARLIEST, Feed, History, Start, StoreError, Window};
+use crate::update::{NewUpdate, Update};
+use futures_util::future::{BoxFuture, FutureExt, ready};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// A bounded in-memory history.
+pub struct MemoryHistory {
+    capacity: usize,
+    state: Mutex<State>,
+}
+
+struct State {
+    window: Window,
+    feed_tx: mpsc::UnboundedSender<Arc<Update>>,
+    feed_rx: Option<Feed>,
+}
+
+impl MemoryHistory {
+    /// Keeps the newest `capacity` updates (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        MemoryHistory {
+            capacity: capacity.max(1),
+            state: Mutex::new(State {
+                window: Window::default(),
+                feed_tx,
+                feed_rx: Some(feed_rx),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the ring half-updated in a way that
+        // matters more than stopping the hub would; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn append_now(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
+        let mut state = self.lock();
+        let window = &mut state.window;
+        if window.by_id.contains_key(&update.id) {
+            return Err(StoreError::DuplicateId(update.id));
+        }
+        let position = window.head + 1;
+        let update = Arc::new(update.into_update(position)?);
+        window.head = position;
+        window.by_id.insert(update.id().to_owned(), position);
+        window.updates.push_back(update.clone());
+        while window.updates.len() > self.capacity {
+            if let Some(old) = window.updates.pop_front() {
+                window.by_id.remove(old.id());
+            }
+        }
+        // Sent under the lock, so the feed is in position order. The dispatcher lives as long
+        // as the hub; if it is gone the hub is shutting down and nobody is left to tell.
+        let _ = state.feed_tx.send(update.clone());
+        Ok(update)
+    }
+}
+
+impl History for MemoryHistory {
+    fn append(&self, update: NewUpdate) -> BoxFuture<'_, Result<Arc<Update>, StoreError>> {
+        ready(self.append_now(update)).boxed()
+    }
+
+    fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>> {
+        ready(Ok(self.lock().window.read_after(after, limit))).boxed()
+    }
+
+    fn resolve(&self, last_event_id: &str) -> BoxFuture<'_, Result<Start, StoreError>> {
+        let state = self.lock();
+        let window = &state.window;
+        let start = if last_event_id == EARLIEST {
+            Start::After(window.first_position() - 1)
+        } else {
+            match window.by_id.get(last_event_id) {
+                Some(&position) => Start::After(position),
+                None => Start::Unknown,
+            }
+        };
+        ready(Ok(start)).boxed()
+    }
+
+    fn last_id(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        let id = self.lock().window.updates.back().map(|u| u.id().to_owned());
+        ready(Ok(id)).boxed()
+    }
+
+    fn take_feed(&self) -> Option<Feed> {
+        self.lock().feed_rx.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(id: &str) -> NewUpdate {
+        let mut u = NewUpdate::new(vec!["t".into()], "d");
+        u.id = id.into();
+        u
+    }
+
+    #[tokio::test]
+    async fn positions_ring_and_lookup() {
+        let h = MemoryHistory::new(3);
+        let mut feed = h.take_feed().unwrap();
+        assert!(h.take_feed().is_none());
+        for i in 1..=5 {
+            let u = h.append(update(&format!("id{i}"))).await.unwrap();
+            assert_eq!(u.position, i);
+            assert_eq!(feed.recv().await.unwrap().position, i);
+        }
+        assert_eq!(h.resolve("id1").await.unwrap(), Start::Unknown, "evicted");
+        assert_eq!(h.resolve("id3").await.unwrap(), Start::After(3));
+        assert_eq!(h.resolve(EARLIEST).await.unwrap(), Start::After(2));
+        let ids = |v: Vec<Arc<Update>>| v.iter().map(|u| u.id().to_owned()).collect::<Vec<_>>();
+        assert_eq!(ids(h.read_after(3, 10).await.unwrap()), ["id4", "id5"]);
+        assert_eq!(ids(h.read_after(0, 2).await.unwrap()), ["id3", "id4"]);
+        assert!(h.read_after(5, 10).await.unwrap().is_empty());
+        assert_eq!(h.last_id().await.unwrap().as_deref(), Some("id5"));
+    }
+
+    #[tokio::test]
+    async fn duplicate_ids_are_refused_and_change_nothing() {
+        let h = MemoryHistory::new(10);
+        h.append(update("a")).await.unwrap();
+        assert!(matches!(
+            h.append(update("a")).await,
+            Err(StoreError::DuplicateId(_))
+        ));
+        let next = h.append(update("b")).await.unwrap();
+        assert_eq!(
+            next.position, 2,
+            "no position was consumed by the refused update"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_history_earliest_is_from_the_start() {
+        let h = MemoryHistory::new(10);
+        assert_eq!(h.resolve(EARLIEST).await.unwrap(), Start::After(0));
+        assert_eq!(h.last_id().await.unwrap(), None);
+    }
+}

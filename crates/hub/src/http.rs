@@ -1,0 +1,422 @@
+//! HTTP: routes, the Mercure request shapes, response headers, CORS and errors. Everything
+//! protocol-specific about requests is parsed here, so the core sees selectors and grants.
+
+use crate::auth::{self, Grants, Role};
+use crate::dispatch::Filter;
+use crate::history::{EARLIEST, Start, StoreError};
+use crate::hub::Hub;
+use crate::subscriber::Subscriber;
+use crate::topic::SelectorSet;
+use crate::update::{NewUpdate, new_id};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use std::sync::Arc;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// The path of the hub.
+pub const HUB_PATH: &str = "/.well-known/mercure";
+
+const LINK_VALUE: &str = "</.well-known/mercure>; rel=\"mercure\"";
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// An error answered to the client: a status and a message that says what to fix.
+#[derive(Debug)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        HttpError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn unauthorized(message: impl Into<String>) -> Self {
+        HttpError::new(StatusCode::UNAUTHORIZED, message)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, format!("{}\n", self.message)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mercure\""),
+            );
+        }
+        response
+    }
+}
+
+/// The hub's routes, with CORS and the discovery `Link` header.
+pub fn router(hub: Hub) -> Router {
+    let cors = cors_layer(&hub.inner.settings.cors_origins);
+    let mut router = Router::new()
+        .route(HUB_PATH, get(subscribe).post(publish))
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::map_response(add_link));
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
+    router.with_state(hub)
+}
+
+async fn add_link(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::LINK, HeaderValue::from_static(LINK_VALUE));
+    response
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    // Credentials (cookies) rule out a literal `*`; echoing the request's origin is how `*`
+    // keeps working with the mercureAuthorization cookie.
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CACHE_CONTROL,
+                header::CONTENT_TYPE,
+                LAST_EVENT_ID,
+            ])
+            .expose_headers([header::LINK, LAST_EVENT_ID]),
+    )
+}
+
+/// The fields of a subscribe request's query string.
+#[derive(Default)]
+struct SubscribeQuery {
+    topics: Vec<String>,
+    last_event_id: Option<String>,
+    authorization: Option<String>,
+}
+
+fn parse_subscribe_query(query: &str) -> SubscribeQuery {
+    let mut q = SubscribeQuery::default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "topic" => q.topics.push(value.into_owned()),
+            // `Last-Event-ID` as a query parameter is the older spelling of `lastEventID`.
+            "lastEventID" | "Last-Event-ID" => {
+                q.last_event_id.get_or_insert_with(|| value.into_owned());
+            }
+            auth::QUERY_PARAM => q.authorization = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    q
+}
+
+/// Verifies the request's token, if any, for `role`.
+fn grants(
+    hub: &Hub,
+    role: Role,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Option<Grants>, HttpError> {
+    match auth::find_token(headers, query_token) {
+        None => Ok(None),
+        Some(token) => hub
+            .inner
+            .verifier
+            .verify(role, token)
+            .map(Some)
+            .map_err(|err| HttpError::unauthorized(format!("{err}"))),
+    }
+}
+
+async fn subscribe(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, HttpError> {
+    let query = parse_subscribe_query(request.uri().query().unwrap_or(""));
+    if query.topics.is_empty() {
+        return Err(HttpError::bad_request(
+            "missing \"topic\" query parameter: subscribe with ?topic=<selector> (repeatable; \
+             a topic, a URI template or *)",
+        ));
+    }
+    let settings = &hub.inner.settings;
+    if query.topics.len() > settings.max_topics {
+        return Err(HttpError::bad_request(format!(
+            "too many \"topic\" parameters: {} given, at most {} allowed",
+            query.topics.len(),
+            settings.max_topics
+        )));
+    }
+    let grants = grants(
+        &hub,
+        Role::Subscriber,
+        &headers,
+        query.authorization.as_deref(),
+    )?;
+    if grants.is_none() && !settings.anonymous {
+        return Err(HttpError::unauthorized(
+            "this hub requires a subscriber JWT: send it as `Authorization: Bearer <jwt>`, in the \
+             mercureAuthorization cookie or in the authorization query parameter",
+        ));
+    }
+    let topics = SelectorSet::parse(&query.topics)
+        .map_err(|err| HttpError::bad_request(format!("invalid topic selector: {err}")))?;
+    let last_event_id = headers
+        .get(LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(query.last_event_id)
+        .filter(|id| !id.is_empty());
+
+    let inner = &hub.inner;
+    let filter = Arc::new(Filter { topics, grants });
+    // Register first, then look up history: see subscriber.rs for why this order is gap-free.
+    let registration = inner.dispatcher.register(filter.clone());
+    let replay_after = match &last_event_id {
+        None => None,
+        Some(id) => match inner.history.resolve(id).await.map_err(store_error)? {
+            Start::After(position) => Some(position),
+            // As the reference hub does, an id the hub does not know replays nothing: the
+            // client gets live updates from now on (and the response header tells it where
+            // history ends, so it can see that it did not resume where it asked).
+            Start::Unknown => None,
+        },
+    };
+    let newest = inner
+        .history
+        .last_id()
+        .await
+        .map_err(store_error)?
+        .unwrap_or_else(|| EARLIEST.to_owned());
+    let subscriber = Subscriber::new(
+        registration,
+        filter,
+        inner.history.clone(),
+        inner.metrics.clone(),
+        replay_after,
+        inner.settings.heartbeat,
+        hub.shutdown_signal(),
+    );
+    let body = futures_util::stream::unfold(subscriber, |mut subscriber| async move {
+        let chunk = subscriber.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), subscriber))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Ok(v) = HeaderValue::from_str(&newest) {
+        h.insert(LAST_EVENT_ID, v);
+    }
+    Ok(response)
+}
+
+fn store_error(err: StoreError) -> HttpError {
+    match err {
+        StoreError::DuplicateId(_) => HttpError::new(StatusCode::CONFLICT, err.to_string()),
+        StoreError::Invalid(_) => HttpError::bad_request(err.to_string()),
+        StoreError::Unavailable(_) => HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{err}; retry later"),
+        ),
+    }
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+async fn publish(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, HttpError> {
+    let query_token = request.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == auth::QUERY_PARAM)
+            .map(|(_, v)| v.into_owned())
+    });
+    let Some(grants) = grants(&hub, Role::Publisher, &headers, query_token.as_deref())? else {
+        return Err(HttpError::unauthorized(
+            "publishing requires a publisher JWT with a mercure.publish claim: send it as \
+             `Authorization: Bearer <jwt>`",
+        ));
+    };
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let essence = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        if !essence.eq_ignore_ascii_case(FORM) {
+            return Err(HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("publish with Content-Type: {FORM} (got {essence:?})"),
+            ));
+        }
+    }
+    let max_body = hub.inner.settings.max_body;
+    let body = Limited::new(request.into_body(), max_body)
+        .collect()
+        .await
+        .map_err(|err| {
+            if err.is::<http_body_util::LengthLimitError>() {
+                HttpError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body larger than the limit of {max_body} bytes"),
+                )
+            } else {
+                HttpError::bad_request(format!("could not read the request body: {err}"))
+            }
+        })?
+        .to_bytes();
+    let update = parse_publish_form(&body)?;
+    if let Some(topic) = update
+        .topics
+        .iter()
+        .find(|topic| !grants.publish.matches(topic))
+    {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!("the JWT's mercure.publish claim does not allow publishing to {topic:?}"),
+        ));
+    }
+    let inner = &hub.inner;
+    let update = inner.history.append(update).await.map_err(|err| {
+        if matches!(err, StoreError::Unavailable(_)) {
+            inner.metrics.store_errors.inc();
+        }
+        store_error(err)
+    })?;
+    inner.metrics.published.inc();
+    tracing::debug!(id = update.id(), position = update.position, "published");
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        update.id().to_owned(),
+    )
+        .into_response())
+}
+
+/// Parses and validates the fields of a publish request.
+fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
+    let mut topics = Vec::new();
+    let mut data = None;
+    let mut private = false;
+    let mut id = None;
+    let mut event_type = None;
+    let mut retry = None;
+    for (key, value) in form_urlencoded::parse(body) {
+        match &*key {
+            "topic" => topics.push(value.into_owned()),
+            "data" => data = Some(value.into_owned()),
+            "private" => private = true,
+            "id" => id = Some(value.into_owned()),
+            "type" => event_type = Some(value.into_owned()),
+            "retry" => {
+                let parsed = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|_| value.bytes().all(|b| b.is_ascii_digit()));
+                retry = Some(parsed.ok_or_else(|| {
+                    HttpError::bad_request(format!(
+                        "invalid \"retry\" {value:?}: give the reconnection time in milliseconds, as digits"
+                    ))
+                })?);
+            }
+            _ => {}
+        }
+    }
+    if topics.is_empty() {
+        return Err(HttpError::bad_request(
+            "missing \"topic\" field: publish at least one topic (topic=<iri>, repeatable)",
+        ));
+    }
+    if topics.iter().any(|t| t.is_empty()) {
+        return Err(HttpError::bad_request("a \"topic\" field is empty"));
+    }
+    let update = NewUpdate {
+        id: id.filter(|id| !id.is_empty()).unwrap_or_else(new_id),
+        topics,
+        data: data.unwrap_or_default(),
+        private,
+        event_type: event_type.filter(|t| !t.is_empty()),
+        retry,
+    };
+    update.validate().map_err(|err| {
+        HttpError::bad_request(format!(
+            "{err}: the \"id\" and \"type\" fields must be single-line"
+        ))
+    })?;
+    Ok(update)
+}
+
+async fn readyz(State(hub): State<Hub>) -> Response {
+    if hub.inner.history.is_ready() {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "history store not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(hub): State<Hub>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        hub.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        include_str!("index.html"),
+    )
+        .into_response()
+}

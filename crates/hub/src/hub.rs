@@ -1,0 +1,97 @@
+//! The hub: the pieces of a running hub (history, dispatcher, verifier, metrics, settings) and
+//! its life cycle. `http.rs` serves it; `server.rs` accepts connections for it.
+
+use crate::auth::Verifier;
+use crate::dispatch::Dispatcher;
+use crate::history::History;
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Behaviour settings of a hub, resolved from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Subscribers without a token receive public updates.
+    pub anonymous: bool,
+    /// Period of heartbeat comments on idle streams; `None` disables them.
+    pub heartbeat: Option<Duration>,
+    /// Origins allowed by CORS (`*` allows any, echoing the request's origin for credentials).
+    pub cors_origins: Vec<String>,
+    /// Subscription events and the subscriptions API.
+    pub subscriptions: bool,
+    /// Largest publish request body, in bytes.
+    pub max_body: usize,
+    /// Updates queued per subscriber before it falls back to catching up from history.
+    pub queue_size: usize,
+    /// Most `topic` selectors in one request.
+    pub max_topics: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            anonymous: false,
+            heartbeat: Some(Duration::from_secs(15)),
+            cors_origins: Vec::new(),
+            subscriptions: false,
+            max_body: 1 << 20,
+            queue_size: 1024,
+            max_topics: 100,
+        }
+    }
+}
+
+/// A hub. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub history: Arc<dyn History>,
+    pub dispatcher: Dispatcher,
+    pub verifier: Verifier,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Hub {
+    /// Builds a hub on `history` and starts its dispatcher task (needs a tokio runtime).
+    ///
+    /// # Panics
+    /// If `history`'s feed was already taken (a history backs exactly one hub).
+    pub fn start(history: Arc<dyn History>, verifier: Verifier, settings: Settings) -> Hub {
+        let metrics = Arc::new(Metrics::default());
+        let dispatcher = Dispatcher::new(settings.queue_size, metrics.clone());
+        let feed = history
+            .take_feed()
+            .expect("a history backend serves exactly one hub");
+        tokio::spawn(dispatcher.clone().run(feed));
+        let (shutdown, _) = watch::channel(false);
+        Hub {
+            inner: Arc::new(Inner {
+                history,
+                dispatcher,
+                verifier,
+                metrics,
+                settings,
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Ends every subscriber stream cleanly (clients then reconnect elsewhere).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+}

@@ -1,0 +1,90 @@
+//! An update: what a publisher sent, the position the history store gave it, and its SSE bytes,
+//! encoded once here and shared by every connection that receives it.
+
+use bytes::Bytes;
+use herald_sse::{EncodeError, Event};
+
+/// An update as accepted from a publisher, before the history store has placed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUpdate {
+    /// Unique id; the hub makes `urn:uuid:...` when the publisher gives none.
+    pub id: String,
+    /// At least one topic; the first is the canonical one.
+    pub topics: Vec<String>,
+    pub data: String,
+    /// Only subscribers authorized for one of the topics receive a private update.
+    pub private: bool,
+    /// The SSE `event:` type.
+    pub event_type: Option<String>,
+    /// The SSE `retry:` value, in milliseconds.
+    pub retry: Option<u64>,
+}
+
+impl NewUpdate {
+    /// A public update with a fresh `urn:uuid:` id.
+    pub fn new(topics: Vec<String>, data: impl Into<String>) -> Self {
+        NewUpdate {
+            id: new_id(),
+            topics,
+            data: data.into(),
+            private: false,
+            event_type: None,
+            retry: None,
+        }
+    }
+
+    /// The SSE event this update is sent as.
+    pub fn event(&self) -> Event {
+        Event {
+            id: Some(self.id.clone()),
+            event: self.event_type.clone(),
+            data: self.data.clone(),
+            retry: self.retry,
+            comment: None,
+        }
+    }
+
+    /// Checks that the update can be sent without changing the meaning of the stream.
+    pub fn validate(&self) -> Result<(), EncodeError> {
+        self.event().validate()
+    }
+
+    /// Encodes the update and fixes its position (given by the history store).
+    pub fn into_update(self, position: u64) -> Result<Update, EncodeError> {
+        let encoded = self.event().encode()?;
+        Ok(Update {
+            position,
+            encoded,
+            update: self,
+        })
+    }
+}
+
+/// A fresh update id, in the form the reference hub uses.
+pub fn new_id() -> String {
+    format!("urn:uuid:{}", uuid::Uuid::new_v4())
+}
+
+/// An update the history store accepted: its position in the store's order and its SSE bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// Monotonic, gap-free within one store; never reused.
+    pub position: u64,
+    /// The `text/event-stream` bytes of this update, shared by every subscriber.
+    pub encoded: Bytes,
+    pub update: NewUpdate,
+}
+
+impl Update {
+    pub fn id(&self) -> &str {
+        &self.update.id
+    }
+
+    pub fn topics(&self) -> &[String] {
+        &self.update.topics
+    }
+
+    pub fn private(&self) -> bool {
+        self.update.private
+    }
+}

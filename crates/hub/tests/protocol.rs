@@ -1,0 +1,534 @@
+//! The Mercure protocol over real sockets: publish, subscribe, authorization, selectors,
+//! private updates, response headers, discovery.
+
+mod common;
+
+use common::*;
+use herald_hub::Settings;
+use http::StatusCode;
+use std::time::Duration;
+
+const SHORT: Duration = Duration::from_millis(300);
+
+fn anonymous() -> Settings {
+    Settings {
+        anonymous: true,
+        ..Settings::default()
+    }
+}
+
+#[tokio::test]
+async fn publish_then_receive_with_all_fields() {
+    let hub = TestHub::start(anonymous()).await;
+    let mut sse = hub
+        .subscribe("topic=https://example.com/books/1", &[])
+        .await;
+    assert_eq!(sse.status, StatusCode::OK);
+    let id = hub
+        .publish(&[
+            ("topic", "https://example.com/books/1"),
+            ("data", "line one\nline two"),
+            ("id", "book-1-v1"),
+            ("type", "update"),
+            ("retry", "2500"),
+        ])
+        .await;
+    assert_eq!(
+        id, "book-1-v1",
+        "the publish response body is the update id"
+    );
+    let event = sse.next().await;
+    assert_eq!(event.data, "line one\nline two");
+    assert_eq!(event.event_type, "update");
+    assert_eq!(event.last_event_id, "book-1-v1");
+    let raw = String::from_utf8_lossy(&sse.raw);
+    assert!(raw.contains("retry: 2500\n"), "retry passed through: {raw}");
+}
+
+#[tokio::test]
+async fn generated_ids_are_urn_uuids() {
+    let hub = TestHub::start(anonymous()).await;
+    let id = hub.publish(&[("topic", "t"), ("data", "x")]).await;
+    assert!(id.starts_with("urn:uuid:") && id.len() == 45, "{id}");
+}
+
+#[tokio::test]
+async fn sse_response_headers() {
+    let hub = TestHub::start(anonymous()).await;
+    let sse = hub.subscribe("topic=a", &[]).await;
+    let h = &sse.headers;
+    assert_eq!(h["content-type"], "text/event-stream");
+    assert!(h["cache-control"].to_str().unwrap().contains("no-store"));
+    assert_eq!(h["x-accel-buffering"], "no");
+    assert_eq!(h["link"], "</.well-known/mercure>; rel=\"mercure\"");
+    assert_eq!(h["last-event-id"], "earliest", "empty history");
+}
+
+#[tokio::test]
+async fn headers_arrive_before_any_update() {
+    // The subscribe call returns once the status line and headers arrived; with no update
+    // published, that only happens if the hub flushes them at once.
+    let hub = TestHub::start(anonymous()).await;
+    let mut sse = hub.subscribe("topic=a", &[]).await;
+    assert_eq!(sse.status, StatusCode::OK);
+    assert_eq!(sse.read_chunk(WAIT).await, Some(true));
+    assert_eq!(sse.raw, b":\n", "an initial comment, nothing else");
+}
+
+#[tokio::test]
+async fn discovery_link_on_other_responses() {
+    let hub = TestHub::start(anonymous()).await;
+    for path in ["/", "/healthz", "/.well-known/mercure"] {
+        let (_, headers, _) = hub.get(path).await;
+        assert_eq!(
+            headers["link"], "</.well-known/mercure>; rel=\"mercure\"",
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn subscribe_without_topic_is_400_with_a_hint() {
+    let hub = TestHub::start(anonymous()).await;
+    let (status, _, body) = hub.get("/.well-known/mercure").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("topic"), "{body}");
+}
+
+#[tokio::test]
+async fn malformed_template_selector_is_400() {
+    let hub = TestHub::start(anonymous()).await;
+    let (status, _, body) = hub.get("/.well-known/mercure?topic=https://a/%7Bid").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("selector"), "{body}");
+}
+
+#[tokio::test]
+async fn publish_errors() {
+    let hub = TestHub::start(anonymous()).await;
+    let any = publisher_token(&["*"]);
+    /// Token, form, expected status, a word the error message must contain.
+    type Case<'a> = (Option<String>, Vec<(&'a str, &'a str)>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            None,
+            vec![("topic", "a")],
+            StatusCode::UNAUTHORIZED,
+            "publisher JWT",
+        ),
+        (
+            Some("not.a.jwt".into()),
+            vec![("topic", "a")],
+            StatusCode::UNAUTHORIZED,
+            "JWT",
+        ),
+        // Signed with the subscriber key: not a publisher token.
+        (
+            Some(subscriber_token(&["*"])),
+            vec![("topic", "a")],
+            StatusCode::UNAUTHORIZED,
+            "JWT",
+        ),
+        (
+            Some(publisher_token(&["https://example.com/books/{id}"])),
+            vec![
+                ("topic", "https://example.com/books/1"),
+                ("topic", "https://other/1"),
+            ],
+            StatusCode::FORBIDDEN,
+            "https://other/1",
+        ),
+        (
+            Some(any.clone()),
+            vec![("data", "x")],
+            StatusCode::BAD_REQUEST,
+            "topic",
+        ),
+        (
+            Some(any.clone()),
+            vec![("topic", "a"), ("retry", "soon")],
+            StatusCode::BAD_REQUEST,
+            "retry",
+        ),
+        (
+            Some(any.clone()),
+            vec![("topic", "a"), ("retry", "-5")],
+            StatusCode::BAD_REQUEST,
+            "retry",
+        ),
+        (
+            Some(any.clone()),
+            vec![("topic", "a"), ("id", "x\nid: y")],
+            StatusCode::BAD_REQUEST,
+            "id",
+        ),
+        (
+            Some(any.clone()),
+            vec![("topic", "a"), ("type", "x\r\ndata: y")],
+            StatusCode::BAD_REQUEST,
+            "type",
+        ),
+    ];
+    for (token, form, status, hint) in cases {
+        let (got, body) = hub.publish_with(token.as_deref(), &form).await;
+        assert_eq!(got, status, "{form:?}: {body}");
+        assert!(
+            body.contains(hint),
+            "{form:?}: {body:?} should mention {hint:?}"
+        );
+    }
+    // Nothing refused went into history.
+    let mut sse = hub
+        .subscribe("topic=*", &[("last-event-id", "earliest")])
+        .await;
+    assert!(sse.quiet_for(SHORT).await);
+}
+
+#[tokio::test]
+async fn publish_template_grant_allows_matching_topics() {
+    let hub = TestHub::start(anonymous()).await;
+    let token = publisher_token(&["https://example.com/books/{id}"]);
+    let (status, _) = hub
+        .publish_with(
+            Some(&token),
+            &[("topic", "https://example.com/books/7"), ("data", "x")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn duplicate_id_is_409_and_first_update_kept() {
+    let hub = TestHub::start(anonymous()).await;
+    hub.publish(&[("topic", "a"), ("id", "same"), ("data", "first")])
+        .await;
+    let (status, body) = hub
+        .publish_with(
+            Some(&publisher_token(&["*"])),
+            &[("topic", "a"), ("id", "same"), ("data", "second")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let mut sse = hub
+        .subscribe("topic=a", &[("last-event-id", "earliest")])
+        .await;
+    assert_eq!(sse.next().await.data, "first");
+    assert!(sse.quiet_for(SHORT).await);
+}
+
+#[tokio::test]
+async fn wrong_content_type_and_oversized_body() {
+    let hub = TestHub::start(Settings {
+        max_body: 1000,
+        ..anonymous()
+    })
+    .await;
+    let token = publisher_token(&["*"]);
+    let req = http::Request::post(hub.url("/.well-known/mercure"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = hub.request(req).await;
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(body_text(response).await.contains("x-www-form-urlencoded"));
+    let big = "x".repeat(2000);
+    let (status, body) = hub
+        .publish_with(Some(&token), &[("topic", "a"), ("data", &big)])
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body.contains("1000"), "{body}");
+}
+
+#[tokio::test]
+async fn anonymous_subscribers_only_when_allowed() {
+    let closed = TestHub::start(Settings::default()).await;
+    let sse = closed.subscribe("topic=a", &[]).await;
+    assert_eq!(sse.status, StatusCode::UNAUTHORIZED);
+    assert!(sse.headers.contains_key("www-authenticate"));
+    // A token (even one granting no private topic) is enough to receive public updates.
+    let token = subscriber_token(&[]);
+    let mut sse = closed
+        .subscribe("topic=a", &[("authorization", &format!("Bearer {token}"))])
+        .await;
+    assert_eq!(sse.status, StatusCode::OK);
+    closed.publish(&[("topic", "a"), ("data", "public")]).await;
+    assert_eq!(sse.next().await.data, "public");
+}
+
+#[tokio::test]
+async fn invalid_subscriber_token_is_401_even_when_anonymous_is_allowed() {
+    let hub = TestHub::start(anonymous()).await;
+    let forged = publisher_token(&["*"]); // wrong key for subscribers
+    let sse = hub
+        .subscribe("topic=a", &[("authorization", &format!("Bearer {forged}"))])
+        .await;
+    assert_eq!(sse.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn private_updates_reach_only_authorized_subscribers() {
+    let hub = TestHub::start(anonymous()).await;
+    let topic = "https://example.com/users/42";
+    let mut anon = hub.subscribe(&format!("topic={topic}"), &[]).await;
+    let allowed = subscriber_token(&["https://example.com/users/{id}"]);
+    let mut authorized = hub
+        .subscribe(
+            &format!("topic={topic}"),
+            &[("authorization", &format!("Bearer {allowed}"))],
+        )
+        .await;
+    let other = subscriber_token(&["https://example.com/groups/{id}"]);
+    let mut unauthorized = hub
+        .subscribe(
+            &format!("topic={topic}"),
+            &[("authorization", &format!("Bearer {other}"))],
+        )
+        .await;
+    hub.publish(&[("topic", topic), ("data", "secret"), ("private", "on")])
+        .await;
+    hub.publish(&[("topic", topic), ("data", "public")]).await;
+    assert_eq!(authorized.next().await.data, "secret");
+    assert_eq!(authorized.next().await.data, "public");
+    assert_eq!(
+        anon.next().await.data,
+        "public",
+        "the private one was skipped"
+    );
+    assert_eq!(unauthorized.next().await.data, "public");
+}
+
+#[tokio::test]
+async fn private_update_authorized_by_any_of_its_topics() {
+    let hub = TestHub::start(anonymous()).await;
+    let token = subscriber_token(&["https://example.com/alt"]);
+    let mut sse = hub
+        .subscribe(
+            "topic=https://example.com/main",
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    hub.publish(&[
+        ("topic", "https://example.com/main"),
+        ("topic", "https://example.com/alt"),
+        ("data", "both"),
+        ("private", "on"),
+    ])
+    .await;
+    assert_eq!(sse.next().await.data, "both");
+}
+
+#[tokio::test]
+async fn token_in_cookie_and_in_query_parameter() {
+    let hub = TestHub::start(Settings::default()).await;
+    let token = subscriber_token(&["*"]);
+    let mut by_cookie = hub
+        .subscribe(
+            "topic=p",
+            &[(
+                "cookie",
+                &format!("theme=dark; mercureAuthorization={token}"),
+            )],
+        )
+        .await;
+    assert_eq!(by_cookie.status, StatusCode::OK);
+    let mut by_query = hub
+        .subscribe(&format!("topic=p&authorization={token}"), &[])
+        .await;
+    assert_eq!(by_query.status, StatusCode::OK);
+    hub.publish(&[("topic", "p"), ("data", "private"), ("private", "1")])
+        .await;
+    assert_eq!(by_cookie.next().await.data, "private");
+    assert_eq!(by_query.next().await.data, "private");
+}
+
+#[tokio::test]
+async fn selectors_exact_template_and_star() {
+    let hub = TestHub::start(anonymous()).await;
+    let mut exact = hub
+        .subscribe("topic=https://example.com/books/1", &[])
+        .await;
+    let mut template = hub
+        .subscribe("topic=https://example.com/books/%7Bid%7D", &[])
+        .await;
+    let mut star = hub.subscribe("topic=*", &[]).await;
+    let mut two = hub
+        .subscribe(
+            "topic=https://example.com/authors/1&topic=https://example.com/books/2",
+            &[],
+        )
+        .await;
+    for topic in [
+        "https://example.com/books/1",
+        "https://example.com/books/2",
+        "https://example.com/books/2/reviews",
+        "https://example.com/authors/1",
+    ] {
+        hub.publish(&[("topic", topic), ("data", topic)]).await;
+    }
+    let data = |events: Vec<herald_sse::MessageEvent>| {
+        events.into_iter().map(|e| e.data).collect::<Vec<_>>()
+    };
+    assert_eq!(data(exact.take(1).await), ["https://example.com/books/1"]);
+    assert_eq!(
+        data(template.take(2).await),
+        ["https://example.com/books/1", "https://example.com/books/2"]
+    );
+    assert_eq!(star.take(4).await.len(), 4);
+    assert_eq!(
+        data(two.take(2).await),
+        [
+            "https://example.com/books/2",
+            "https://example.com/authors/1"
+        ]
+    );
+    assert!(exact.quiet_for(SHORT).await);
+    assert!(template.quiet_for(Duration::from_millis(50)).await);
+}
+
+#[tokio::test]
+async fn an_update_matching_two_selectors_arrives_once() {
+    let hub = TestHub::start(anonymous()).await;
+    let mut sse = hub.subscribe("topic=a&topic=*&topic=b", &[]).await;
+    hub.publish(&[("topic", "a"), ("topic", "b"), ("data", "once")])
+        .await;
+    hub.publish(&[("topic", "c"), ("data", "next")]).await;
+    assert_eq!(sse.next().await.data, "once");
+    assert_eq!(sse.next().await.data, "next");
+}
+
+#[tokio::test]
+async fn heartbeats_on_idle_streams() {
+    let hub = TestHub::start(Settings {
+        heartbeat: Some(Duration::from_millis(100)),
+        ..anonymous()
+    })
+    .await;
+    let mut sse = hub.subscribe("topic=a", &[]).await;
+    for _ in 0..3 {
+        assert_eq!(sse.read_chunk(WAIT).await, Some(true));
+    }
+    assert_eq!(sse.raw, b":\n:\n:\n", "initial comment then two heartbeats");
+}
+
+#[tokio::test]
+async fn no_heartbeat_when_disabled() {
+    let hub = TestHub::start(Settings {
+        heartbeat: None,
+        ..anonymous()
+    })
+    .await;
+    let mut sse = hub.subscribe("topic=a", &[]).await;
+    assert_eq!(sse.read_chunk(WAIT).await, Some(true));
+    assert_eq!(
+        sse.read_chunk(SHORT).await,
+        None,
+        "nothing after the initial comment"
+    );
+}
+
+#[tokio::test]
+async fn health_ready_metrics_and_index() {
+    let hub = TestHub::start(anonymous()).await;
+    let mut sse = hub.subscribe("topic=a", &[]).await;
+    hub.publish(&[("topic", "a"), ("data", "x")]).await;
+    sse.next().await;
+    assert_eq!(hub.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(hub.get("/readyz").await.0, StatusCode::OK);
+    let (status, headers, metrics) = hub.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    for line in [
+        "herald_subscribers 1",
+        "herald_updates_published_total 1",
+        "herald_updates_delivered_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("herald_connections "), "{metrics}");
+    let (status, headers, page) = hub.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.contains("EventSource"));
+}
+
+#[tokio::test]
+async fn cors_preflight_and_credentials() {
+    let hub = TestHub::start(Settings {
+        cors_origins: vec!["https://app.example".into()],
+        ..anonymous()
+    })
+    .await;
+    let preflight = http::Request::builder()
+        .method("OPTIONS")
+        .uri(hub.url("/.well-known/mercure"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, last-event-id",
+        )
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let response = hub.request(preflight).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let h = response.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    let methods = h["access-control-allow-methods"].to_str().unwrap();
+    assert!(
+        methods.contains("POST") && methods.contains("GET"),
+        "{methods}"
+    );
+    let allowed = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("last-event-id"),
+        "{allowed}"
+    );
+
+    let sse = hub
+        .subscribe("topic=a", &[("origin", "https://app.example")])
+        .await;
+    assert_eq!(
+        sse.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(sse.headers["access-control-allow-credentials"], "true");
+    let other = hub
+        .subscribe("topic=a", &[("origin", "https://evil.example")])
+        .await;
+    assert!(!other.headers.contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn cors_star_echoes_the_origin_for_credentials() {
+    let hub = TestHub::start(Settings {
+        cors_origins: vec!["*".into()],
+        ..anonymous()
+    })
+    .await;
+    let sse = hub
+        .subscribe("topic=a", &[("origin", "https://any.example")])
+        .await;
+    assert_eq!(
+        sse.headers["access-control-allow-origin"],
+        "https://any.example"
+    );
+    assert_eq!(sse.headers["access-control-allow-credentials"], "true");
+}

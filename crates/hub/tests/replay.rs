@@ -1,0 +1,264 @@
+//! Resuming: `Last-Event-ID` (header and query parameter), `earliest`, unknown ids, the
+//! hand-over from history to live under a concurrent publisher, and slow subscribers.
+
+mod common;
+
+use common::*;
+use herald_hub::Settings;
+use http::StatusCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn anonymous() -> Settings {
+    Settings {
+        anonymous: true,
+        ..Settings::default()
+    }
+}
+
+async fn publish_n(hub: &TestHub, topic: &str, range: std::ops::RangeInclusive<usize>) {
+    for i in range {
+        hub.publish(&[
+            ("topic", topic),
+            ("id", &format!("u{i}")),
+            ("data", &i.to_string()),
+        ])
+        .await;
+    }
+}
+
+fn ids(events: &[herald_sse::MessageEvent]) -> Vec<String> {
+    events.iter().map(|e| e.last_event_id.clone()).collect()
+}
+
+fn expected(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|i| format!("u{i}")).collect()
+}
+
+#[tokio::test]
+async fn replay_by_header_and_by_query_parameter() {
+    let hub = TestHub::start(anonymous()).await;
+    publish_n(&hub, "a", 1..=5).await;
+    hub.publish(&[("topic", "other"), ("data", "not for us")])
+        .await;
+
+    let mut by_header = hub.subscribe("topic=a", &[("last-event-id", "u2")]).await;
+    assert_eq!(ids(&by_header.take(3).await), expected(3..=5));
+    let mut by_query = hub.subscribe("topic=a&lastEventID=u3", &[]).await;
+    assert_eq!(ids(&by_query.take(2).await), expected(4..=5));
+    // The header wins over the query parameter.
+    let mut both = hub
+        .subscribe("topic=a&lastEventID=u1", &[("last-event-id", "u4")])
+        .await;
+    assert_eq!(ids(&both.take(1).await), expected(5..=5));
+
+    // Then live, with nothing repeated.
+    publish_n(&hub, "a", 6..=6).await;
+    for sse in [&mut by_header, &mut by_query, &mut both] {
+        assert_eq!(sse.next().await.last_event_id, "u6");
+    }
+}
+
+#[tokio::test]
+async fn response_header_names_the_newest_id() {
+    let hub = TestHub::start(anonymous()).await;
+    publish_n(&hub, "a", 1..=3).await;
+    let sse = hub.subscribe("topic=a", &[("last-event-id", "u1")]).await;
+    assert_eq!(sse.headers["last-event-id"], "u3");
+    let sse = hub.subscribe("topic=a", &[]).await;
+    assert_eq!(sse.headers["last-event-id"], "u3");
+}
+
+#[tokio::test]
+async fn earliest_replays_everything_kept() {
+    let hub = TestHub::start_with(anonymous(), 4).await;
+    publish_n(&hub, "a", 1..=6).await;
+    let mut sse = hub
+        .subscribe("topic=a", &[("last-event-id", "earliest")])
+        .await;
+    assert_eq!(ids(&sse.take(4).await), expected(3..=6), "the ring keeps 4");
+}
+
+#[tokio::test]
+async fn unknown_id_replays_nothing_then_live() {
+    let hub = TestHub::start(anonymous()).await;
+    publish_n(&hub, "a", 1..=3).await;
+    let mut sse = hub
+        .subscribe("topic=a", &[("last-event-id", "no-such-id")])
+        .await;
+    assert_eq!(sse.status, StatusCode::OK);
+    publish_n(&hub, "a", 4..=4).await;
+    assert_eq!(sse.next().await.last_event_id, "u4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_over_from_history_to_live_has_no_gap_and_no_duplicate() {
+    const N: usize = 1500;
+    let hub = Arc::new(TestHub::start(anonymous()).await);
+    let published = Arc::new(AtomicUsize::new(0));
+    let publisher = {
+        let (hub, published) = (hub.clone(), published.clone());
+        tokio::spawn(async move {
+            for i in 1..=N {
+                publish_n(&hub, "t", i..=i).await;
+                published.store(i, Ordering::Release);
+            }
+        })
+    };
+    let mut readers = Vec::new();
+    // Resume from ids published a moment ago, while the publisher keeps going, plus one
+    // live-only subscriber: each must see a gap-free, duplicate-free sequence up to N.
+    for round in 0..40 {
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let from = published.load(Ordering::Acquire);
+        let hub = hub.clone();
+        readers.push(tokio::spawn(async move {
+            let (header, first) = if round % 5 == 4 || from == 0 {
+                (None, None)
+            } else {
+                (Some(format!("u{from}")), Some(from + 1))
+            };
+            let headers: Vec<(&str, &str)> = header
+                .iter()
+                .map(|h| ("last-event-id", h.as_str()))
+                .collect();
+            let mut sse = hub.subscribe("topic=t", &headers).await;
+            let mut got = Vec::new();
+            loop {
+                let e = sse.next().await;
+                let n: usize = e.data.parse().unwrap();
+                got.push(n);
+                if n == N {
+                    break;
+                }
+            }
+            (first, got)
+        }));
+    }
+    publisher.await.unwrap();
+    for reader in readers {
+        let (first, got) = reader.await.unwrap();
+        let start = first.unwrap_or(got[0]);
+        assert_eq!(got, (start..=N).collect::<Vec<_>>(), "resumed at {first:?}");
+    }
+}
+
+/// A subscriber over its own socket with a tiny receive buffer, so that not reading it makes
+/// the hub's writes block quickly.
+async fn slow_subscriber(
+    hub: &TestHub,
+    query: &str,
+) -> (
+    hyper::Response<hyper::body::Incoming>,
+    tokio::task::JoinHandle<()>,
+) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(hub.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::get(format!("/.well-known/mercure?{query}"))
+        .header("host", hub.addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    (response, conn)
+}
+
+async fn read_all_ids(body: &mut hyper::body::Incoming, until: &str) -> (Vec<String>, bool) {
+    use http_body_util::BodyExt;
+    let mut decoder = herald_sse::Decoder::new();
+    let mut ids = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, body.frame())
+            .await
+            .expect("data in time")
+        {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    decoder.feed(&data).unwrap();
+                }
+                while let Some(e) = decoder.next_event() {
+                    ids.push(e.last_event_id);
+                }
+                if ids.last().is_some_and(|id| id == until) {
+                    return (ids, false);
+                }
+            }
+            _ => return (ids, true),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_subscriber_catches_up_from_history_and_does_not_block_others() {
+    const N: usize = 400;
+    let hub = TestHub::start(Settings {
+        queue_size: 4,
+        ..anonymous()
+    })
+    .await;
+    let (slow, _conn) = slow_subscriber(&hub, "topic=t").await;
+    let mut fast = hub.subscribe("topic=t", &[]).await;
+    let data = "x".repeat(64 * 1024);
+    for i in 1..=N {
+        hub.publish(&[("topic", "t"), ("id", &format!("u{i}")), ("data", &data)])
+            .await;
+    }
+    // The fast subscriber got everything while the slow one read nothing.
+    let got = fast.take(N).await;
+    assert_eq!(ids(&got), expected(1..=N));
+    let metrics = hub.get("/metrics").await.2;
+    let lagged: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("herald_subscriber_lagged_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        lagged > 0,
+        "the slow subscriber's queue overflowed:\n{metrics}"
+    );
+    // Now it reads: every update, in order, once.
+    let mut body = slow.into_body();
+    let (got, ended) = read_all_ids(&mut body, &format!("u{N}")).await;
+    assert!(!ended);
+    assert_eq!(got, expected(1..=N));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_subscriber_beyond_history_is_closed_never_skipped() {
+    const N: usize = 300;
+    let hub = TestHub::start_with(
+        Settings {
+            queue_size: 4,
+            ..anonymous()
+        },
+        20,
+    )
+    .await;
+    let (slow, _conn) = slow_subscriber(&hub, "topic=t").await;
+    let data = "x".repeat(64 * 1024);
+    for i in 1..=N {
+        hub.publish(&[("topic", "t"), ("id", &format!("u{i}")), ("data", &data)])
+            .await;
+    }
+    let mut body = slow.into_body();
+    let (got, ended) = read_all_ids(&mut body, &format!("u{N}")).await;
+    assert!(ended, "the stream was closed, so the client resumes");
+    assert!(!got.is_empty() && got.len() < N);
+    assert_eq!(got, expected(1..=got.len()), "what arrived has no gap");
+    let metrics = hub.get("/metrics").await.2;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "herald_subscriber_closed_slow_total 1"),
+        "{metrics}"
+    );
+}
