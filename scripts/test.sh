@@ -5,9 +5,10 @@
 #   scripts/test.sh lint unit  only the named tiers
 #
 # Tiers: lint (fmt, clippy -D warnings), unit (cargo tests over the whole workspace: unit,
-# integration over real sockets, property tests, doc tests). Tiers that need an external program
-# (services: redis-server/nats-server; browser: chromium) are added here as they appear: with
-# CI=true a missing program fails the run, otherwise the tier is skipped with a notice.
+# integration over real sockets, property tests, doc tests), browser (headless Chromium's native
+# EventSource against the built `herald`, driven by playwright-core under node --test).
+# A tier that needs an external program (node, npm, chromium; later redis-server, nats-server)
+# fails the run when the program is missing and CI=true, and is skipped with a notice otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,13 +49,23 @@ tier_unit() {
   fi
 }
 
+tier_browser() {
+  cargo build -p herald --locked &&
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) &&
+    HERALD_BIN="$PWD/target/debug/herald" CHROMIUM="$(command -v chromium)" \
+      node --test tests/browser/
+}
+
 tiers=("$@")
-[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit)
+[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit browser)
 for tier in "${tiers[@]}"; do
   case "$tier" in
     lint) require cargo lint && run_tier lint tier_lint ;;
     unit) require cargo unit && run_tier unit tier_unit ;;
-    *) echo "unknown tier '$tier' (known: lint unit)" >&2; exit 2 ;;
+    browser)
+      require node browser && require npm browser && require chromium browser &&
+        run_tier browser tier_browser ;;
+    *) echo "unknown tier '$tier' (known: lint unit browser)" >&2; exit 2 ;;
   esac
 done
 

@@ -362,3 +362,49 @@ fn base64url(s: &str) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn sigterm_ends_streams_cleanly_and_exits_0() {
+    use std::io::Write;
+    let mut server = Server::start(&["--jwt-key", "k", "--anonymous"], &[]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /.well-known/mercure?topic=t HTTP/1.1\r\nhost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !text(&got).contains(":\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early: {}", text(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    loop {
+        let n = stream
+            .read(&mut buf)
+            .expect("the hub closes the stream, it does not hang");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        text(&got).ends_with("0\r\n\r\n"),
+        "a clean end of the chunked stream: {:?}",
+        text(&got)
+    );
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -6,6 +6,7 @@ use crate::dispatch::Filter;
 use crate::history::{EARLIEST, Start, StoreError};
 use crate::hub::Hub;
 use crate::subscriber::Subscriber;
+use crate::subscriptions::{self, SUBSCRIPTIONS_PATH, SubscriptionGuard, SubscriptionList};
 use crate::topic::SelectorSet;
 use crate::update::{NewUpdate, new_id};
 use axum::Router;
@@ -67,6 +68,15 @@ pub fn router(hub: Hub) -> Router {
     let cors = cors_layer(&hub.inner.settings.cors_origins);
     let mut router = Router::new()
         .route(HUB_PATH, get(subscribe).post(publish))
+        .route(SUBSCRIPTIONS_PATH, get(list_subscriptions))
+        .route(
+            &format!("{SUBSCRIPTIONS_PATH}/{{topic}}"),
+            get(list_subscriptions),
+        )
+        .route(
+            &format!("{SUBSCRIPTIONS_PATH}/{{topic}}/{{subscriber}}"),
+            get(list_subscriptions),
+        )
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -196,30 +206,25 @@ async fn subscribe(
         .get(LAST_EVENT_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or(query.last_event_id)
+        .or(query.last_event_id.clone())
         .filter(|id| !id.is_empty());
 
     let inner = &hub.inner;
+    let payload = grants.as_ref().and_then(|g| g.payload.clone());
     let filter = Arc::new(Filter { topics, grants });
     // Register first, then look up history: see subscriber.rs for why this order is gap-free.
     let registration = inner.dispatcher.register(filter.clone());
-    let replay_after = match &last_event_id {
-        None => None,
+    // As the reference hub does: a known id (or `earliest`) resumes there and the response's
+    // `Last-Event-ID` names it; an id the hub does not know replays nothing (live updates only)
+    // and the response says `earliest`, the protocol's signal to re-fetch the state.
+    let (replay_after, resumed_from) = match &last_event_id {
+        None => (None, None),
         Some(id) => match inner.history.resolve(id).await.map_err(store_error)? {
-            Start::After(position) => Some(position),
-            // As the reference hub does, an id the hub does not know replays nothing: the
-            // client gets live updates from now on (and the response header tells it where
-            // history ends, so it can see that it did not resume where it asked).
-            Start::Unknown => None,
+            Start::After(position) => (Some(position), Some(id.clone())),
+            Start::Unknown => (None, Some(EARLIEST.to_owned())),
         },
     };
-    let newest = inner
-        .history
-        .last_id()
-        .await
-        .map_err(store_error)?
-        .unwrap_or_else(|| EARLIEST.to_owned());
-    let subscriber = Subscriber::new(
+    let mut subscriber = Subscriber::new(
         registration,
         filter,
         inner.history.clone(),
@@ -228,6 +233,15 @@ async fn subscribe(
         inner.settings.heartbeat,
         hub.shutdown_signal(),
     );
+    if let Some(registry) = &inner.subscriptions {
+        let (id, events) = registry.connect(query.topics, payload);
+        subscriptions::publish_all(inner.history.as_ref(), events).await;
+        subscriber = subscriber.with_subscription(SubscriptionGuard::new(
+            id,
+            registry.clone(),
+            inner.history.clone(),
+        ));
+    }
     let body = futures_util::stream::unfold(subscriber, |mut subscriber| async move {
         let chunk = subscriber.next_chunk().await?;
         Some((Ok::<_, std::convert::Infallible>(chunk), subscriber))
@@ -243,7 +257,7 @@ async fn subscribe(
         HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
     );
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    if let Ok(v) = HeaderValue::from_str(&newest) {
+    if let Some(v) = resumed_from.and_then(|id| HeaderValue::from_str(&id).ok()) {
         h.insert(LAST_EVENT_ID, v);
     }
     Ok(response)
@@ -419,4 +433,74 @@ async fn index() -> Response {
         include_str!("index.html"),
     )
         .into_response()
+}
+
+/// `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`: the active subscriptions,
+/// for a bearer whose `mercure.subscribe` claim matches this URL (as for private updates).
+async fn list_subscriptions(
+    State(hub): State<Hub>,
+    axum::extract::Path(segments): axum::extract::Path<Vec<(String, String)>>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, HttpError> {
+    let Some(registry) = &hub.inner.subscriptions else {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            "the subscriptions API is disabled: start the hub with --subscriptions",
+        ));
+    };
+    let query_token = request.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == auth::QUERY_PARAM)
+            .map(|(_, v)| v.into_owned())
+    });
+    let Some(grants) = grants(&hub, Role::Subscriber, &headers, query_token.as_deref())? else {
+        return Err(HttpError::unauthorized(
+            "the subscriptions API requires a subscriber JWT whose mercure.subscribe claim \
+             matches this URL",
+        ));
+    };
+    let path = request.uri().path();
+    if !grants.subscribe.matches(path) {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!("the JWT's mercure.subscribe claim does not match {path:?}"),
+        ));
+    }
+    let segment = |name: &str| {
+        segments
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (topic, subscriber) = (segment("topic"), segment("subscriber"));
+    let list = registry.list(topic, subscriber);
+    let last_event_id = hub
+        .inner
+        .history
+        .last_id()
+        .await
+        .map_err(store_error)?
+        .unwrap_or_else(|| EARLIEST.to_owned());
+    let body = if subscriber.is_some() {
+        let Some(mut one) = list.into_iter().next() else {
+            return Err(HttpError::new(
+                StatusCode::NOT_FOUND,
+                "no such active subscription",
+            ));
+        };
+        one.context = Some("https://mercure.rocks/");
+        serde_json::to_string(&one)
+    } else {
+        serde_json::to_string(&SubscriptionList::new(path.to_owned(), last_event_id, list))
+    }
+    .map_err(|err| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/ld+json"),
+        )],
+        body,
+    )
+        .into_response())
 }

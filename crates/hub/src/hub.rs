@@ -5,6 +5,7 @@ use crate::auth::Verifier;
 use crate::dispatch::Dispatcher;
 use crate::history::History;
 use crate::metrics::Metrics;
+use crate::subscriptions::Subscriptions;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub shutdown: watch::Sender<bool>,
+    /// Present when subscription events and the subscriptions API are enabled.
+    pub subscriptions: Option<Arc<Subscriptions>>,
 }
 
 impl Hub {
@@ -70,8 +73,10 @@ impl Hub {
             .expect("a history backend serves exactly one hub");
         tokio::spawn(dispatcher.clone().run(feed));
         let (shutdown, _) = watch::channel(false);
+        let subscriptions = settings.subscriptions.then(Arc::default);
         Hub {
             inner: Arc::new(Inner {
+                subscriptions,
                 history,
                 dispatcher,
                 verifier,

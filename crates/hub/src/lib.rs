@@ -10,6 +10,7 @@
 //! - [`dispatch`] — which subscribers receive an update; bounded queues, lag signalling.
 //! - [`subscriber`] — one SSE connection: replay, hand-over to live, catch-up, heartbeats.
 //! - [`http`] — routes, Mercure request parsing, headers, CORS, errors.
+//! - [`subscriptions`] — subscription events and the subscriptions API.
 //! - [`server`] — accepting connections, graceful shutdown.
 //! - [`hub`] — the running hub and its settings; [`metrics`] — Prometheus metrics.
 
@@ -21,6 +22,7 @@ pub mod hub;
 pub mod metrics;
 pub mod server;
 pub mod subscriber;
+pub mod subscriptions;
 pub mod topic;
 pub mod update;
 

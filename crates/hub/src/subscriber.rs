@@ -12,6 +12,7 @@
 use crate::dispatch::{Filter, Registration};
 use crate::history::History;
 use crate::metrics::Metrics;
+use crate::subscriptions::SubscriptionGuard;
 use crate::update::Update;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Subscriber {
     started: bool,
     heartbeat: Option<Interval>,
     shutdown: watch::Receiver<bool>,
+    /// Announces the end of the subscription when the connection goes away.
+    _subscription: Option<SubscriptionGuard>,
 }
 
 impl Subscriber {
@@ -67,7 +70,14 @@ impl Subscriber {
             started: false,
             heartbeat,
             shutdown,
+            _subscription: None,
         }
+    }
+
+    /// Ties the subscription's registry entry to this connection's life.
+    pub fn with_subscription(mut self, guard: SubscriptionGuard) -> Self {
+        self._subscription = Some(guard);
+        self
     }
 
     /// The next chunk of the response body; `None` ends the stream.

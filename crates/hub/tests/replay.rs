@@ -61,13 +61,20 @@ async fn replay_by_header_and_by_query_parameter() {
 }
 
 #[tokio::test]
-async fn response_header_names_the_newest_id() {
+async fn response_header_names_where_the_stream_resumed() {
     let hub = TestHub::start(anonymous()).await;
     publish_n(&hub, "a", 1..=3).await;
     let sse = hub.subscribe("topic=a", &[("last-event-id", "u1")]).await;
-    assert_eq!(sse.headers["last-event-id"], "u3");
+    assert_eq!(sse.headers["last-event-id"], "u1");
+    let sse = hub.subscribe("topic=a&lastEventID=earliest", &[]).await;
+    assert_eq!(sse.headers["last-event-id"], "earliest");
+    let sse = hub.subscribe("topic=a", &[("last-event-id", "gone")]).await;
+    assert_eq!(
+        sse.headers["last-event-id"], "earliest",
+        "unknown id: re-fetch the state"
+    );
     let sse = hub.subscribe("topic=a", &[]).await;
-    assert_eq!(sse.headers["last-event-id"], "u3");
+    assert!(!sse.headers.contains_key("last-event-id"));
 }
 
 #[tokio::test]

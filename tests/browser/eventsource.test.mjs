@@ -1,0 +1,174 @@
+// Browser tier: a real headless Chromium (Debian's, driven by playwright-core) uses its native
+// EventSource against a real `herald serve`: on the hub's own page, across origins with CORS,
+// and through dropped connections, after which it must reconnect by itself and receive exactly
+// what was published meanwhile (Last-Event-ID replay).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import net from 'node:net';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const herald = process.env.HERALD_BIN ?? path.join(root, 'target/debug/herald');
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const KEY = 'browser-tier-key';
+
+let hub, hubUrl, browser, proxy, pageServer, pageOrigin;
+
+/** Starts `herald serve` on a free port; resolves with its URL from the ready line. */
+function startHub(args) {
+  const child = spawn(herald, ['serve', '--listen', '127.0.0.1:0', '--jwt-key', KEY, '--anonymous', '--store', 'memory', ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stderr });
+    lines.on('line', (line) => {
+      const m = line.match(/^herald listening on (http:\/\/\S+)$/);
+      if (m) resolve({ child, url: m[1] });
+    });
+    child.on('exit', (code) => reject(new Error(`herald serve exited with ${code}`)));
+  });
+}
+
+/** A TCP proxy in front of the hub that can drop every connection and refuse new ones. */
+function startProxy(target) {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set();
+  let refusing = false;
+  const server = net.createServer((client) => {
+    if (refusing) return client.destroy();
+    const upstream = net.connect(Number(port), hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {});
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({
+        url: `http://127.0.0.1:${server.address().port}`,
+        cut() { refusing = true; for (const s of sockets) s.destroy(); },
+        restore() { refusing = false; },
+        close() { refusing = true; for (const s of sockets) s.destroy(); server.close(); },
+      })));
+}
+
+const publisherToken = () =>
+  execFileSync(herald, ['token', '--key', KEY, '--publish', '*']).toString().trim();
+
+async function publish(topic, data, id) {
+  const body = new URLSearchParams({ topic, data, id });
+  const res = await fetch(`${hubUrl}/.well-known/mercure`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${publisherToken()}` },
+    body,
+  });
+  assert.equal(res.status, 200, await res.text());
+}
+
+before(async () => {
+  // The page server's origin must be known before the hub starts, for --cors-origin.
+  pageServer = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end('<!doctype html><title>other origin</title><p>cross-origin page</p>');
+  });
+  await new Promise((r) => pageServer.listen(0, '127.0.0.1', r));
+  pageOrigin = `http://127.0.0.1:${pageServer.address().port}`;
+  hub = await startHub(['--cors-origin', pageOrigin, '--heartbeat', '1']);
+  hubUrl = hub.url;
+  proxy = await startProxy(hubUrl);
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  proxy?.close();
+  pageServer?.close();
+  hub?.child.kill('SIGTERM');
+});
+
+test("the hub's page receives updates with native EventSource", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${hubUrl}/`);
+  await page.fill('#topic', 'https://example.com/page/{id}');
+  await page.click('#subscribe');
+  await page.waitForFunction(() => document.querySelector('#state').textContent === 'open');
+  await publish('https://example.com/page/1', 'hello from herald', 'page-1');
+  await publish('https://example.com/other', 'not subscribed', 'page-2');
+  await publish('https://example.com/page/3', 'second', 'page-3');
+  await page.waitForFunction(() => document.querySelectorAll('.event').length >= 2);
+  const texts = await page.$$eval('.event', (els) => els.map((e) => e.textContent).reverse());
+  assert.deepEqual(texts, ['page-1  hello from herald', 'page-3  second']);
+  await page.close();
+});
+
+test('reconnects by itself after the connection drops and gets exactly what it missed', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${proxy.url}/`);
+  await page.evaluate(() => {
+    window.received = [];
+    window.opens = 0;
+    const es = new EventSource('/.well-known/mercure?topic=https://example.com/drop');
+    es.onopen = () => { window.opens += 1; };
+    es.onmessage = (e) => window.received.push(e.lastEventId + '=' + e.data);
+  });
+  await page.waitForFunction(() => window.opens === 1);
+  await publish('https://example.com/drop', 'a', 'drop-1');
+  await page.waitForFunction(() => window.received.length === 1);
+  proxy.cut();
+  await publish('https://example.com/drop', 'b', 'drop-2');
+  await publish('https://example.com/drop', 'c', 'drop-3');
+  await new Promise((r) => setTimeout(r, 500));
+  proxy.restore();
+  await page.waitForFunction(() => window.received.length >= 3 && window.opens >= 2, null, { timeout: 20000 });
+  await publish('https://example.com/drop', 'd', 'drop-4');
+  await page.waitForFunction(() => window.received.length >= 4);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(await page.evaluate(() => window.received), ['drop-1=a', 'drop-2=b', 'drop-3=c', 'drop-4=d']);
+  await page.close();
+});
+
+test('a page on an allowed origin subscribes with credentials (CORS)', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${pageOrigin}/`);
+  const opened = page.evaluate((hub) => new Promise((resolve) => {
+    const es = new EventSource(`${hub}/.well-known/mercure?topic=https://example.com/cors`, { withCredentials: true });
+    es.onmessage = (e) => { resolve(e.data); es.close(); };
+    es.onerror = () => { if (es.readyState === EventSource.CLOSED) resolve('error'); };
+    window.es = es;
+  }), hubUrl);
+  await page.waitForFunction(() => window.es && window.es.readyState === EventSource.OPEN);
+  await publish('https://example.com/cors', 'across origins', 'cors-1');
+  assert.equal(await opened, 'across origins');
+  await page.close();
+});
+
+test('a page on another origin is refused by CORS', async () => {
+  const other = await startHub([]); // no --cors-origin at all
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${pageOrigin}/`);
+    const state = await page.evaluate((hub) => new Promise((resolve) => {
+      const es = new EventSource(`${hub}/.well-known/mercure?topic=x`, { withCredentials: true });
+      es.onopen = () => resolve('open');
+      es.onerror = () => resolve(es.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting');
+    }), other.url);
+    assert.equal(state, 'closed');
+    await page.close();
+  } finally {
+    other.child.kill('SIGTERM');
+  }
+});
