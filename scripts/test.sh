@@ -52,7 +52,7 @@ tier_unit() {
 tier_browser() {
   cargo build -p herald --locked &&
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) &&
-    HERALD_BIN="$PWD/target/debug/herald" CHROMIUM="$(command -v chromium)" \
+    HERALD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/herald" CHROMIUM="$(command -v chromium)" \
       node --test tests/browser/
 }
 

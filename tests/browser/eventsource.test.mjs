@@ -3,7 +3,7 @@
 // and through dropped connections, after which it must reconnect by itself and receive exactly
 // what was published meanwhile (Last-Event-ID replay).
 
-import { test, before, after } from 'node:test';
+import { test as nodeTest, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -20,6 +20,10 @@ const KEY = 'browser-tier-key';
 
 let hub, hubUrl, browser, proxy, pageServer, pageOrigin;
 
+// Every test is bounded, so a bug fails the tier instead of hanging CI.
+const LIMIT = { timeout: 60_000 };
+const test = (name, fn) => nodeTest(name, LIMIT, fn);
+
 /** Starts `herald serve` on a free port; resolves with its URL from the ready line. */
 function startHub(args) {
   const child = spawn(herald, ['serve', '--listen', '127.0.0.1:0', '--jwt-key', KEY, '--anonymous', '--store', 'memory', ...args], {
@@ -31,6 +35,7 @@ function startHub(args) {
       const m = line.match(/^herald listening on (http:\/\/\S+)$/);
       if (m) resolve({ child, url: m[1] });
     });
+    child.on('error', (err) => reject(new Error(`cannot start ${herald}: ${err.message}`)));
     child.on('exit', (code) => reject(new Error(`herald serve exited with ${code}`)));
   });
 }
@@ -91,7 +96,7 @@ before(async () => {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run'],
   });
-});
+}, { timeout: 60_000 });
 
 after(async () => {
   await browser?.close();

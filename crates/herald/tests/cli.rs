@@ -408,3 +408,67 @@ fn sigterm_ends_streams_cleanly_and_exits_0() {
     assert!(exit.success(), "{exit:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn public_key_jwts_with_key_files() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../hub/tests/data");
+    let public = format!("{data}/es256-public.pem");
+    let server = Server::start(
+        &[
+            "--jwt-alg",
+            "ES256",
+            "--publisher-jwt-key-file",
+            &public,
+            "--subscriber-jwt-key-file",
+            &public,
+        ],
+        &[],
+    );
+    let private = std::fs::read(format!("{data}/es256-private.pem")).unwrap();
+    let claims = serde_json::json!({"mercure": {"publish": ["*"]}});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_pem(&private).unwrap(),
+    )
+    .unwrap();
+    let out = herald(&[
+        "pub",
+        "t",
+        "--data",
+        "x",
+        "--hub",
+        &server.hub(),
+        "--token",
+        &token,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let hmac = text(&herald(&["token", "--key", "k", "--publish", "*"]).stdout);
+    let out = herald(&[
+        "pub",
+        "t",
+        "--data",
+        "x",
+        "--hub",
+        &server.hub(),
+        "--token",
+        hmac.trim(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "an HS256 token is refused");
+    // A public-key algorithm without key files is a clear startup error.
+    let out = herald(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-alg",
+        "RS256",
+        "--jwt-key",
+        "secret",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("key-file"),
+        "{}",
+        text(&out.stderr)
+    );
+}

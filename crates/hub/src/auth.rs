@@ -41,6 +41,8 @@ pub struct Grants {
     pub publish: SelectorSet,
     pub subscribe: SelectorSet,
     pub payload: Option<Value>,
+    /// When the token expires (seconds since the epoch): a subscription ends then.
+    pub expires_at: Option<u64>,
 }
 
 /// Why a token was refused. Every variant is a `401` at the HTTP edge.
@@ -105,6 +107,7 @@ impl Verifier {
             publish: SelectorSet::parse(mercure.publish.unwrap_or_default())?,
             subscribe: SelectorSet::parse(mercure.subscribe.unwrap_or_default())?,
             payload: mercure.payload,
+            expires_at: claims.exp,
         })
     }
 }
@@ -141,11 +144,28 @@ pub fn find_token<'a>(
     headers: &'a http::HeaderMap,
     query_token: Option<&'a str>,
 ) -> Option<&'a str> {
+    locate_token(headers, query_token).map(|(token, _)| token)
+}
+
+/// Where a request carried its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    Header,
+    /// Sent by browsers automatically, so a state-changing request with it needs an origin check.
+    Cookie,
+    Query,
+}
+
+/// [`find_token`], also saying where the token was.
+pub fn locate_token<'a>(
+    headers: &'a http::HeaderMap,
+    query_token: Option<&'a str>,
+) -> Option<(&'a str, Location)> {
     if let Some(value) = headers.get(http::header::AUTHORIZATION)
         && let Ok(value) = value.to_str()
         && let Some(token) = value.strip_prefix("Bearer ")
     {
-        return Some(token.trim());
+        return Some((token.trim(), Location::Header));
     }
     for value in headers.get_all(http::header::COOKIE) {
         let Ok(value) = value.to_str() else { continue };
@@ -153,11 +173,11 @@ pub fn find_token<'a>(
             if let Some((name, token)) = pair.trim().split_once('=')
                 && name == COOKIE_NAME
             {
-                return Some(token);
+                return Some((token, Location::Cookie));
             }
         }
     }
-    query_token
+    query_token.map(|token| (token, Location::Query))
 }
 
 #[cfg(test)]
@@ -206,6 +226,59 @@ mod tests {
         c.exp = Some(1_000_000);
         let token = sign_hmac(Algorithm::HS256, b"k", &c).unwrap();
         assert!(v.verify(Role::Publisher, &token).is_err());
+    }
+
+    fn data(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn public_key_algorithms() {
+        for (alg, private, public, wrong) in [
+            (
+                Algorithm::ES256,
+                "es256-private.pem",
+                "es256-public.pem",
+                "rs256-public.pem",
+            ),
+            (
+                Algorithm::RS256,
+                "rs256-private.pem",
+                "rs256-public.pem",
+                "es256-public.pem",
+            ),
+        ] {
+            let key = match alg {
+                Algorithm::ES256 => EncodingKey::from_ec_pem(&data(private)).unwrap(),
+                _ => EncodingKey::from_rsa_pem(&data(private)).unwrap(),
+            };
+            let token =
+                jsonwebtoken::encode(&Header::new(alg), &claims(&["*"], &[]), &key).unwrap();
+            let pem = KeySource::Pem(data(public));
+            let v = Verifier::new(alg, &pem, &pem).unwrap();
+            assert!(
+                v.verify(Role::Publisher, &token)
+                    .unwrap()
+                    .publish
+                    .matches("x")
+            );
+            let hmac = sign_hmac(Algorithm::HS256, b"k", &claims(&["*"], &[])).unwrap();
+            assert!(
+                v.verify(Role::Publisher, &hmac).is_err(),
+                "no algorithm confusion"
+            );
+            // A key of the wrong type for the algorithm is refused when the hub starts.
+            let wrong = KeySource::Pem(data(wrong));
+            assert!(Verifier::new(alg, &wrong, &wrong).is_err());
+        }
+        assert!(
+            Verifier::new(
+                Algorithm::HS256,
+                &KeySource::Pem(data("es256-public.pem")),
+                &KeySource::Secret(vec![1])
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -157,7 +157,13 @@ fn grants(
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Option<Grants>, HttpError> {
-    match auth::find_token(headers, query_token) {
+    let located = auth::locate_token(headers, query_token);
+    if role == Role::Publisher
+        && let Some((_, auth::Location::Cookie)) = located
+    {
+        check_cookie_origin(hub, headers)?;
+    }
+    match located.map(|(token, _)| token) {
         None => Ok(None),
         Some(token) => hub
             .inner
@@ -165,6 +171,46 @@ fn grants(
             .verify(role, token)
             .map(Some)
             .map_err(|err| HttpError::unauthorized(format!("{err}"))),
+    }
+}
+
+/// A browser sends the cookie with any request to the hub, including one forged by another
+/// site; publishing with it is only allowed from the hub's own origin or a configured CORS origin.
+fn check_cookie_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), HttpError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let uri: http::Uri = v.parse().ok()?;
+            Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?))
+        });
+    let Some(origin) = origin else {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "publishing with the mercureAuthorization cookie needs an Origin header from an \
+             allowed origin; send the JWT in the Authorization header instead",
+        ));
+    };
+    let own = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|host| origin.ends_with(&format!("://{host}")));
+    let allowed = hub
+        .inner
+        .settings
+        .cors_origins
+        .iter()
+        .any(|o| o == "*" || *o == origin);
+    if own || allowed {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "origin {origin} may not publish with the mercureAuthorization cookie (add it with --cors-origin)"
+            ),
+        ))
     }
 }
 

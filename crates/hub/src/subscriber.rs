@@ -37,6 +37,8 @@ pub struct Subscriber {
     catching_up: bool,
     started: bool,
     heartbeat: Option<Interval>,
+    /// The subscriber's token expires then; the stream ends so the client must re-authorize.
+    expiry: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     shutdown: watch::Receiver<bool>,
     /// Announces the end of the subscription when the connection goes away.
     _subscription: Option<SubscriptionGuard>,
@@ -60,7 +62,13 @@ impl Subscriber {
             interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
             interval
         });
+        let expiry = filter
+            .grants
+            .as_ref()
+            .and_then(|g| g.expires_at)
+            .map(|exp| Box::pin(tokio::time::sleep(until_epoch(exp))));
         Subscriber {
+            expiry,
             last: replay_after.unwrap_or(registration.live_after),
             catching_up: replay_after.is_some(),
             registration,
@@ -120,6 +128,10 @@ impl Subscriber {
                     }
                 }
                 () = self.registration.signals.wake.notified() => {}
+                () = until(&mut self.expiry) => {
+                    tracing::debug!("subscriber token expired; closing");
+                    return None;
+                }
                 _ = tick(&mut self.heartbeat) => return Some(Bytes::from_static(b":\n")),
             }
         }
@@ -208,6 +220,20 @@ enum Step {
     Continue,
     Done,
     Close,
+}
+
+/// How long from now until `epoch_secs` (zero if past).
+fn until_epoch(epoch_secs: u64) -> Duration {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(epoch_secs);
+    at.duration_since(std::time::SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+async fn until(deadline: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn tick(interval: &mut Option<Interval>) {

@@ -535,3 +535,73 @@ async fn cors_star_echoes_the_origin_for_credentials() {
     );
     assert_eq!(sse.headers["access-control-allow-credentials"], "true");
 }
+
+#[tokio::test]
+async fn publishing_with_the_cookie_needs_an_allowed_origin() {
+    let hub = TestHub::start(Settings {
+        cors_origins: vec!["https://app.example".into()],
+        ..anonymous()
+    })
+    .await;
+    let token = publisher_token(&["*"]);
+    let publish = |origin: Option<String>| {
+        let hub = &hub;
+        let token = token.clone();
+        async move {
+            let mut req = http::Request::post(hub.url("/.well-known/mercure"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", format!("mercureAuthorization={token}"));
+            if let Some(origin) = origin {
+                req = req.header("origin", origin);
+            }
+            let response = hub
+                .request(
+                    req.body(http_body_util::Full::new(bytes::Bytes::from_static(
+                        b"topic=a&data=x",
+                    )))
+                    .unwrap(),
+                )
+                .await;
+            let status = response.status();
+            (status, body_text(response).await)
+        }
+    };
+    assert_eq!(
+        publish(Some("https://app.example".into())).await.0,
+        StatusCode::OK
+    );
+    let own = hub.url("");
+    assert_eq!(
+        publish(Some(own)).await.0,
+        StatusCode::OK,
+        "the hub's own origin"
+    );
+    let (status, body) = publish(Some("https://evil.example".into())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("evil.example"), "{body}");
+    let (status, body) = publish(None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("Authorization header"), "{body}");
+}
+
+#[tokio::test]
+async fn a_subscription_ends_when_its_token_expires() {
+    let hub = TestHub::start(Settings::default()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = token_expiring(SUB_KEY, &["*"], now + 2);
+    let mut sse = hub
+        .subscribe("topic=a", &[("authorization", &format!("Bearer {token}"))])
+        .await;
+    assert_eq!(sse.status, StatusCode::OK);
+    let started = std::time::Instant::now();
+    assert!(sse.next_within(Duration::from_secs(6)).await.is_none());
+    assert!(sse.ended, "the stream ended rather than timing out");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -263,3 +263,20 @@ impl Sse {
         self.next_within(wait).await.is_none()
     }
 }
+
+/// A subscriber token granting `subscribe` that expires at `exp` (seconds since the epoch).
+pub fn token_expiring(key: &[u8], subscribe: &[&str], exp: u64) -> String {
+    sign_hmac(
+        Algorithm::HS256,
+        key,
+        &Claims {
+            mercure: Some(MercureClaim {
+                publish: None,
+                subscribe: Some(subscribe.iter().map(|s| s.to_string()).collect()),
+                payload: None,
+            }),
+            exp: Some(exp),
+        },
+    )
+    .unwrap()
+}
