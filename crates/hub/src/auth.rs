@@ -14,7 +14,12 @@ pub const QUERY_PARAM: &str = "authorization";
 /// The JWT claims the hub reads.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Claims {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Also read under the namespaced name `https://mercure.rocks/`, as the reference hub does.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "https://mercure.rocks/"
+    )]
     pub mercure: Option<MercureClaim>,
     /// Expiry (seconds since the epoch); checked when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +216,26 @@ mod tests {
         assert!(
             v.verify(Role::Subscriber, &token).is_err(),
             "wrong key for the role"
+        );
+    }
+
+    #[test]
+    fn namespaced_claim_is_accepted() {
+        let v = Verifier::new(
+            Algorithm::HS256,
+            &KeySource::Secret(b"k".to_vec()),
+            &KeySource::Secret(b"k".to_vec()),
+        )
+        .unwrap();
+        let claims = serde_json::json!({"https://mercure.rocks/": {"publish": ["a"]}});
+        let token =
+            jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"k"))
+                .unwrap();
+        assert!(
+            v.verify(Role::Publisher, &token)
+                .unwrap()
+                .publish
+                .matches("a")
         );
     }
 
