@@ -43,12 +43,17 @@ pub struct ServeConfig {
     /// Let subscribers without a token receive public updates.
     #[arg(long, env = "HERALD_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     pub anonymous: Option<bool>,
-    /// History store: `memory` [default: memory, until the file store lands].
+    /// History store: `file:PATH` (durable, embedded) or `memory` (lost on restart)
+    /// [default: file:./herald-data].
     #[arg(long, env = "HERALD_STORE")]
     pub store: Option<String>,
     /// Updates kept in history [default: 10000].
     #[arg(long, env = "HERALD_HISTORY_SIZE")]
     pub history_size: Option<usize>,
+    /// Seconds an update is kept in history; 0 keeps them until --history-size drops them
+    /// [default: 0].
+    #[arg(long, env = "HERALD_HISTORY_MAX_AGE")]
+    pub history_max_age: Option<u64>,
     /// Seconds between heartbeat comments on idle streams; 0 turns them off [default: 15].
     #[arg(long, env = "HERALD_HEARTBEAT")]
     pub heartbeat: Option<u64>,
@@ -75,6 +80,7 @@ pub struct ServeConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Store {
     Memory,
+    File(PathBuf),
 }
 
 impl ServeConfig {
@@ -101,6 +107,7 @@ impl ServeConfig {
             anonymous,
             store,
             history_size,
+            history_max_age,
             heartbeat,
             subscriptions,
             max_body,
@@ -118,10 +125,12 @@ impl ServeConfig {
     }
 
     pub fn store(&self) -> anyhow::Result<Store> {
-        match self.store.as_deref().unwrap_or("memory") {
-            "memory" => Ok(Store::Memory),
-            other => bail!(
-                "unknown --store {other:?}: this version supports `memory` (the file, redis and nats stores are planned)"
+        let store = self.store.as_deref().unwrap_or("file:./herald-data");
+        match store.split_once(':') {
+            _ if store == "memory" => Ok(Store::Memory),
+            Some(("file", path)) if !path.is_empty() => Ok(Store::File(PathBuf::from(path))),
+            _ => bail!(
+                "unknown --store {store:?}: use `file:PATH` or `memory` (the redis and nats stores are planned)"
             ),
         }
     }
@@ -145,5 +154,11 @@ impl ServeConfig {
 
     pub fn history_size(&self) -> usize {
         self.history_size.unwrap_or(10_000)
+    }
+
+    pub fn history_max_age(&self) -> Option<std::time::Duration> {
+        self.history_max_age
+            .filter(|&secs| secs > 0)
+            .map(std::time::Duration::from_secs)
     }
 }

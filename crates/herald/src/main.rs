@@ -1,6 +1,7 @@
 //! `herald`: the command line. It only wires the library crates together: `herald-hub` for
 //! `serve`, `herald-client` for `sub`, `herald-sse` for the wire format.
 
+mod bench;
 mod config;
 mod publish;
 mod serve;
@@ -21,7 +22,7 @@ struct Cli {
 /// Arguments of a command that is not built yet; accepted so that `--help` works and the
 /// message below is what the user sees, not a parse error.
 #[derive(clap::Args, Debug)]
-struct Planned {
+pub struct Planned {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     args: Vec<String>,
 }
@@ -36,28 +37,41 @@ enum Command {
     Sub(subscribe::SubArgs),
     /// Print a signed JWT granting publish/subscribe rights.
     Token(token::TokenArgs),
-    /// Measure a hub: idle connections, fan-out throughput and latency (not built yet).
-    Bench(Planned),
+    /// Measure: the history store now; idle connections and fan-out to come.
+    Bench(bench::BenchArgs),
 }
 
 /// Exit code of a command that exists in the plan but not yet in the code.
 const NOT_IMPLEMENTED: u8 = 2;
+
+/// Returned by a planned command that is not built yet.
+#[derive(Debug)]
+pub struct NotImplemented;
+
+impl std::fmt::Display for NotImplemented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not implemented yet (planned; see ARCHITECTURE.md)")
+    }
+}
+
+impl std::error::Error for NotImplemented {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
         Command::Token(args) => token::run(args),
-        Command::Bench(_) => {
-            eprintln!("herald bench: not implemented yet (planned; see ARCHITECTURE.md)");
-            return ExitCode::from(NOT_IMPLEMENTED);
-        }
+        Command::Bench(args) => block_on(bench::run(args)),
         Command::Serve(config) => block_on(serve::run(*config)),
         Command::Pub(args) => block_on(publish::run(args)),
         Command::Sub(args) => block_on(subscribe::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<NotImplemented>() => {
+            eprintln!("herald: {err}");
+            ExitCode::from(NOT_IMPLEMENTED)
+        }
         Err(err) => {
             eprintln!("herald: {err:#}");
             ExitCode::FAILURE

@@ -3,7 +3,7 @@
 use crate::config::{ServeConfig, Store};
 use anyhow::{Context, bail};
 use herald_hub::auth::{Claims, KeySource, MercureClaim, Verifier, sign_hmac};
-use herald_hub::history::{History, MemoryHistory};
+use herald_hub::history::{FileHistory, FileOptions, History, MemoryHistory};
 use jsonwebtoken::Algorithm;
 use std::sync::Arc;
 
@@ -20,6 +20,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .context("invalid JWT key for the chosen --jwt-alg")?;
     let history: Arc<dyn History> = match config.store()? {
         Store::Memory => Arc::new(MemoryHistory::new(config.history_size())),
+        Store::File(path) => Arc::new(
+            FileHistory::open(
+                &path,
+                FileOptions {
+                    max_updates: config.history_size(),
+                    max_age: config.history_max_age(),
+                },
+            )
+            .with_context(|| format!("cannot open the history store in {}", path.display()))?,
+        ),
     };
     let hub = herald_hub::Hub::start(history, verifier, config.settings());
     let listener = herald_hub::server::bind(config.listen())

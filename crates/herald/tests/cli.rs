@@ -24,9 +24,16 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+        // Tests run side by side: each gets its own history unless it names one.
+        let store: &[&str] = if args.contains(&"--store") {
+            &[]
+        } else {
+            &["--store", "memory"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
+            .args(store)
             .args(args)
             .envs(envs.iter().copied())
             .stderr(Stdio::piped())
@@ -78,7 +85,7 @@ fn help_lists_every_planned_subcommand() {
 
 #[test]
 fn unimplemented_subcommands_say_so_and_exit_2() {
-    let out = herald(&["bench", "--some-flag", "x"]);
+    let out = herald(&["bench", "fanout", "--some-flag", "x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not implemented yet"));
 }

@@ -12,8 +12,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+pub mod file;
 pub mod memory;
 
+pub use file::{FileHistory, FileOptions};
 pub use memory::MemoryHistory;
 
 /// Committed updates in position order, for the dispatcher.
@@ -82,6 +84,23 @@ pub(crate) struct Window {
 impl Window {
     fn first_position(&self) -> u64 {
         self.updates.front().map_or(self.head + 1, |u| u.position)
+    }
+
+    /// Appends the newest update, keeping at most `capacity`.
+    fn push(&mut self, update: Arc<Update>, capacity: usize) {
+        self.head = update.position;
+        self.by_id.insert(update.id().to_owned(), update.position);
+        self.updates.push_back(update);
+        while self.updates.len() > capacity {
+            if let Some(old) = self.updates.pop_front() {
+                self.by_id.remove(old.id());
+            }
+        }
+    }
+
+    /// Whether everything after `after` is in this window.
+    fn covers(&self, after: u64) -> bool {
+        after + 1 >= self.first_position()
     }
 
     fn read_after(&self, after: u64, limit: usize) -> Vec<Arc<Update>> {

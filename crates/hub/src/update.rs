@@ -5,7 +5,7 @@ use bytes::Bytes;
 use herald_sse::{EncodeError, Event};
 
 /// An update as accepted from a publisher, before the history store has placed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewUpdate {
     /// Unique id; the hub makes `urn:uuid:...` when the publisher gives none.
     pub id: String,
@@ -15,6 +15,7 @@ pub struct NewUpdate {
     /// Only subscribers authorized for one of the topics receive a private update.
     pub private: bool,
     /// The SSE `event:` type.
+    #[serde(rename = "type")]
     pub event_type: Option<String>,
     /// The SSE `retry:` value, in milliseconds.
     pub retry: Option<u64>,

@@ -47,14 +47,7 @@ impl MemoryHistory {
         }
         let position = window.head + 1;
         let update = Arc::new(update.into_update(position)?);
-        window.head = position;
-        window.by_id.insert(update.id().to_owned(), position);
-        window.updates.push_back(update.clone());
-        while window.updates.len() > self.capacity {
-            if let Some(old) = window.updates.pop_front() {
-                window.by_id.remove(old.id());
-            }
-        }
+        window.push(update.clone(), self.capacity);
         // Sent under the lock, so the feed is in position order. The dispatcher lives as long
         // as the hub; if it is gone the hub is shutting down and nobody is left to tell.
         let _ = state.feed_tx.send(update.clone());

@@ -38,7 +38,11 @@ impl TestHub {
     }
 
     pub async fn start_with(settings: Settings, history_size: usize) -> TestHub {
-        let history: Arc<dyn History> = Arc::new(MemoryHistory::new(history_size));
+        TestHub::start_on(Arc::new(MemoryHistory::new(history_size)), settings).await
+    }
+
+    /// A hub on the given history backend.
+    pub async fn start_on(history: Arc<dyn History>, settings: Settings) -> TestHub {
         let verifier = Verifier::new(
             Algorithm::HS256,
             &KeySource::Secret(PUB_KEY.to_vec()),

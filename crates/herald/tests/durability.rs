@@ -1,0 +1,215 @@
+//! Durable history (`--store file:PATH`), with the built binary as a child process: restart,
+//! and SIGKILL at random moments under concurrent publishers.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "durability-key";
+
+struct Hub {
+    child: Child,
+    addr: String,
+}
+
+impl Hub {
+    fn start(dir: &Path, extra: &[&str]) -> Hub {
+        let store = format!("file:{}", dir.display());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--jwt-key",
+                KEY,
+                "--anonymous",
+                "--store",
+                &store,
+            ])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("herald serve exited early").unwrap();
+            if let Some(url) = line.strip_prefix("herald listening on http://") {
+                break url.to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Hub { child, addr }
+    }
+
+    fn kill(&mut self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["token", "--key", KEY, "--publish", "*"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One HTTP/1.1 request on a fresh connection; `None` if the connection failed or broke.
+fn request(addr: &str, head: &str, body: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let request = format!(
+        "{head}host: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn publish(addr: &str, token: &str, id: &str) -> Option<u16> {
+    let body = format!("topic=t&data=x&id={id}");
+    let head = format!(
+        "POST /.well-known/mercure HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: Bearer {token}\r\n"
+    );
+    request(addr, &head, &body).map(|(status, _)| status)
+}
+
+/// Every id in history after `last_event_id`, read until `quiet` passes without data.
+fn history_after(addr: &str, last_event_id: &str) -> Vec<String> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /.well-known/mercure?topic=*&lastEventID={last_event_id} HTTP/1.1\r\nhost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    // Chunk-size lines never start with "id: ", so they need no decoding here.
+    String::from_utf8_lossy(&raw)
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: ").map(str::to_owned))
+        .collect()
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("herald-durability-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn restart_resumes_from_a_middle_id_and_positions_continue() {
+    let dir = tempdir("restart");
+    let token = token();
+    let mut hub = Hub::start(&dir, &[]);
+    for i in 1..=30 {
+        assert_eq!(publish(&hub.addr, &token, &format!("r{i}")), Some(200));
+    }
+    hub.kill("-TERM");
+    let hub = Hub::start(&dir, &[]);
+    let expected: Vec<String> = (16..=30).map(|i| format!("r{i}")).collect();
+    assert_eq!(history_after(&hub.addr, "r15"), expected);
+    assert_eq!(publish(&hub.addr, &token, "r31"), Some(200));
+    assert_eq!(
+        publish(&hub.addr, &token, "r5"),
+        Some(409),
+        "ids from before the restart are still known"
+    );
+    let all = history_after(&hub.addr, "earliest");
+    assert_eq!(all.len(), 31);
+    assert_eq!(all.last().map(String::as_str), Some("r31"));
+}
+
+#[test]
+fn sigkill_never_loses_an_acknowledged_update() {
+    let dir = tempdir("crash");
+    let token = token();
+    const PUBLISHERS: usize = 8;
+    let mut acknowledged: Vec<Vec<String>> = vec![Vec::new(); PUBLISHERS];
+    for round in 0..4 {
+        let mut hub = Hub::start(&dir, &["--history-size", "1000000"]);
+        let acked = Arc::new(Mutex::new(vec![Vec::new(); PUBLISHERS]));
+        let stop = Instant::now() + Duration::from_secs(5);
+        let threads: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let (addr, token, acked) = (hub.addr.clone(), token.clone(), acked.clone());
+                std::thread::spawn(move || {
+                    for k in 0.. {
+                        let id = format!("c{round}-{p}-{k}");
+                        match publish(&addr, &token, &id) {
+                            Some(200) => acked.lock().unwrap()[p].push(id),
+                            Some(status) => panic!("publish {id} answered {status}"),
+                            None => return, // the hub is gone
+                        }
+                        if Instant::now() > stop {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Kill at a different moment each round, while publishes are in flight.
+        std::thread::sleep(Duration::from_millis(150 + 170 * round as u64));
+        hub.kill("-KILL");
+        for t in threads {
+            t.join().unwrap();
+        }
+        for (p, ids) in acked.lock().unwrap().iter().enumerate() {
+            acknowledged[p].extend(ids.iter().cloned());
+        }
+    }
+    let hub = Hub::start(&dir, &["--history-size", "1000000"]);
+    let history = history_after(&hub.addr, "earliest");
+    let mut seen = std::collections::HashSet::new();
+    for id in &history {
+        assert!(seen.insert(id), "{id} is in history twice");
+    }
+    let total: usize = acknowledged.iter().map(Vec::len).sum();
+    assert!(
+        total > 50,
+        "the test published too little to mean anything: {total}"
+    );
+    for (p, ids) in acknowledged.iter().enumerate() {
+        // This publisher's acknowledged updates are all there, in the order it published them.
+        let mine: std::collections::HashSet<&String> = ids.iter().collect();
+        let in_history: Vec<&String> = history.iter().filter(|id| mine.contains(id)).collect();
+        assert_eq!(
+            in_history.len(),
+            ids.len(),
+            "publisher {p} lost acknowledged updates"
+        );
+        assert!(
+            in_history.iter().zip(ids).all(|(a, b)| *a == b),
+            "publisher {p}: order changed"
+        );
+    }
+}

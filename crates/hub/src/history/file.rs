@@ -1,0 +1,656 @@
+//! The `file` backend, the default: history in an embedded fjall database (an LSM tree with a
+//! write-ahead journal), durable before the publisher is acknowledged.
+//!
+//! - **Group commit.** One writer thread owns all appends. It takes every request waiting in its
+//!   queue (up to [`MAX_BATCH`]), gives them consecutive positions, writes them in one atomic
+//!   batch and syncs the journal once (`PersistMode::SyncAll`); only then does it answer the
+//!   publishers and feed the dispatcher, in position order. Concurrent publishers share syncs,
+//!   a lone publisher pays one sync per update.
+//! - **Layout.** Keyspace `updates`: position (u64, big-endian, so keys sort by position) -> the
+//!   update as JSON with its acceptance time. Keyspace `ids`: update id -> position, for
+//!   `Last-Event-ID` lookups (O(log n)). Keyspace `meta`: `head`, the highest position ever
+//!   given, so positions are never reused even when retention has emptied the history.
+//! - **Failures.** If a batch cannot be written, every publisher in it gets an error (`503`),
+//!   nothing of it is visible (fjall batches are atomic, the in-memory state only moves after the
+//!   sync), and the store is marked not ready. The next append first reopens the database (fjall
+//!   refuses writes after a failed journal write until reopened), so the hub recovers by itself
+//!   once the disk works again.
+//! - **Retention** by count and by age runs on its own thread, so publishes never wait for it.
+//! - **Tail cache.** The newest updates stay in memory (the same window the memory backend uses),
+//!   so live subscribers catching up after a burst do not touch the disk.
+
+use super::{EARLIEST, Feed, History, Start, StoreError, Window};
+use crate::update::{NewUpdate, Update};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use futures_util::future::{BoxFuture, FutureExt};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most updates written in one group commit.
+pub const MAX_BATCH: usize = 1024;
+/// Updates kept in memory for replay without disk reads.
+const TAIL_CACHE: usize = 4096;
+/// How often retention looks for updates to drop.
+const RETENTION_PERIOD: Duration = Duration::from_millis(250);
+/// Most updates one retention pass deletes, so a pass stays short.
+const RETENTION_BATCH: usize = 10_000;
+const HEAD_KEY: &[u8] = b"head";
+
+/// Settings of the file backend.
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    /// Updates kept (the oldest beyond are dropped).
+    pub max_updates: usize,
+    /// Updates older than this are dropped.
+    pub max_age: Option<Duration>,
+}
+
+/// The open fjall database and its keyspaces.
+struct Store {
+    db: Database,
+    updates: Keyspace,
+    ids: Keyspace,
+    meta: Keyspace,
+}
+
+impl Store {
+    fn open(path: &Path) -> Result<Store, fjall::Error> {
+        let db = Database::builder(path).worker_threads(1).open()?;
+        let updates = db.keyspace("updates", KeyspaceCreateOptions::default)?;
+        let ids = db.keyspace("ids", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        Ok(Store {
+            db,
+            updates,
+            ids,
+            meta,
+        })
+    }
+
+    /// The highest position ever given.
+    fn head(&self) -> Result<u64, StoreError> {
+        let meta = self.meta.get(HEAD_KEY).map_err(unavailable)?;
+        let from_meta = meta.map_or(Ok(0), |v| decode_position(&v))?;
+        let last = match self.updates.last_key_value() {
+            Some(kv) => decode_position(&kv.key().map_err(unavailable)?)?,
+            None => 0,
+        };
+        Ok(from_meta.max(last))
+    }
+
+    fn first_position(&self) -> Result<Option<u64>, StoreError> {
+        match self.updates.first_key_value() {
+            Some(kv) => Ok(Some(decode_position(&kv.key().map_err(unavailable)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self
+            .updates
+            .range(after.saturating_add(1).to_be_bytes()..)
+            .take(limit)
+        {
+            let (key, value) = kv.into_inner().map_err(unavailable)?;
+            let position = decode_position(&key)?;
+            let stored: Stored = serde_json::from_slice(&value).map_err(|e| {
+                StoreError::Unavailable(format!("corrupt update at {position}: {e}"))
+            })?;
+            out.push(Arc::new(stored.update.into_update(position)?));
+        }
+        Ok(out)
+    }
+}
+
+/// An update as written to disk.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    update: NewUpdate,
+    /// When it was accepted, in milliseconds since the epoch (for retention by age).
+    time: u64,
+}
+
+struct Request {
+    update: NewUpdate,
+    reply: oneshot::Sender<Result<Arc<Update>, StoreError>>,
+}
+
+/// State shared by the handle, the writer and the retention thread.
+struct Shared {
+    path: PathBuf,
+    options: FileOptions,
+    /// `None` while the database is being reopened after a failure.
+    store: RwLock<Option<Arc<Store>>>,
+    tail: Mutex<Window>,
+    ready: AtomicBool,
+    /// Test hook: makes the writer fail its commits as a broken disk would.
+    fail_writes: AtomicBool,
+}
+
+/// A durable history in a directory.
+pub struct FileHistory {
+    shared: Arc<Shared>,
+    requests: std_mpsc::Sender<Request>,
+    feed: Mutex<Option<Feed>>,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+
+fn decode_position(bytes: &[u8]) -> Result<u64, StoreError> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Unavailable(format!("corrupt position key {bytes:?}")))?;
+    Ok(u64::from_be_bytes(array))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn store(&self) -> Result<Arc<Store>, StoreError> {
+        self.store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| unavailable("history store is reopening after a write failure"))
+    }
+
+    /// Drops the current database and opens it again.
+    fn reopen(&self) -> Result<Arc<Store>, StoreError> {
+        let old = self.store.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut old) = old {
+            // Readers hold the store only for the length of one read: wait for them, so the
+            // database's lock file is released before it is opened again.
+            for _ in 0..1000 {
+                match Arc::try_unwrap(old) {
+                    Ok(store) => {
+                        drop(store);
+                        break;
+                    }
+                    Err(still_shared) => {
+                        old = still_shared;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        // fjall's background workers release the lock file shortly after the drop.
+        let mut attempt = 0;
+        let store = loop {
+            match Store::open(&self.path) {
+                Ok(store) => break Arc::new(store),
+                Err(fjall::Error::Locked) if attempt < 100 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(err) => return Err(unavailable(err)),
+            }
+        };
+        *self.store.write().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());
+        Ok(store)
+    }
+}
+
+impl FileHistory {
+    /// Opens (or creates) the history in `path`.
+    pub fn open(path: impl AsRef<Path>, options: FileOptions) -> Result<FileHistory, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path)
+            .map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?;
+        let store = Store::open(&path)
+            .map_err(|e| unavailable(format!("cannot open history in {}: {e}", path.display())))?;
+        let mut tail = Window {
+            head: store.head()?,
+            ..Window::default()
+        };
+        let cached = store.read_after(tail.head.saturating_sub(TAIL_CACHE as u64), TAIL_CACHE)?;
+        for update in cached {
+            tail.push(update, TAIL_CACHE);
+        }
+        let shared = Arc::new(Shared {
+            path,
+            options,
+            store: RwLock::new(Some(Arc::new(store))),
+            tail: Mutex::new(tail),
+            ready: AtomicBool::new(true),
+            fail_writes: AtomicBool::new(false),
+        });
+        let (requests, inbox) = std_mpsc::channel();
+        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("herald-history-writer".into())
+            .spawn(move || write_loop(&writer, &inbox, &feed_tx))
+            .map_err(unavailable)?;
+        let retention = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("herald-history-retention".into())
+            .spawn(move || {
+                // Ends when the history is dropped.
+                while let Some(shared) = retention.upgrade() {
+                    if let Err(err) = retain(&shared) {
+                        tracing::warn!(%err, "history retention pass failed");
+                    }
+                    drop(shared);
+                    std::thread::sleep(RETENTION_PERIOD);
+                }
+            })
+            .map_err(unavailable)?;
+        Ok(FileHistory {
+            shared,
+            requests,
+            feed: Mutex::new(Some(feed_rx)),
+        })
+    }
+
+    /// Test hook: while set, writes fail as on a broken disk (publishes get `503`).
+    #[doc(hidden)]
+    pub fn set_write_failure(&self, fail: bool) {
+        self.shared.fail_writes.store(fail, Ordering::SeqCst);
+    }
+
+    fn read_blocking(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
+        {
+            let tail = lock(&self.shared.tail);
+            if tail.covers(after) {
+                return Ok(tail.read_after(after, limit));
+            }
+        }
+        self.shared.store()?.read_after(after, limit)
+    }
+
+    fn resolve_blocking(&self, id: &str) -> Result<Start, StoreError> {
+        let store = self.shared.store()?;
+        if id == EARLIEST {
+            let head = lock(&self.shared.tail).head;
+            return Ok(Start::After(
+                store.first_position()?.map_or(head, |p| p - 1),
+            ));
+        }
+        if let Some(&position) = lock(&self.shared.tail).by_id.get(id) {
+            return Ok(Start::After(position));
+        }
+        let Some(position) = store.ids.get(id).map_err(unavailable)? else {
+            return Ok(Start::Unknown);
+        };
+        let position = decode_position(&position)?;
+        // The id index is trimmed with the updates, but a pass may be halfway: check.
+        let retained = store
+            .updates
+            .contains_key(position.to_be_bytes())
+            .map_err(unavailable)?;
+        Ok(if retained {
+            Start::After(position)
+        } else {
+            Start::Unknown
+        })
+    }
+}
+
+/// Runs a blocking store operation off the async runtime's worker threads.
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> BoxFuture<'static, Result<T, StoreError>> {
+    async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| unavailable(format!("history task failed: {e}")))?
+    }
+    .boxed()
+}
+
+impl History for FileHistory {
+    fn append(&self, update: NewUpdate) -> BoxFuture<'_, Result<Arc<Update>, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.requests.send(Request { update, reply });
+        async move {
+            sent.map_err(|_| unavailable("history writer stopped"))?;
+            answer
+                .await
+                .map_err(|_| unavailable("history writer stopped"))?
+        }
+        .boxed()
+    }
+
+    fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>> {
+        {
+            let tail = lock(&self.shared.tail);
+            if tail.covers(after) {
+                let updates = tail.read_after(after, limit);
+                return futures_util::future::ready(Ok(updates)).boxed();
+            }
+        }
+        let this = self.clone_handle();
+        blocking(move || this.read_blocking(after, limit))
+    }
+
+    fn resolve(&self, last_event_id: &str) -> BoxFuture<'_, Result<Start, StoreError>> {
+        let this = self.clone_handle();
+        let id = last_event_id.to_owned();
+        blocking(move || this.resolve_blocking(&id))
+    }
+
+    fn last_id(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        let tail = lock(&self.shared.tail);
+        // The tail cache always holds the newest update, if history holds any.
+        let id = tail.updates.back().map(|u| u.id().to_owned());
+        futures_util::future::ready(Ok(id)).boxed()
+    }
+
+    fn take_feed(&self) -> Option<Feed> {
+        lock(&self.feed).take()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+}
+
+impl FileHistory {
+    /// A handle for blocking tasks (which need `'static`).
+    fn clone_handle(&self) -> FileHistory {
+        FileHistory {
+            shared: self.shared.clone(),
+            requests: self.requests.clone(),
+            feed: Mutex::new(None),
+        }
+    }
+}
+
+fn write_loop(
+    shared: &Shared,
+    inbox: &std_mpsc::Receiver<Request>,
+    feed: &mpsc::UnboundedSender<Arc<Update>>,
+) {
+    while let Ok(first) = inbox.recv() {
+        let mut requests = vec![first];
+        while requests.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(request) => requests.push(request),
+                Err(_) => break,
+            }
+        }
+        match write_batch(shared, &requests) {
+            Ok(accepted) => {
+                shared.ready.store(true, Ordering::Release);
+                let mut tail = lock(&shared.tail);
+                for (request, outcome) in requests.into_iter().zip(accepted) {
+                    if let Ok(update) = &outcome {
+                        tail.push(update.clone(), TAIL_CACHE);
+                        // Gone only when the hub is shutting down.
+                        let _ = feed.send(update.clone());
+                    }
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, "history write failed; publishes get 503 until it works");
+                shared.ready.store(false, Ordering::Release);
+                for request in requests {
+                    let _ = request.reply.send(Err(unavailable(&err)));
+                }
+            }
+        }
+    }
+}
+
+/// Writes one group of updates durably. Returns, per request, the stored update or why that
+/// request alone was refused; `Err` if nothing could be written.
+fn write_batch(
+    shared: &Shared,
+    requests: &[Request],
+) -> Result<Vec<Result<Arc<Update>, StoreError>>, StoreError> {
+    // After a failure, start from a freshly opened database.
+    let store = if shared.ready.load(Ordering::Acquire) {
+        shared.store()?
+    } else {
+        shared.reopen()?
+    };
+    let head = store.head()?;
+    let time = now_ms();
+    let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
+    let mut seen = HashSet::new();
+    let mut next = head;
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        let update = &request.update;
+        if !seen.insert(update.id.as_str())
+            || store.ids.contains_key(&update.id).map_err(unavailable)?
+        {
+            outcomes.push(Err(StoreError::DuplicateId(update.id.clone())));
+            continue;
+        }
+        let stored = Stored {
+            update: update.clone(),
+            time,
+        };
+        let encoded = match update.clone().into_update(next + 1) {
+            Ok(encoded) => encoded,
+            Err(err) => {
+                outcomes.push(Err(err.into()));
+                continue;
+            }
+        };
+        next += 1;
+        let json = serde_json::to_vec(&stored).map_err(unavailable)?;
+        batch.insert(&store.updates, next.to_be_bytes(), json);
+        batch.insert(&store.ids, update.id.as_bytes(), next.to_be_bytes());
+        outcomes.push(Ok(Arc::new(encoded)));
+    }
+    if next == head {
+        return Ok(outcomes); // nothing to write
+    }
+    batch.insert(&store.meta, HEAD_KEY, next.to_be_bytes());
+    if shared.fail_writes.load(Ordering::SeqCst) {
+        return Err(unavailable("injected write failure"));
+    }
+    batch.commit().map_err(unavailable)?;
+    Ok(outcomes)
+}
+
+/// One retention pass: drops the oldest updates beyond the count limit or the age limit.
+fn retain(shared: &Shared) -> Result<(), StoreError> {
+    let Ok(store) = shared.store() else {
+        return Ok(()); // reopening; the next pass will do it
+    };
+    let head = lock(&shared.tail).head;
+    let keep_from_count = head.saturating_sub(shared.options.max_updates as u64) + 1;
+    let oldest_time = shared
+        .options
+        .max_age
+        .map(|age| now_ms().saturating_sub(age.as_millis() as u64));
+    let mut batch = store.db.batch();
+    let mut dropped = 0usize;
+    let mut last_dropped = 0;
+    for kv in store.updates.iter().take(RETENTION_BATCH) {
+        let (key, value) = kv.into_inner().map_err(unavailable)?;
+        let position = decode_position(&key)?;
+        let stored: Stored = serde_json::from_slice(&value)
+            .map_err(|e| StoreError::Unavailable(format!("corrupt update at {position}: {e}")))?;
+        let too_many = position < keep_from_count;
+        let too_old = oldest_time.is_some_and(|t| stored.time < t);
+        if !too_many && !too_old {
+            break;
+        }
+        batch.remove(&store.updates, key);
+        batch.remove(&store.ids, stored.update.id.as_bytes());
+        dropped += 1;
+        last_dropped = position;
+    }
+    if dropped == 0 {
+        return Ok(());
+    }
+    // Deletions need no sync of their own: if they are lost in a crash, the next pass redoes them.
+    batch.commit().map_err(unavailable)?;
+    let mut tail = lock(&shared.tail);
+    while tail
+        .updates
+        .front()
+        .is_some_and(|u| u.position <= last_dropped)
+    {
+        if let Some(old) = tail.updates.pop_front() {
+            tail.by_id.remove(old.id());
+        }
+    }
+    tracing::debug!(dropped, up_to = last_dropped, "history retention");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(max_updates: usize) -> FileOptions {
+        FileOptions {
+            max_updates,
+            max_age: None,
+        }
+    }
+
+    fn update(id: &str) -> NewUpdate {
+        let mut u = NewUpdate::new(vec!["t".into()], format!("data of {id}"));
+        u.id = id.into();
+        u
+    }
+
+    fn ids(v: &[Arc<Update>]) -> Vec<String> {
+        v.iter().map(|u| u.id().to_owned()).collect()
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("herald-file-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn append_read_resolve_and_reopen() {
+        let dir = tempdir("reopen");
+        {
+            let h = FileHistory::open(&dir, options(100)).unwrap();
+            let mut feed = h.take_feed().unwrap();
+            for i in 1..=5 {
+                let u = h.append(update(&format!("u{i}"))).await.unwrap();
+                assert_eq!(u.position, i);
+                assert_eq!(feed.recv().await.unwrap().position, i);
+            }
+            assert!(matches!(
+                h.append(update("u3")).await,
+                Err(StoreError::DuplicateId(_))
+            ));
+            assert_eq!(h.resolve("u2").await.unwrap(), Start::After(2));
+            assert_eq!(ids(&h.read_after(3, 10).await.unwrap()), ["u4", "u5"]);
+        }
+        // The writer and retention threads hold the database until they notice the drop.
+        std::thread::sleep(Duration::from_millis(400));
+        let h = FileHistory::open(&dir, options(100)).unwrap();
+        assert_eq!(
+            h.resolve("u2").await.unwrap(),
+            Start::After(2),
+            "ids survive"
+        );
+        assert_eq!(
+            ids(&h.read_after(0, 10).await.unwrap()),
+            ["u1", "u2", "u3", "u4", "u5"]
+        );
+        assert_eq!(h.last_id().await.unwrap().as_deref(), Some("u5"));
+        let next = h.append(update("u6")).await.unwrap();
+        assert_eq!(next.position, 6, "positions continue after a restart");
+        assert!(matches!(
+            h.append(update("u1")).await,
+            Err(StoreError::DuplicateId(_))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_beyond_the_tail_cache_come_from_disk() {
+        let dir = tempdir("disk");
+        let h = FileHistory::open(&dir, options(100_000)).unwrap();
+        let n = TAIL_CACHE as u64 + 50;
+        let appends: Vec<_> = (1..=n)
+            .map(|i| h.append(update(&format!("d{i}"))))
+            .collect();
+        for result in futures_util::future::join_all(appends).await {
+            result.unwrap();
+        }
+        let first = h.read_after(0, 3).await.unwrap();
+        assert_eq!(ids(&first), ["d1", "d2", "d3"]);
+        assert_eq!(&first[0].encoded[..], b"id: d1\ndata: data of d1\n\n");
+        assert_eq!(h.resolve("d1").await.unwrap(), Start::After(1));
+        assert_eq!(h.resolve(EARLIEST).await.unwrap(), Start::After(0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn write_failure_refuses_then_recovers() {
+        let dir = tempdir("fail");
+        let h = FileHistory::open(&dir, options(100)).unwrap();
+        let mut feed = h.take_feed().unwrap();
+        h.append(update("ok1")).await.unwrap();
+        feed.recv().await.unwrap();
+        h.set_write_failure(true);
+        assert!(matches!(
+            h.append(update("lost")).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        assert!(!h.is_ready());
+        assert!(
+            feed.try_recv().is_err(),
+            "nothing refused reaches subscribers"
+        );
+        h.set_write_failure(false);
+        let next = h.append(update("ok2")).await.unwrap();
+        assert_eq!(next.position, 2, "the refused update took no position");
+        assert!(h.is_ready());
+        assert_eq!(h.resolve("lost").await.unwrap(), Start::Unknown);
+        assert_eq!(ids(&h.read_after(0, 10).await.unwrap()), ["ok1", "ok2"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_by_count_and_by_age() {
+        let dir = tempdir("retain");
+        let h = FileHistory::open(&dir, options(3)).unwrap();
+        for i in 1..=8 {
+            h.append(update(&format!("r{i}"))).await.unwrap();
+        }
+        tokio::time::sleep(RETENTION_PERIOD * 3).await;
+        assert_eq!(h.resolve(EARLIEST).await.unwrap(), Start::After(5));
+        assert_eq!(ids(&h.read_after(0, 10).await.unwrap()), ["r6", "r7", "r8"]);
+        assert_eq!(h.resolve("r2").await.unwrap(), Start::Unknown);
+
+        let dir = tempdir("age");
+        let h = FileHistory::open(
+            &dir,
+            FileOptions {
+                max_updates: 1000,
+                max_age: Some(Duration::from_millis(300)),
+            },
+        )
+        .unwrap();
+        h.append(update("old")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        h.append(update("new")).await.unwrap();
+        assert_eq!(ids(&h.read_after(0, 10).await.unwrap()), ["new"]);
+        assert_eq!(h.resolve("old").await.unwrap(), Start::Unknown);
+        assert_eq!(h.append(update("newer")).await.unwrap().position, 3);
+    }
+}
