@@ -10,6 +10,8 @@ import { createInterface } from 'node:readline';
 import net from 'node:net';
 import http from 'node:http';
 import path from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -24,9 +26,13 @@ let hub, hubUrl, browser, proxy, pageServer, pageOrigin;
 const LIMIT = { timeout: 60_000 };
 const test = (name, fn) => nodeTest(name, LIMIT, fn);
 
-/** Starts `herald serve` on a free port; resolves with its URL from the ready line. */
+/** Starts `herald serve` (on a free port unless `--listen` is given); resolves with its URL. */
 function startHub(args) {
-  const child = spawn(herald, ['serve', '--listen', '127.0.0.1:0', '--jwt-key', KEY, '--anonymous', '--store', 'memory', ...args], {
+  const defaults = [
+    ...(args.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']),
+    ...(args.includes('--store') ? [] : ['--store', 'memory']),
+  ];
+  const child = spawn(herald, ['serve', ...defaults, '--jwt-key', KEY, '--anonymous', ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   return new Promise((resolve, reject) => {
@@ -70,9 +76,9 @@ function startProxy(target) {
 const publisherToken = () =>
   execFileSync(herald, ['token', '--key', KEY, '--publish', '*']).toString().trim();
 
-async function publish(topic, data, id) {
+async function publish(topic, data, id, url = hubUrl) {
   const body = new URLSearchParams({ topic, data, id });
-  const res = await fetch(`${hubUrl}/.well-known/mercure`, {
+  const res = await fetch(`${url}/.well-known/mercure`, {
     method: 'POST',
     headers: { authorization: `Bearer ${publisherToken()}` },
     body,
@@ -144,6 +150,42 @@ test('reconnects by itself after the connection drops and gets exactly what it m
   await new Promise((r) => setTimeout(r, 300));
   assert.deepEqual(await page.evaluate(() => window.received), ['drop-1=a', 'drop-2=b', 'drop-3=c', 'drop-4=d']);
   await page.close();
+});
+
+test('survives a hub restart: reconnects and receives what was published meanwhile', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'herald-browser-'));
+  let first = await startHub(['--store', `file:${dir}`]);
+  const port = new URL(first.url).port;
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${first.url}/`);
+    await page.evaluate(() => {
+      window.received = [];
+      window.opens = 0;
+      const es = new EventSource('/.well-known/mercure?topic=https://example.com/restart');
+      es.onopen = () => { window.opens += 1; };
+      es.onmessage = (e) => window.received.push(e.lastEventId + '=' + e.data);
+    });
+    await page.waitForFunction(() => window.opens === 1);
+    await publish('https://example.com/restart', 'before', 'restart-1', first.url);
+    await page.waitForFunction(() => window.received.length === 1);
+    first.child.kill('SIGTERM');
+    await new Promise((r) => first.child.once('exit', r));
+    // Same port, same data: the browser's EventSource comes back by itself (about 3 s later)
+    // with Last-Event-ID, and the hub replays what was published while it was away.
+    const second = await startHub(['--store', `file:${dir}`, '--listen', `127.0.0.1:${port}`]);
+    first = second;
+    await publish('https://example.com/restart', 'while away', 'restart-2', second.url);
+    await page.waitForFunction(() => window.received.length >= 2 && window.opens >= 2, null, { timeout: 20000 });
+    await publish('https://example.com/restart', 'live again', 'restart-3', second.url);
+    await page.waitForFunction(() => window.received.length >= 3);
+    assert.deepEqual(await page.evaluate(() => window.received),
+      ['restart-1=before', 'restart-2=while away', 'restart-3=live again']);
+  } finally {
+    await page.close();
+    first.child.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('a page on an allowed origin subscribes with credentials (CORS)', async () => {

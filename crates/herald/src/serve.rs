@@ -19,6 +19,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let verifier = Verifier::new(alg, &keys.publisher, &keys.subscriber)
         .context("invalid JWT key for the chosen --jwt-alg")?;
     let history: Arc<dyn History> = match config.store()? {
+        Store::Memory if config.history_max_age().is_some() => bail!(
+            "--history-max-age applies to the file store; the memory store keeps the newest \
+             --history-size updates"
+        ),
         Store::Memory => Arc::new(MemoryHistory::new(config.history_size())),
         Store::File(path) => Arc::new(
             FileHistory::open(
