@@ -8,6 +8,7 @@
 
 use crate::auth::Grants;
 use crate::history::Feed;
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::topic::SelectorSet;
 use crate::update::Update;
@@ -85,10 +86,6 @@ impl Drop for Registration {
     fn drop(&mut self) {
         lock(&self.registry).remove(self.key);
     }
-}
-
-fn lock(registry: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
-    registry.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Registry {

@@ -150,6 +150,14 @@ fn parse_subscribe_query(query: &str) -> SubscribeQuery {
     q
 }
 
+/// The token in the request's `authorization` query parameter, if any.
+fn query_token(request: &Request) -> Option<String> {
+    let query = request.uri().query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == auth::QUERY_PARAM)
+        .map(|(_, v)| v.into_owned())
+}
+
 /// Verifies the request's token, if any, for `role`.
 fn grants(
     hub: &Hub,
@@ -327,11 +335,7 @@ async fn publish(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, HttpError> {
-    let query_token = request.uri().query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == auth::QUERY_PARAM)
-            .map(|(_, v)| v.into_owned())
-    });
+    let query_token = query_token(&request);
     let Some(grants) = grants(&hub, Role::Publisher, &headers, query_token.as_deref())? else {
         return Err(HttpError::unauthorized(
             "publishing requires a publisher JWT with a mercure.publish claim: send it as \
@@ -495,11 +499,7 @@ async fn list_subscriptions(
             "the subscriptions API is disabled: start the hub with --subscriptions",
         ));
     };
-    let query_token = request.uri().query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == auth::QUERY_PARAM)
-            .map(|(_, v)| v.into_owned())
-    });
+    let query_token = query_token(&request);
     let Some(grants) = grants(&hub, Role::Subscriber, &headers, query_token.as_deref())? else {
         return Err(HttpError::unauthorized(
             "the subscriptions API requires a subscriber JWT whose mercure.subscribe claim \

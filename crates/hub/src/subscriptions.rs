@@ -4,6 +4,7 @@
 //! and listed as JSON-LD at `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`.
 
 use crate::history::History;
+use crate::lock;
 use crate::update::{NewUpdate, new_id};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
@@ -144,10 +145,6 @@ fn events(id: &str, topics: &[String], active: bool, payload: &Option<Value>) ->
 fn json(value: &impl Serialize) -> String {
     // Serializing plain structs of strings, bools and JSON values cannot fail.
     serde_json::to_string(value).unwrap_or_default()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SubscriptionList {

@@ -20,6 +20,7 @@
 //!   so live subscribers catching up after a burst do not touch the disk.
 
 use super::{EARLIEST, Feed, History, Start, StoreError, Window};
+use crate::lock;
 use crate::update::{NewUpdate, Update};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use futures_util::future::{BoxFuture, FutureExt};
@@ -156,10 +157,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {

@@ -34,9 +34,7 @@ impl MemoryHistory {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the ring half-updated in a way that
-        // matters more than stopping the hub would; keep serving.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.state)
     }
 
     fn append_now(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
