@@ -79,6 +79,13 @@ pub(crate) struct Window {
     by_id: HashMap<String, u64>,
     /// The position of the newest update ever stored (survives eviction).
     head: u64,
+    /// Bytes of data and encoded SSE held, to bound memory as well as the count.
+    bytes: usize,
+}
+
+/// What an update costs a window in memory, roughly: its data and its encoded bytes.
+fn footprint(update: &Update) -> usize {
+    update.update.data.len() + update.encoded.len() + 128
 }
 
 impl Window {
@@ -86,16 +93,23 @@ impl Window {
         self.updates.front().map_or(self.head + 1, |u| u.position)
     }
 
-    /// Appends the newest update, keeping at most `capacity`.
-    fn push(&mut self, update: Arc<Update>, capacity: usize) {
+    /// Appends the newest update, keeping at most `capacity` updates and `max_bytes` (the
+    /// newest update is always kept).
+    fn push(&mut self, update: Arc<Update>, capacity: usize, max_bytes: usize) {
         self.head = update.position;
+        self.bytes += footprint(&update);
         self.by_id.insert(update.id().to_owned(), update.position);
         self.updates.push_back(update);
-        while self.updates.len() > capacity {
-            if let Some(old) = self.updates.pop_front() {
-                self.by_id.remove(old.id());
-            }
+        while self.updates.len() > capacity || (self.bytes > max_bytes && self.updates.len() > 1) {
+            self.pop_oldest();
         }
+    }
+
+    fn pop_oldest(&mut self) -> Option<Arc<Update>> {
+        let old = self.updates.pop_front()?;
+        self.bytes -= footprint(&old);
+        self.by_id.remove(old.id());
+        Some(old)
     }
 
     /// Whether everything after `after` is in this window.
@@ -113,5 +127,48 @@ impl Window {
             .take(limit)
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(position: u64, data_len: usize) -> Arc<Update> {
+        let mut new = NewUpdate::new(vec!["t".into()], "x".repeat(data_len));
+        new.id = format!("u{position}");
+        Arc::new(new.into_update(position).unwrap())
+    }
+
+    #[test]
+    fn window_is_bounded_by_count_and_bytes() {
+        let mut w = Window::default();
+        for p in 1..=5 {
+            w.push(update(p, 10), 3, usize::MAX);
+        }
+        assert_eq!(w.read_after(0, 10).len(), 3);
+        assert!(w.by_id.contains_key("u3") && !w.by_id.contains_key("u2"));
+
+        let mut w = Window::default();
+        for p in 1..=5 {
+            w.push(update(p, 1000), 100, 5000);
+        }
+        let kept: Vec<u64> = w.read_after(0, 10).iter().map(|u| u.position).collect();
+        assert_eq!(
+            kept,
+            [4, 5],
+            "two updates of about 2.2 KB each fit in 5000 bytes"
+        );
+        assert_eq!(w.head, 5);
+        assert!(!w.covers(2) && w.covers(3));
+
+        w.push(update(6, 10_000), 100, 5000);
+        assert_eq!(
+            w.read_after(0, 10).len(),
+            1,
+            "the newest is kept even when over budget"
+        );
+        while w.pop_oldest().is_some() {}
+        assert_eq!(w.bytes, 0, "the byte count follows every eviction");
     }
 }

@@ -34,8 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most updates written in one group commit.
 pub const MAX_BATCH: usize = 1024;
-/// Updates kept in memory for replay without disk reads.
+/// Updates kept in memory for replay without disk reads, at most this many and bytes.
 const TAIL_CACHE: usize = 4096;
+const TAIL_CACHE_BYTES: usize = 32 << 20;
 /// How often retention looks for updates to drop.
 const RETENTION_PERIOD: Duration = Duration::from_millis(250);
 /// Most updates one retention pass deletes, so a pass stays short.
@@ -218,7 +219,7 @@ impl FileHistory {
         };
         let cached = store.read_after(tail.head.saturating_sub(TAIL_CACHE as u64), TAIL_CACHE)?;
         for update in cached {
-            tail.push(update, TAIL_CACHE);
+            tail.push(update, TAIL_CACHE, TAIL_CACHE_BYTES);
         }
         let shared = Arc::new(Shared {
             path,
@@ -393,7 +394,7 @@ fn write_loop(
                 let mut tail = lock(&shared.tail);
                 for (request, outcome) in requests.into_iter().zip(accepted) {
                     if let Ok(update) = &outcome {
-                        tail.push(update.clone(), TAIL_CACHE);
+                        tail.push(update.clone(), TAIL_CACHE, TAIL_CACHE_BYTES);
                         // Gone only when the hub is shutting down.
                         let _ = feed.send(update.clone());
                     }
@@ -505,9 +506,7 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
         .front()
         .is_some_and(|u| u.position <= last_dropped)
     {
-        if let Some(old) = tail.updates.pop_front() {
-            tail.by_id.remove(old.id());
-        }
+        tail.pop_oldest();
     }
     tracing::debug!(dropped, up_to = last_dropped, "history retention");
     Ok(())

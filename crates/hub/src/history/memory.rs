@@ -7,6 +7,10 @@ use futures_util::future::{BoxFuture, FutureExt, ready};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
+/// Most bytes the ring holds, whatever `--history-size` says: large updates shorten history
+/// rather than exhaust memory.
+pub const MAX_BYTES: usize = 512 << 20;
+
 /// A bounded in-memory history.
 pub struct MemoryHistory {
     capacity: usize,
@@ -45,7 +49,7 @@ impl MemoryHistory {
         }
         let position = window.head + 1;
         let update = Arc::new(update.into_update(position)?);
-        window.push(update.clone(), self.capacity);
+        window.push(update.clone(), self.capacity, MAX_BYTES);
         // Sent under the lock, so the feed is in position order. The dispatcher lives as long
         // as the hub; if it is gone the hub is shutting down and nobody is left to tell.
         let _ = state.feed_tx.send(update.clone());
