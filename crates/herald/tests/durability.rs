@@ -177,8 +177,14 @@ fn sigkill_never_loses_an_acknowledged_update() {
                 })
             })
             .collect();
-        // Kill at a different moment each round, while publishes are in flight.
-        std::thread::sleep(Duration::from_millis(150 + 170 * round as u64));
+        // Kill at a random moment of each round, while publishes are in flight.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let delay = 100 + u64::from(nanos) % 700;
+        eprintln!("round {round}: SIGKILL after {delay} ms");
+        std::thread::sleep(Duration::from_millis(delay));
         hub.kill("-KILL");
         for t in threads {
             t.join().unwrap();
