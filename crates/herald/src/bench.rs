@@ -25,8 +25,25 @@ enum Mode {
     Idle(crate::Planned),
     /// Fan-out throughput and latency against a hub (not built yet).
     Fanout(crate::Planned),
-    /// The machine's floor: one loopback write per socket (not built yet).
-    Floor(crate::Planned),
+    /// The machine's floor: the CPU cost of one small write to a loopback TCP socket (kernel
+    /// receive path included), the yardstick for CPU per delivery.
+    Floor(FloorArgs),
+}
+
+#[derive(Args, Debug)]
+struct FloorArgs {
+    /// Loopback connections written to.
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// Rounds: one write per connection per round.
+    #[arg(long, default_value_t = 100)]
+    rounds: usize,
+    /// Bytes per write.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -54,7 +71,8 @@ struct StoreArgs {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.mode {
         Mode::Store(args) => store(args).await,
-        Mode::Idle(_) | Mode::Fanout(_) | Mode::Floor(_) => Err(crate::NotImplemented.into()),
+        Mode::Floor(args) => floor(args).await,
+        Mode::Idle(_) | Mode::Fanout(_) => Err(crate::NotImplemented.into()),
     }
 }
 
@@ -159,10 +177,102 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
         "replay of {} updates from the middle of {}: {median:.1} ms (median of 5)",
         args.replay, args.history
     );
-    results.insert("replay_ms".into(), ((median * 10.0).round() / 10.0).into());
+    results.insert(
+        "replay_ms".into(),
+        ((median * 1000.0).round() / 1000.0).into(),
+    );
     if args.json {
         println!("{}", serde_json::Value::Object(results));
     }
     let _ = std::fs::remove_dir_all(&args.dir);
+    Ok(())
+}
+
+/// CPU time used so far by the calling thread, in nanoseconds (user + system). The kernel's
+/// `CLOCK_THREAD_CPUTIME_ID` is exact; `/proc/thread-self/schedstat` only moves on ticks.
+fn thread_cpu_ns() -> anyhow::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    anyhow::ensure!(rc == 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+async fn floor(args: FloorArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    use tokio::io::AsyncReadExt;
+    anyhow::ensure!(
+        args.conns > 0 && args.rounds > 0,
+        "--conns and --rounds must be positive"
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    // Readers drain every connection on the runtime, so writes never block on a full buffer.
+    let mut readers = Vec::with_capacity(args.conns);
+    let mut writers = Vec::with_capacity(args.conns);
+    for _ in 0..args.conns {
+        let client = tokio::net::TcpStream::connect(addr).await?;
+        let (server, _) = listener.accept()?;
+        server.set_nodelay(true)?;
+        writers.push(server);
+        readers.push(tokio::spawn(async move {
+            let mut client = client;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0u64;
+            loop {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n as u64,
+                }
+            }
+        }));
+    }
+    let (conns, rounds, size) = (args.conns, args.rounds, args.size);
+    // The writes run on a thread of their own, so its CPU time is theirs alone.
+    let (cpu_ns, wall) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, Duration)> {
+        let payload = vec![b'x'; size];
+        let started = Instant::now();
+        let before = thread_cpu_ns()?;
+        for _ in 0..rounds {
+            for socket in &mut writers {
+                socket.write_all(&payload)?;
+            }
+        }
+        let cpu = thread_cpu_ns()? - before;
+        let wall = started.elapsed();
+        drop(writers); // ends the readers
+        Ok((cpu, wall))
+    })
+    .await??;
+    let mut received = 0;
+    for reader in readers {
+        received += reader.await?;
+    }
+    let writes = (conns * rounds) as u64;
+    anyhow::ensure!(
+        received == writes * size as u64,
+        "readers got {received} bytes, expected {}",
+        writes * size as u64
+    );
+    let per_write_us = cpu_ns as f64 / writes as f64 / 1000.0;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "conns": conns, "rounds": rounds, "size": size, "writes": writes,
+                "cpu_us_per_write": (per_write_us * 100.0).round() / 100.0,
+                "wall_ms": wall.as_millis() as u64,
+            })
+        );
+    } else {
+        println!(
+            "floor: {writes} writes of {size} B to {conns} loopback sockets: {per_write_us:.2} CPU-µs per write \
+             (writer thread, kernel receive path included), {} ms wall",
+            wall.as_millis()
+        );
+    }
     Ok(())
 }

@@ -479,3 +479,46 @@ fn public_key_jwts_with_key_files() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn bench_floor_measures_loopback_writes() {
+    let out = herald(&[
+        "bench", "floor", "--conns", "20", "--rounds", "10", "--size", "64", "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["writes"], 200);
+    assert!(
+        report["cpu_us_per_write"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
+
+#[test]
+fn bench_store_runs_small() {
+    let dir = std::env::temp_dir().join(format!("herald-bench-store-{}", std::process::id()));
+    let out = herald(&[
+        "bench",
+        "store",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--seconds",
+        "1",
+        "--history",
+        "2000",
+        "--replay",
+        "500",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "appends_per_s_1_publishers",
+        "appends_per_s_8_publishers",
+        "appends_per_s_64_publishers",
+        "replay_ms",
+    ] {
+        assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
+    }
+    assert!(!dir.exists(), "the bench cleans up its stores");
+}
