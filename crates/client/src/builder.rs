@@ -1,21 +1,25 @@
-//! Configuration of an [`EventSource`](crate::EventSource).
+//! Configuration of an [`EventSource`](crate::EventSource): collected freely by [`Builder`],
+//! checked once by [`Builder::build`], so that the event source itself never meets an invalid
+//! URL or header while (re)connecting.
 
+use crate::backoff;
 use crate::error::Error;
 use crate::event_source::EventSource;
 use herald_sse::Limits;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use std::time::Duration;
 
-/// Builds an [`EventSource`]. Errors in what was given are reported by [`Builder::build`].
-#[derive(Debug)]
+/// Builds an [`EventSource`]. Mistakes in what was given are reported by [`Builder::build`],
+/// not by the setters, so that a chain of calls needs one `?`.
+#[derive(Debug, Clone)]
 pub struct Builder {
     url: String,
     headers: Vec<(String, String)>,
-    pub(crate) last_event_id: String,
-    pub(crate) retry: Duration,
-    pub(crate) max_backoff: Duration,
-    pub(crate) jitter: f64,
-    pub(crate) limits: Limits,
+    last_event_id: String,
+    retry: Duration,
+    max_backoff: Duration,
+    jitter: f64,
+    limits: Limits,
 }
 
 /// Validated configuration, owned by the event source.
@@ -23,8 +27,11 @@ pub struct Builder {
 pub(crate) struct Config {
     pub uri: Uri,
     pub headers: HeaderMap,
+    pub last_event_id: String,
+    pub retry: Duration,
     pub max_backoff: Duration,
     pub jitter: f64,
+    pub limits: Limits,
 }
 
 impl Builder {
@@ -33,6 +40,7 @@ impl Builder {
             url: url.to_owned(),
             headers: Vec::new(),
             last_event_id: String::new(),
+            // Browsers start from a few seconds too (the standard leaves it to them).
             retry: Duration::from_secs(3),
             max_backoff: Duration::from_secs(60),
             jitter: 0.5,
@@ -40,13 +48,16 @@ impl Builder {
         }
     }
 
-    /// Adds a header to every request (e.g. `Authorization`). Repeatable.
+    /// Adds a header to every request, e.g. `Authorization`. Repeatable; the same name given
+    /// twice sends both values. `Accept`, `Cache-Control` and `Last-Event-ID` are set by the
+    /// client itself and replace any given here (use [`Builder::last_event_id`] to resume).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
 
-    /// The last event id to send on the first request (to resume where another session ended).
+    /// The last event id to send as `Last-Event-ID` on the first request, to resume where an
+    /// earlier session stopped. Later requests send the last id the stream itself set.
     pub fn last_event_id(mut self, id: &str) -> Self {
         self.last_event_id = id.to_owned();
         self
@@ -58,49 +69,48 @@ impl Builder {
         self
     }
 
-    /// The longest delay that repeated failures can grow the reconnection time to (default 60 s).
-    /// A server's `retry:` above it is still honoured.
+    /// The longest delay that consecutive failures can grow the reconnection time to (default
+    /// 60 s). A server's `retry:` above it is still honoured.
     pub fn max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
         self
     }
 
-    /// The fraction (0 to 1, default 0.5) by which a delay is randomly shortened.
+    /// The fraction (0 to 1, default 0.5) of each delay that may randomly be cut off: the delay
+    /// is drawn uniformly from `[d * (1 - jitter), d]`. Out-of-range values are clamped; 0 makes
+    /// delays exact.
     pub fn jitter(mut self, jitter: f64) -> Self {
-        self.jitter = jitter.clamp(0.0, 1.0);
+        self.jitter = backoff::unit(jitter);
         self
     }
 
-    /// Bounds on line and event size (default 8 MiB each).
+    /// Bounds on line and event size (default 8 MiB each). A stream that breaks them gets
+    /// [`Error::Decode`] and a reconnection.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
 
-    /// Checks the configuration and makes the event source. It connects on first poll.
+    /// Checks the configuration and makes the event source. Nothing happens on the network
+    /// (and no runtime is needed) until the source is first polled.
     pub fn build(self) -> Result<EventSource, Error> {
+        let invalid_url = |reason: String| Error::InvalidUrl {
+            url: self.url.clone(),
+            reason,
+        };
         let uri: Uri = self
             .url
             .parse()
-            .map_err(|e: http::uri::InvalidUri| Error::InvalidUrl {
-                url: self.url.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e: http::uri::InvalidUri| invalid_url(e.to_string()))?;
         match uri.scheme_str() {
-            Some("http") => {}
+            Some(scheme) if scheme.eq_ignore_ascii_case("http") => {}
             Some(other) => return Err(Error::UnsupportedScheme(other.to_owned())),
             None => {
-                return Err(Error::InvalidUrl {
-                    url: self.url.clone(),
-                    reason: "not an absolute URL (http://host/path)".into(),
-                });
+                return Err(invalid_url("not an absolute URL (http://host/path)".into()));
             }
         }
-        if uri.host().is_none() {
-            return Err(Error::InvalidUrl {
-                url: self.url.clone(),
-                reason: "no host".into(),
-            });
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(invalid_url("no host".into()));
         }
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
@@ -113,12 +123,14 @@ impl Builder {
                 HeaderValue::try_from(value.as_str()).map_err(|e| invalid(e.to_string()))?;
             headers.append(name, value);
         }
-        let config = Config {
+        Ok(EventSource::from_config(Config {
             uri,
             headers,
+            last_event_id: self.last_event_id,
+            retry: self.retry,
             max_backoff: self.max_backoff,
             jitter: self.jitter,
-        };
-        Ok(EventSource::from_parts(config, &self))
+            limits: self.limits,
+        }))
     }
 }

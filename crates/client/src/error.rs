@@ -1,35 +1,53 @@
 //! Errors of an [`EventSource`](crate::EventSource), and which of them end it for good.
+//!
+//! The split follows the browser's `EventSource`: trouble with the network or the stream is
+//! transient (the `error` event fires, then the browser reconnects), while an answer that says
+//! "this is not an event stream" is final (the browser fails the connection and never retries),
+//! because retrying a 404 or an HTML login page forever helps nobody.
 
 use http::StatusCode;
 
-/// What went wrong. Transient errors are followed by a reconnection; fatal ones end the stream.
+/// What went wrong. After a transient error the stream reconnects on the next polls; after a
+/// fatal one ([`Error::is_fatal`]) it ends (`None`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The URL is not a valid absolute URL.
+    /// The URL is not a valid absolute URL (from [`Builder::build`](crate::Builder::build)).
     #[error("invalid URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
-    /// Only `http://` is supported.
+    /// Only `http://` is supported (from [`Builder::build`](crate::Builder::build)).
     #[error("unsupported URL scheme {0:?}: only http:// is supported (TLS is not built yet)")]
     UnsupportedScheme(String),
-    /// A header given to the builder is not a valid HTTP header.
+    /// A header given to the builder is not a valid HTTP header (from
+    /// [`Builder::build`](crate::Builder::build)).
     #[error("invalid header {name:?}: {reason}")]
     InvalidHeader { name: String, reason: String },
-    /// The server answered another status than 200 or 204 (fatal, as in browsers).
+    /// The server answered a status other than 200 or 204 (fatal, as in browsers). `body` holds
+    /// the start of the response body (up to 512 bytes, lossily decoded), which is usually the
+    /// server's explanation.
     #[error("server answered HTTP {status}{}", body_hint(.body))]
     Status { status: StatusCode, body: String },
-    /// The server answered 200 with another content type than `text/event-stream` (fatal).
+    /// The server answered with a redirect (fatal: redirects are not followed).
+    #[error("server redirected ({status}) to {location:?}; redirects are not followed")]
+    Redirect {
+        status: StatusCode,
+        location: String,
+    },
+    /// The server answered 200 with a content type other than `text/event-stream` (fatal).
+    /// Empty if the response had no `Content-Type`.
     #[error("server answered content type {0:?}, not text/event-stream")]
     ContentType(String),
-    /// The connection could not be made (transient).
+    /// No response arrived: the connection could not be made, or it closed before the response
+    /// head (transient).
     #[error("cannot connect: {0}")]
     Connect(String),
-    /// The response body failed while streaming (transient).
+    /// The connection broke while the event stream was flowing (transient).
     #[error("connection failed while streaming: {0}")]
     Body(String),
-    /// The server ended the response (transient: the client reconnects).
+    /// The server ended the response (transient: the client reconnects, as browsers do).
     #[error("the server closed the stream")]
     Disconnected,
-    /// The stream broke the decoder's size limits (transient: the client reconnects).
+    /// The stream broke the decoder's size [`Limits`](crate::Limits) (transient: the client
+    /// drops the connection and reconnects).
     #[error("invalid event stream: {0}")]
     Decode(#[from] herald_sse::DecodeError),
 }
@@ -44,7 +62,8 @@ fn body_hint(body: &str) -> String {
 }
 
 impl Error {
-    /// True if the [`EventSource`](crate::EventSource) will not reconnect after this error.
+    /// True if the [`EventSource`](crate::EventSource) will not reconnect after this error (the
+    /// stream ends after yielding it). Configuration errors are fatal too.
     pub fn is_fatal(&self) -> bool {
         !matches!(
             self,
