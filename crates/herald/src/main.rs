@@ -19,14 +19,6 @@ struct Cli {
     command: Command,
 }
 
-/// Arguments of a command that is not built yet; accepted so that `--help` works and the
-/// message below is what the user sees, not a parse error.
-#[derive(clap::Args, Debug)]
-pub struct Planned {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
-}
-
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the hub (Mercure protocol on /.well-known/mercure).
@@ -37,24 +29,9 @@ enum Command {
     Sub(subscribe::SubArgs),
     /// Print a signed JWT granting publish/subscribe rights.
     Token(token::TokenArgs),
-    /// Measure: the history store now; idle connections and fan-out to come.
+    /// Measure: idle subscriptions, fan-out, the machine's floor, the history store.
     Bench(bench::BenchArgs),
 }
-
-/// Exit code of a command that exists in the plan but not yet in the code.
-const NOT_IMPLEMENTED: u8 = 2;
-
-/// Returned by a planned command that is not built yet.
-#[derive(Debug)]
-pub struct NotImplemented;
-
-impl std::fmt::Display for NotImplemented {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("not implemented yet (planned; see ARCHITECTURE.md)")
-    }
-}
-
-impl std::error::Error for NotImplemented {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,10 +45,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.is::<NotImplemented>() => {
-            eprintln!("herald: {err}");
-            ExitCode::from(NOT_IMPLEMENTED)
-        }
         Err(err) => {
             eprintln!("herald: {err:#}");
             ExitCode::FAILURE

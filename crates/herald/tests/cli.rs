@@ -84,13 +84,6 @@ fn help_lists_every_planned_subcommand() {
 }
 
 #[test]
-fn unimplemented_subcommands_say_so_and_exit_2() {
-    let out = herald(&["bench", "fanout", "--some-flag", "x"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not implemented yet"));
-}
-
-#[test]
 fn unknown_subcommand_is_a_usage_error() {
     let out = herald(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
@@ -521,4 +514,124 @@ fn bench_store_runs_small() {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
     }
     assert!(!dir.exists(), "the bench cleans up its stores");
+}
+
+/// The bench's smoke run: a few seconds against a real hub, auth on, observed through /proc.
+#[test]
+fn bench_idle_holds_subscriptions_and_measures_the_server() {
+    let server = Server::start(&["--jwt-key", "bench-secret"], &[]);
+    let pid = server.child.id().to_string();
+    let out = herald(&[
+        "bench",
+        "idle",
+        "--url",
+        &server.url,
+        "--jwt-key",
+        "bench-secret",
+        "--conns",
+        "200",
+        "--hold",
+        "1",
+        "--sources",
+        "3",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["target"], "herald");
+    assert_eq!(report["connected"], 200, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["dropped"], 0, "{report}");
+    let server_report = &report["server"];
+    assert!(server_report["rss_after"].as_u64().unwrap() > 0, "{report}");
+    assert!(server_report["pss_after"].as_u64().unwrap() > 0, "{report}");
+    assert!(server_report["rss_per_conn"].is_number(), "{report}");
+}
+
+#[test]
+fn bench_idle_reports_refused_subscriptions() {
+    // Without a subscriber JWT the hub (anonymous off) answers 401: counted, not hidden.
+    let server = Server::start(&["--jwt-key", "bench-secret"], &[]);
+    let out = herald(&[
+        "bench",
+        "idle",
+        "--url",
+        &server.url,
+        "--conns",
+        "10",
+        "--hold",
+        "0",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["connected"], 0, "{report}");
+    assert_eq!(report["failed"], 10, "{report}");
+    assert_eq!(report["failures"]["HTTP 401"], 10, "{report}");
+}
+
+#[test]
+fn bench_fanout_counts_every_delivery_and_its_latency() {
+    let server = Server::start(&["--jwt-key", "bench-secret"], &[]);
+    let pid = server.child.id().to_string();
+    let out = herald(&[
+        "bench",
+        "fanout",
+        "--url",
+        &server.url,
+        "--jwt-key",
+        "bench-secret",
+        "--conns",
+        "30",
+        "--rate",
+        "200",
+        "--messages",
+        "100",
+        "--size",
+        "120",
+        "--floor-us",
+        "5",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["subscribers"], 30, "{report}");
+    assert_eq!(report["expected"], 3000, "{report}");
+    assert_eq!(report["delivered"], 3000, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
+    assert_eq!(report["reordered"], 0, "{report}");
+    assert_eq!(report["malformed"], 0, "{report}");
+    assert_eq!(report["publish_errors"], 0, "{report}");
+    let latency = &report["latency_ms"];
+    let (p50, p99, max) = (
+        latency["p50"].as_f64().unwrap(),
+        latency["p99"].as_f64().unwrap(),
+        latency["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
+    assert!(
+        report["deliveries_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["server"]["cpu_us_per_delivery"].is_number(),
+        "{report}"
+    );
+}
+
+#[test]
+fn bench_fanout_without_a_key_says_what_to_pass() {
+    let server = Server::start(&["--jwt-key", "bench-secret"], &[]);
+    let out = herald(&["bench", "fanout", "--url", &server.url, "--floor-us", "5"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--jwt-key"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -1,0 +1,152 @@
+//! `herald bench`: measurements that users can repeat, against herald or, for comparison,
+//! nginx with the nchan module (`--target`). `idle` holds many subscriptions and reports the
+//! server's memory per subscriber; `fanout` measures delivery cost and publish->receive latency;
+//! `floor` is the machine's own cost of a small socket write, the yardstick; `store` measures the
+//! durable history alone. The server is observed from outside through `/proc` (`--server-pid`).
+
+mod conn;
+mod fanout;
+mod floor;
+mod idle;
+mod procstat;
+mod store;
+mod swarm;
+mod target;
+
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// The file history store alone: durable appends/s with 1, 8 and 64 concurrent publishers,
+    /// and replay of 10,000 updates from the middle of a large history.
+    Store(StoreArgs),
+    /// Opens many SSE subscriptions and holds them: connect failures, and the server's memory
+    /// per idle subscriber (with --server-pid).
+    Idle(IdleArgs),
+    /// Many subscribers on one topic, a publisher at a fixed rate: losses, duplicates,
+    /// deliveries/s, publish->receive latency, and the server's CPU per delivery.
+    Fanout(FanoutArgs),
+    /// The machine's floor: the CPU cost of one small write to a loopback TCP socket (kernel
+    /// receive path included), the yardstick for CPU per delivery.
+    Floor(FloorArgs),
+}
+
+/// What is measured and how the result is printed; shared by `idle` and `fanout`.
+#[derive(Args, Debug)]
+struct TargetArgs {
+    /// The kind of server under test.
+    #[arg(long, value_enum, default_value = "herald")]
+    target: target::Kind,
+    /// The server's base URL; herald is reached at /.well-known/mercure, nchan at /sub and /pub.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// herald's HMAC key: the bench signs a subscriber and a publisher JWT with it.
+    #[arg(long, env = "HERALD_JWT_KEY", hide_env_values = true)]
+    jwt_key: Option<String>,
+    /// Loopback source addresses to spread connections over (127.0.0.2, 127.0.0.3, ...).
+    #[arg(long, default_value_t = 8)]
+    sources: usize,
+    /// A server process to observe (CPU time, RSS, PSS); repeat for several (nginx's master
+    /// and worker).
+    #[arg(long = "server-pid", value_name = "PID")]
+    server_pids: Vec<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct IdleArgs {
+    #[command(flatten)]
+    common: TargetArgs,
+    /// Subscriptions to open.
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// Seconds to hold them open once all answered.
+    #[arg(long, default_value_t = 10)]
+    hold: u64,
+}
+
+#[derive(Args, Debug)]
+struct FanoutArgs {
+    #[command(flatten)]
+    common: TargetArgs,
+    /// Subscribers, all on one topic.
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// Updates published per second.
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// Updates published in all.
+    #[arg(long, default_value_t = 1000)]
+    messages: u64,
+    /// Bytes of data per update (it carries its sequence number and send time).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Seconds to wait for missing deliveries after the last publish.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// The floor in CPU-µs per write, if already measured; otherwise the bench measures it
+    /// first (1000 sockets x 100 rounds).
+    #[arg(long)]
+    floor_us: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+struct FloorArgs {
+    /// Loopback connections written to.
+    #[arg(long, default_value_t = 1000)]
+    conns: usize,
+    /// Rounds: one write per connection per round.
+    #[arg(long, default_value_t = 100)]
+    rounds: usize,
+    /// Bytes per write.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct StoreArgs {
+    /// Directory for the bench's stores (on the disk to measure); emptied first.
+    #[arg(long, default_value = "./herald-bench-store")]
+    dir: PathBuf,
+    /// Seconds each append measurement runs.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Updates in the history that replay reads from.
+    #[arg(long, default_value_t = 1_000_000)]
+    history: u64,
+    /// Updates replayed from the middle.
+    #[arg(long, default_value_t = 10_000)]
+    replay: u64,
+    /// Bytes of data per update.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.mode {
+        Mode::Store(args) => store::run(args).await,
+        Mode::Floor(args) => floor::run(args).await,
+        Mode::Idle(args) => idle::run(args).await,
+        Mode::Fanout(args) => fanout::run(args).await,
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: a reader that panicked has already failed the run.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,84 @@
+//! Opening many subscriptions at once, with bounded concurrency (so the server's listen backlog
+//! does not overflow into SYN retries that look like latency) and progress on stderr.
+
+use super::conn::{OpenError, Subscription, source_address};
+use super::target::Target;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Connections being opened at the same time.
+const CONCURRENCY: usize = 128;
+
+pub struct Swarm {
+    pub open: Vec<Subscription>,
+    /// Failures by kind ("HTTP 503", "connect: Too many open files", …) with their counts.
+    pub failures: BTreeMap<String, usize>,
+    pub took: Duration,
+}
+
+impl Swarm {
+    pub fn failed(&self) -> usize {
+        self.failures.values().sum()
+    }
+}
+
+/// Opens `conns` subscriptions to `target`, spread over `sources` loopback source addresses.
+pub async fn connect(target: &Target, conns: usize, sources: usize, label: &str) -> Swarm {
+    let started = Instant::now();
+    let request: Arc<[u8]> = target.subscribe_request().into();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..conns {
+        let (target, request, semaphore, done) = (
+            target.clone(),
+            request.clone(),
+            semaphore.clone(),
+            done.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            let source = source_address(index, sources);
+            let result = tokio::time::timeout(
+                Duration::from_secs(30),
+                Subscription::open(&target, source, &request),
+            )
+            .await
+            .unwrap_or_else(|_| Err(OpenError::Response("no answer within 30 s".into())));
+            done.fetch_add(1, Ordering::Relaxed);
+            result
+        });
+    }
+    let progress = {
+        let done = done.clone();
+        let label = label.to_owned();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                eprintln!(
+                    "{label}: {}/{conns} connections answered",
+                    done.load(Ordering::Relaxed)
+                );
+            }
+        })
+    };
+    let mut open = Vec::with_capacity(conns);
+    let mut failures = BTreeMap::new();
+    while let Some(result) = tasks.join_next().await {
+        match result {
+            Ok(Ok(subscription)) => open.push(subscription),
+            Ok(Err(err)) => *failures.entry(err.to_string()).or_insert(0) += 1,
+            Err(err) => *failures.entry(format!("task: {err}")).or_insert(0) += 1,
+        }
+    }
+    progress.abort();
+    Swarm {
+        open,
+        failures,
+        took: started.elapsed(),
+    }
+}

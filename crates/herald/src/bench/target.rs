@@ -1,0 +1,151 @@
+//! The servers the bench measures, and how each is asked to subscribe and publish: herald with
+//! the Mercure protocol (form POST with a publisher JWT; subscribers carry a subscriber JWT, as
+//! users run it, auth on), nchan with its own locations (`/sub?id=` EventSource subscriber,
+//! `/pub?id=` publisher whose body is the message, as configured in `bench/nchan/nginx.conf`).
+
+use anyhow::Context;
+use herald_hub::auth::{Claims, MercureClaim, sign_hmac};
+
+/// The topic every bench subscriber listens to (a URL, as Mercure topics usually are).
+pub const TOPIC: &str = "https://bench.herald.invalid/topic";
+/// nchan's channel id for the same topic.
+const CHANNEL: &str = "bench";
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Herald,
+    Nchan,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Herald => "herald",
+            Kind::Nchan => "nchan",
+        }
+    }
+}
+
+/// Where and how to talk to the server under test.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub kind: Kind,
+    /// `host:port` to connect to.
+    pub addr: std::net::SocketAddr,
+    /// The `Host` header value.
+    host: String,
+    subscriber_token: Option<String>,
+    publisher_token: Option<String>,
+}
+
+impl Target {
+    /// `url` is the server's base (`http://127.0.0.1:8080`); a path in it is ignored, since each
+    /// kind has its fixed paths. `jwt_key` signs herald's tokens (none: anonymous subscribers
+    /// and no publishing).
+    pub fn new(kind: Kind, url: &str, jwt_key: Option<&str>) -> anyhow::Result<Self> {
+        let uri: http::Uri = url
+            .parse()
+            .with_context(|| format!("invalid --url {url:?}"))?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http"),
+            "--url must be http://HOST:PORT (TLS is not measured), got {url:?}"
+        );
+        let authority = uri.authority().context("--url has no host")?;
+        let port = authority.port_u16().unwrap_or(80);
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(authority.host(), port))?
+            .next()
+            .with_context(|| format!("cannot resolve {}", authority.host()))?;
+        let token = |claim: MercureClaim| -> anyhow::Result<Option<String>> {
+            let Some(key) = jwt_key else { return Ok(None) };
+            let claims = Claims {
+                mercure: Some(claim),
+                exp: None,
+            };
+            Ok(Some(sign_hmac(
+                jsonwebtoken::Algorithm::HS256,
+                key.as_bytes(),
+                &claims,
+            )?))
+        };
+        let (subscriber_token, publisher_token) = match kind {
+            Kind::Herald => (
+                token(MercureClaim {
+                    subscribe: Some(vec![TOPIC.into()]),
+                    ..Default::default()
+                })?,
+                token(MercureClaim {
+                    publish: Some(vec![TOPIC.into()]),
+                    ..Default::default()
+                })?,
+            ),
+            Kind::Nchan => (None, None),
+        };
+        Ok(Target {
+            kind,
+            addr,
+            host: authority.to_string(),
+            subscriber_token,
+            publisher_token,
+        })
+    }
+
+    /// The complete HTTP/1.1 request that opens one SSE subscription.
+    pub fn subscribe_request(&self) -> Vec<u8> {
+        let path = match self.kind {
+            Kind::Herald => format!(
+                "/.well-known/mercure?topic={}",
+                form_urlencoded::byte_serialize(TOPIC.as_bytes()).collect::<String>()
+            ),
+            Kind::Nchan => format!("/sub?id={CHANNEL}"),
+        };
+        let auth = self
+            .subscriber_token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{auth}\r\n",
+            self.host
+        )
+        .into_bytes()
+    }
+
+    /// The URL, content type, body and authorization of one publish of `data`.
+    pub fn publish_request(&self, data: &str) -> http::Request<String> {
+        let builder = http::Request::post(match self.kind {
+            Kind::Herald => format!("http://{}/.well-known/mercure", self.host),
+            Kind::Nchan => format!("http://{}/pub?id={CHANNEL}", self.host),
+        });
+        match self.kind {
+            Kind::Herald => {
+                let body = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("topic", TOPIC)
+                    .append_pair("data", data)
+                    .finish();
+                let mut builder =
+                    builder.header("content-type", "application/x-www-form-urlencoded");
+                if let Some(token) = &self.publisher_token {
+                    builder = builder.header("authorization", format!("Bearer {token}"));
+                }
+                builder.body(body)
+            }
+            Kind::Nchan => builder
+                .header("content-type", "text/plain")
+                .body(data.to_owned()),
+        }
+        .expect("a valid request")
+    }
+
+    /// Whether a publish answer means "accepted".
+    pub fn publish_accepted(&self, status: http::StatusCode) -> bool {
+        match self.kind {
+            Kind::Herald => status == http::StatusCode::OK,
+            // 201: stored with subscribers waiting, 202: stored with none.
+            Kind::Nchan => status.is_success(),
+        }
+    }
+
+    pub fn needs_publisher_token(&self) -> bool {
+        self.kind == Kind::Herald && self.publisher_token.is_none()
+    }
+}
