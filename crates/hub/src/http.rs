@@ -227,7 +227,52 @@ async fn subscribe(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, HttpError> {
-    let query = parse_subscribe_query(request.uri().query().unwrap_or(""));
+    let opened = open_subscription(&hub, request.uri(), &headers).await?;
+    let body = futures_util::stream::unfold(opened.subscriber, |mut subscriber| async move {
+        let chunk = subscriber.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), subscriber))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let h = response.headers_mut();
+    for (name, value) in SSE_HEADERS {
+        h.insert(*name, HeaderValue::from_static(value));
+    }
+    if let Some(v) = opened
+        .resumed_from
+        .and_then(|id| HeaderValue::from_str(&id).ok())
+    {
+        h.insert(LAST_EVENT_ID, v);
+    }
+    Ok(response)
+}
+
+/// The response headers of every subscription stream (beside `Last-Event-ID`, CORS and `Link`).
+pub(crate) const SSE_HEADERS: &[(&str, &str)] = &[
+    ("content-type", "text/event-stream"),
+    (
+        "cache-control",
+        "private, no-cache, no-store, must-revalidate, max-age=0",
+    ),
+    // Tells nginx not to buffer the stream.
+    ("x-accel-buffering", "no"),
+];
+
+/// A subscription that passed every check, ready to stream.
+pub(crate) struct Opened {
+    pub subscriber: Subscriber,
+    /// The `Last-Event-ID` response header: the id resumed from, or `earliest`.
+    pub resumed_from: Option<String>,
+}
+
+/// Checks a subscribe request (selectors, token, `Last-Event-ID`) and registers the
+/// subscription. Shared by the hyper route and the direct stream path (`stream.rs`), so both
+/// accept and refuse exactly the same requests.
+pub(crate) async fn open_subscription(
+    hub: &Hub,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<Opened, HttpError> {
+    let query = parse_subscribe_query(uri.query().unwrap_or(""));
     if query.topics.is_empty() {
         return Err(HttpError::bad_request(
             "missing \"topic\" query parameter: subscribe with ?topic=<selector> (repeatable; \
@@ -243,9 +288,9 @@ async fn subscribe(
         )));
     }
     let grants = grants(
-        &hub,
+        hub,
         Role::Subscriber,
-        &headers,
+        headers,
         query.authorization.as_deref(),
     )?;
     if grants.is_none() && !settings.anonymous {
@@ -296,26 +341,42 @@ async fn subscribe(
             inner.history.clone(),
         ));
     }
-    let body = futures_util::stream::unfold(subscriber, |mut subscriber| async move {
-        let chunk = subscriber.next_chunk().await?;
-        Some((Ok::<_, std::convert::Infallible>(chunk), subscriber))
-    });
-    let mut response = Response::new(Body::from_stream(body));
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
-    );
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    if let Some(v) = resumed_from.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        h.insert(LAST_EVENT_ID, v);
-    }
-    Ok(response)
+    Ok(Opened {
+        subscriber,
+        resumed_from,
+    })
 }
+
+/// The CORS headers of a simple (non-preflight) request from `origin`, as the CORS layer adds
+/// them on the hyper path; `None` when CORS is off.
+pub(crate) fn cors_simple_headers(
+    origins: &[String],
+    origin: Option<&[u8]>,
+) -> Option<Vec<(&'static str, String)>> {
+    if origins.is_empty() {
+        return None;
+    }
+    let mut headers = vec![
+        (
+            "vary",
+            "origin, access-control-request-method, access-control-request-headers".to_owned(),
+        ),
+        ("access-control-allow-credentials", "true".to_owned()),
+    ];
+    if let Some(origin) = origin.and_then(|o| std::str::from_utf8(o).ok())
+        && origins.iter().any(|o| o == "*" || o == origin)
+    {
+        headers.push(("access-control-allow-origin", origin.to_owned()));
+    }
+    headers.push((
+        "access-control-expose-headers",
+        "link,last-event-id".to_owned(),
+    ));
+    Some(headers)
+}
+
+/// The discovery `Link` header value.
+pub(crate) const LINK: &str = LINK_VALUE;
 
 fn store_error(err: StoreError) -> HttpError {
     match err {

@@ -21,6 +21,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod server;
+mod stream;
 pub mod subscriber;
 pub mod subscriptions;
 pub mod topic;

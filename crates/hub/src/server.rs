@@ -1,7 +1,11 @@
 //! Accepting connections: binds, serves HTTP/1.1 on each accepted socket, and shuts down
 //! gracefully (stop accepting, end the SSE streams cleanly, let responses finish).
+//!
+//! Each connection's first request head is read by `stream.rs`: subscriptions are streamed
+//! there directly, everything else is served by hyper with the axum router.
 
 use crate::hub::Hub;
+use crate::stream::{self, Outcome};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -23,6 +27,7 @@ pub async fn serve(
     let service = TowerToHyperService::new(crate::http::router(hub.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -38,25 +43,31 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone());
-        let conn = graceful.watch(conn.into_owned());
-        let metrics_hub = hub.clone();
+        let (hub, builder, service) = (hub.clone(), builder.clone(), service.clone());
+        let (watcher, open) = (graceful.watcher(), open_tx.clone());
         tokio::spawn(async move {
-            metrics_hub.metrics().connections.inc();
+            hub.metrics().connections.inc();
             tracing::debug!(%peer, "connection open");
-            if let Err(err) = conn.await {
-                tracing::debug!(%peer, %err, "connection error");
+            if let Outcome::Hyper(io) = stream::serve(&hub, stream).await {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                if let Err(err) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, %err, "connection error");
+                }
             }
             tracing::debug!(%peer, "connection closed");
-            metrics_hub.metrics().connections.dec();
+            hub.metrics().connections.dec();
+            drop(open);
         });
     }
     tracing::info!("shutting down: closing streams");
     hub.shutdown();
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(open_tx);
+    let drained = async {
+        graceful.shutdown().await;
+        // Every connection task holds a sender; all are dropped once the last one ends.
+        while open_rx.recv().await.is_some() {}
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
     Ok(())
