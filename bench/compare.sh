@@ -135,7 +135,12 @@ stop_server() {
     SERVER_PIDS=()
     SERVER_NAME=""
 }
-trap 'stop_server' EXIT
+BENCH_PID=""      # the bench client while it runs
+on_exit() {
+    if [[ -n "$BENCH_PID" ]]; then kill -TERM "$BENCH_PID" 2>/dev/null || true; fi
+    stop_server
+}
+trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -196,8 +201,12 @@ run_one() {
     esac
     for pid in "${SERVER_PIDS[@]}"; do pid_args+=(--server-pid "$pid"); done
     log "$scenario: $target (pids ${SERVER_PIDS[*]})"
+    # In the background and waited for, so that a signal to this script is acted on at once.
     "${BENCH_CPU[@]}" "$HERALD" bench "$mode" --target "$target" --url "$url" "${auth[@]}" \
-        "${pid_args[@]}" "$@" --json >"$out" 2>"$err" || rc=$?
+        "${pid_args[@]}" "$@" --json >"$out" 2>"$err" &
+    BENCH_PID=$!
+    wait "$BENCH_PID" || rc=$?
+    BENCH_PID=""
     stop_server
     python3 - "$scenario" "$target" "$mode" "$rc" "$out" "$err" >>"$RESULTS" <<'EOF'
 import json, sys

@@ -48,9 +48,11 @@ pub async fn serve(
         tokio::spawn(async move {
             hub.metrics().connections.inc();
             tracing::debug!(%peer, "connection open");
-            if let Outcome::Hyper(io) = stream::serve(&hub, stream).await {
+            // Boxed, so that this task's own state stays small: a hyper connection is large and
+            // most connections never need one (see stream.rs).
+            if let Outcome::Hyper(io) = Box::pin(stream::serve(&hub, stream)).await {
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                if let Err(err) = watcher.watch(conn.into_owned()).await {
+                if let Err(err) = Box::pin(watcher.watch(conn.into_owned())).await {
                     tracing::debug!(%peer, %err, "connection error");
                 }
             }

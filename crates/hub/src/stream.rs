@@ -40,29 +40,42 @@ pub enum Outcome {
 
 /// Reads the first request head of `stream`; streams it here if it is a subscription.
 pub async fn serve(hub: &Hub, stream: TcpStream) -> Outcome {
+    // Two boxed phases: the state of checking a request (parsed headers, token verification,
+    // history lookup) is freed before the long streaming phase, which holds only what it needs.
+    match Box::pin(accept(hub, &stream)).await {
+        Accepted::Stream(head, opened) => {
+            let _ = Box::pin(stream_subscription(&stream, head, opened)).await;
+            Outcome::Streamed
+        }
+        Accepted::Hyper(prefix) => Outcome::Hyper(Prefixed::new(prefix, stream)),
+        Accepted::Gone => Outcome::Gone,
+    }
+}
+
+enum Accepted {
+    Stream(Vec<u8>, Opened),
+    Hyper(Bytes),
+    Gone,
+}
+
+async fn accept(hub: &Hub, stream: &TcpStream) -> Accepted {
     let mut head = BytesMut::with_capacity(1024);
     let mut shutdown = hub.shutdown_signal();
     let parsed = tokio::select! {
-        read = tokio::time::timeout(HEAD_TIMEOUT, read_head(&stream, &mut head)) => match read {
-            Err(_) | Ok(Err(_)) => return Outcome::Gone,
+        read = tokio::time::timeout(HEAD_TIMEOUT, read_head(stream, &mut head)) => match read {
+            Err(_) | Ok(Err(_)) => return Accepted::Gone,
             Ok(Ok(parsed)) => parsed,
         },
-        _ = shutdown.wait_for(|stop| *stop) => return Outcome::Gone,
+        _ = shutdown.wait_for(|stop| *stop) => return Accepted::Gone,
     };
     let Some(request) = parsed.filter(|r| r.is_plain_subscribe()) else {
-        return Outcome::Hyper(Prefixed::new(head.freeze(), stream));
+        return Accepted::Hyper(head.freeze());
     };
-    let opened = match open_subscription(hub, &request.uri, &request.headers).await {
-        Ok(opened) => opened,
+    match open_subscription(hub, &request.uri, &request.headers).await {
+        Ok(opened) => Accepted::Stream(response_head(hub, &request, &opened), opened),
         // Refusals are answered by the hyper route, which runs the same checks.
-        Err(_) => return Outcome::Hyper(Prefixed::new(head.freeze(), stream)),
-    };
-    let response_head = response_head(hub, &request, &opened);
-    // Nothing of the request is kept while streaming.
-    drop(request);
-    drop(head);
-    let _ = stream_subscription(&stream, response_head, opened).await;
-    Outcome::Streamed
+        Err(_) => Accepted::Hyper(head.freeze()),
+    }
 }
 
 /// The parts of a request head the direct path needs.
