@@ -5,6 +5,11 @@
 //! a publish costs the subscribers of its topics, not every subscriber. A subscriber's queue is
 //! bounded; when it is full the update is not dropped silently: the subscriber is flagged as
 //! lagging and woken, and it catches up from history itself (see `subscriber.rs`).
+//!
+//! Each subscriber shares one small [`Signals`] with the dispatcher: its queue, three flags and
+//! one waker. Heartbeats and shutdown are flags set from here too (heartbeats staggered over the
+//! period by one ticker task), so an idle subscriber owns no timer, no channel and no watch: it
+//! is cheap in memory, and a wake-up costs one waker, not a re-registration with five sources.
 
 use crate::auth::Grants;
 use crate::history::Feed;
@@ -12,10 +17,12 @@ use crate::lock;
 use crate::metrics::Metrics;
 use crate::topic::SelectorSet;
 use crate::update::Update;
-use std::collections::HashMap;
+use futures_util::task::AtomicWaker;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use tokio::sync::{Notify, mpsc};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::Waker;
+use std::time::Duration;
 
 /// What a subscription receives: updates on one of its topics, and private ones only where its
 /// token's `subscribe` claim matches one of the update's topics.
@@ -38,19 +45,62 @@ impl Filter {
     }
 }
 
-/// The signals shared between the dispatcher and one subscriber.
+/// Heartbeats are spread over this many slices of the period, so that not every idle stream
+/// writes its comment at the same instant.
+const HEARTBEAT_SLICES: u64 = 16;
+
+/// What the dispatcher and one subscriber share.
 #[derive(Debug, Default)]
 pub struct Signals {
+    /// Updates dispatched to the subscriber and not yet written (bounded by the queue size).
+    queue: Mutex<VecDeque<Arc<Update>>>,
     /// Set when an update could not be queued: the subscriber must catch up from history.
     pub lagged: AtomicBool,
-    /// Wakes the subscriber when `lagged` is set while its queue is empty.
-    pub wake: Notify,
+    /// Set when the hub shuts down: the stream ends.
+    pub closed: AtomicBool,
+    /// Set when a heartbeat comment is due.
+    pub heartbeat_due: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signals {
+    /// Queues `update` unless `capacity` updates are already waiting.
+    fn push(&self, update: Arc<Update>, capacity: usize) -> bool {
+        let mut queue = lock(&self.queue);
+        if queue.len() >= capacity {
+            return false;
+        }
+        queue.push_back(update);
+        true
+    }
+
+    /// The oldest queued update.
+    pub fn pop(&self) -> Option<Arc<Update>> {
+        let mut queue = lock(&self.queue);
+        let update = queue.pop_front();
+        // A burst may have grown the queue; an idle subscriber should not keep that memory.
+        if queue.is_empty() && queue.capacity() > 64 {
+            queue.shrink_to(8);
+        }
+        update
+    }
+
+    /// Registers the task to wake when anything here changes.
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
+
+    fn wake(&self) {
+        self.waker.wake();
+    }
 }
 
 struct Entry {
     filter: Arc<Filter>,
-    tx: mpsc::Sender<Arc<Update>>,
     signals: Arc<Signals>,
+    /// Subscribed through the exact-topic index only: an indexed, public update needs no
+    /// further matching.
+    exact_only: bool,
 }
 
 #[derive(Default)]
@@ -62,6 +112,8 @@ struct Registry {
     others: Vec<u64>,
     /// Position of the newest update handed out.
     dispatched: u64,
+    /// The hub is shutting down: new subscriptions start closed.
+    closed: bool,
 }
 
 /// The hub's dispatcher. Cloning gives another handle to the same one.
@@ -76,7 +128,6 @@ pub struct Dispatcher {
 pub struct Registration {
     key: u64,
     registry: Arc<Mutex<Registry>>,
-    pub rx: mpsc::Receiver<Arc<Update>>,
     pub signals: Arc<Signals>,
     /// Every update after this position reaches `rx` (or sets `signals.lagged`).
     pub live_after: u64,
@@ -121,9 +172,11 @@ impl Dispatcher {
 
     /// Registers a subscription. Updates dispatched from now on reach the returned queue.
     pub fn register(&self, filter: Arc<Filter>) -> Registration {
-        let (tx, rx) = mpsc::channel(self.queue_size);
         let signals = Arc::new(Signals::default());
         let mut reg = lock(&self.registry);
+        if reg.closed {
+            signals.closed.store(true, Ordering::Release);
+        }
         let key = reg.next_key;
         reg.next_key += 1;
         let mut other = false;
@@ -145,15 +198,14 @@ impl Dispatcher {
             key,
             Entry {
                 filter,
-                tx,
                 signals: signals.clone(),
+                exact_only: !other,
             },
         );
         Registration {
             key,
             live_after: reg.dispatched,
             registry: self.registry.clone(),
-            rx,
             signals,
         }
     }
@@ -187,21 +239,53 @@ impl Dispatcher {
             let Some(entry) = reg.entries.get(&key) else {
                 continue;
             };
-            if !entry.filter.accepts(&update) {
+            // An exact-topic subscriber found through the index matches a public update by
+            // construction; only templates, `*` and private updates need the full check.
+            if !(entry.exact_only && !update.private()) && !entry.filter.accepts(&update) {
                 continue;
             }
-            match entry.tx.try_send(update.clone()) {
-                Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.metrics.lagged.inc();
-                    entry.signals.lagged.store(true, Ordering::Release);
-                    entry.signals.wake.notify_one();
-                }
-                // The connection is going away; its Registration's drop unregisters it.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            if entry.signals.push(update.clone(), self.queue_size) {
+                delivered += 1;
+            } else {
+                self.metrics.lagged.inc();
+                entry.signals.lagged.store(true, Ordering::Release);
             }
+            entry.signals.wake();
         }
         self.metrics.queued.inc_by(delivered);
+    }
+
+    /// Ends every subscription, now and registered later (the hub is shutting down).
+    pub fn close_all(&self) {
+        let mut reg = lock(&self.registry);
+        reg.closed = true;
+        for entry in reg.entries.values() {
+            entry.signals.closed.store(true, Ordering::Release);
+            entry.signals.wake();
+        }
+    }
+
+    /// Sends every subscriber a heartbeat each `period`, staggered over the period, until the
+    /// dispatcher is dropped.
+    pub async fn heartbeats(self, period: Duration) {
+        let registry: Weak<Mutex<Registry>> = Arc::downgrade(&self.registry);
+        drop(self);
+        let mut tick = tokio::time::interval(period / HEARTBEAT_SLICES as u32);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        for slice in (0..HEARTBEAT_SLICES).cycle() {
+            tick.tick().await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            let reg = lock(&registry);
+            for (key, entry) in &reg.entries {
+                if key % HEARTBEAT_SLICES == slice {
+                    entry.signals.heartbeat_due.store(true, Ordering::Release);
+                    entry.signals.wake();
+                }
+            }
+        }
     }
 
     /// Runs the dispatch loop until the feed ends (the history backend was dropped).

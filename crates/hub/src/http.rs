@@ -228,9 +228,11 @@ async fn subscribe(
     request: Request,
 ) -> Result<Response, HttpError> {
     let opened = open_subscription(&hub, request.uri(), &headers).await?;
-    let body = futures_util::stream::unfold(opened.subscriber, |mut subscriber| async move {
-        let chunk = subscriber.next_chunk().await?;
-        Some((Ok::<_, std::convert::Infallible>(chunk), subscriber))
+    let mut subscriber = opened.subscriber;
+    let body = futures_util::stream::poll_fn(move |cx| {
+        subscriber
+            .poll_next_chunk(cx)
+            .map(|chunk| chunk.map(Ok::<_, std::convert::Infallible>))
     });
     let mut response = Response::new(Body::from_stream(body));
     let h = response.headers_mut();
@@ -329,8 +331,6 @@ pub(crate) async fn open_subscription(
         inner.history.clone(),
         inner.metrics.clone(),
         replay_after,
-        inner.settings.heartbeat,
-        hub.shutdown_signal(),
     );
     if let Some(registry) = &inner.subscriptions {
         let (id, events) = registry.connect(query.topics, payload);

@@ -72,6 +72,9 @@ impl Hub {
             .take_feed()
             .expect("a history backend serves exactly one hub");
         tokio::spawn(dispatcher.clone().run(feed));
+        if let Some(period) = settings.heartbeat {
+            tokio::spawn(dispatcher.clone().heartbeats(period));
+        }
         let (shutdown, _) = watch::channel(false);
         let subscriptions = settings.subscriptions.then(Arc::default);
         Hub {
@@ -94,6 +97,7 @@ impl Hub {
     /// Ends every subscriber stream cleanly (clients then reconnect elsewhere).
     pub fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+        self.inner.dispatcher.close_all();
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {

@@ -187,35 +187,37 @@ async fn stream_subscription(
     write_all(stream, &mut [IoSlice::new(&head)]).await?;
     drop(head);
     loop {
-        let chunk = tokio::select! {
-            chunk = subscriber.next_chunk() => chunk,
-            gone = client_gone(stream) => {
-                gone?;
-                return Ok(());
+        let chunk = std::future::poll_fn(|cx| {
+            if let Poll::Ready(gone) = poll_client_gone(stream, cx) {
+                return Poll::Ready(Err(gone));
             }
-        };
+            subscriber.poll_next_chunk(cx).map(Ok)
+        })
+        .await;
         match chunk {
-            Some(chunk) => write_chunk(stream, &chunk).await?,
-            None => {
+            Ok(Some(chunk)) => write_chunk(stream, &chunk).await?,
+            Ok(None) => {
                 // The last chunk: a clean end the client can tell from a broken connection.
                 write_all(stream, &mut [IoSlice::new(b"0\r\n\r\n")]).await?;
                 return Ok(());
             }
+            Err(gone) => return gone,
         }
     }
 }
 
-/// Resolves when the client closes its side (or the connection fails). Bytes it sends after
-/// the request (a pipelined request, which SSE clients do not do) are discarded.
-async fn client_gone(stream: &TcpStream) -> std::io::Result<()> {
+/// Ready when the client closed its side (`Ok`) or the connection failed. Bytes it sends after
+/// the request (a pipelined request, which SSE clients do not do) are discarded. Pending
+/// registers the task for the socket's next read readiness.
+fn poll_client_gone(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
     let mut sink = [0u8; 64];
     loop {
-        stream.readable().await?;
+        std::task::ready!(stream.poll_read_ready(cx))?;
         match stream.try_read(&mut sink) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Poll::Ready(Ok(())),
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Poll::Ready(Err(e)),
         }
     }
 }
@@ -245,11 +247,12 @@ async fn write_chunk(stream: &TcpStream, data: &Bytes) -> std::io::Result<()> {
 
 async fn write_all(stream: &TcpStream, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
     while !slices.is_empty() {
-        stream.writable().await?;
+        // Try first: the socket is almost always writable, and waiting for readiness first
+        // would cost a registration per chunk.
         match stream.try_write_vectored(slices) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.writable().await?,
             Err(e) => return Err(e),
         }
     }

@@ -1,5 +1,8 @@
 //! One subscriber connection: replays history, then streams live updates from its queue, with
-//! heartbeats, until the client goes away or the hub shuts down.
+//! heartbeats, until the client goes away or the hub shuts down. It is a hand-written poll
+//! function rather than an `async fn` with a `select!`, so that a wake-up re-registers one waker
+//! (the one in its `Signals`) instead of building five futures, and an idle subscriber holds no
+//! future state at all.
 //!
 //! Replay and catch-up are one mechanism. The subscriber remembers `last`, the newest position it
 //! has accounted for (sent, or skipped because it did not match). Catching up reads history after
@@ -10,21 +13,27 @@
 //! no longer holds what is owed, the stream ends and the client resumes with `Last-Event-ID`.
 
 use crate::dispatch::{Filter, Registration};
-use crate::history::History;
+use crate::history::{History, StoreError};
 use crate::metrics::Metrics;
 use crate::subscriptions::SubscriptionGuard;
 use crate::update::Update;
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 /// Updates read from history per step of a replay.
 const REPLAY_BATCH: usize = 256;
 /// Queued updates written together in one chunk: fewer, larger writes under load.
 const COALESCE: usize = 64;
+/// The comment that opens a stream and serves as heartbeat.
+const COMMENT: Bytes = Bytes::from_static(b":\n");
+
+type Read = BoxFuture<'static, Result<Vec<Arc<Update>>, StoreError>>;
 
 /// The state of one subscriber's stream.
 pub struct Subscriber {
@@ -36,32 +45,26 @@ pub struct Subscriber {
     last: u64,
     catching_up: bool,
     started: bool,
-    heartbeat: Option<Interval>,
+    /// A history read in flight while catching up.
+    reading: Option<Read>,
     /// The subscriber's token expires then; the stream ends so the client must re-authorize.
-    expiry: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    shutdown: watch::Receiver<bool>,
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Announces the end of the subscription when the connection goes away.
     _subscription: Option<SubscriptionGuard>,
 }
 
 impl Subscriber {
     /// A subscriber that first replays history after position `replay_after` (or, with `None`,
-    /// starts with what is dispatched after its registration).
+    /// starts with what is dispatched after its registration). Heartbeats and shutdown reach it
+    /// through its registration's signals.
     pub fn new(
         registration: Registration,
         filter: Arc<Filter>,
         history: Arc<dyn History>,
         metrics: Arc<Metrics>,
         replay_after: Option<u64>,
-        heartbeat: Option<Duration>,
-        shutdown: watch::Receiver<bool>,
     ) -> Self {
         metrics.subscribers.inc();
-        let heartbeat = heartbeat.map(|period| {
-            let mut interval = tokio::time::interval_at(Instant::now() + period, period);
-            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            interval
-        });
         let expiry = filter
             .grants
             .as_ref()
@@ -76,8 +79,7 @@ impl Subscriber {
             history,
             metrics,
             started: false,
-            heartbeat,
-            shutdown,
+            reading: None,
             _subscription: None,
         }
     }
@@ -90,93 +92,101 @@ impl Subscriber {
 
     /// The next chunk of the response body; `None` ends the stream.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        std::future::poll_fn(|cx| self.poll_next_chunk(cx)).await
+    }
+
+    /// The next chunk of the response body; `Ready(None)` ends the stream.
+    pub fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if !self.started {
             self.started = true;
             // An initial comment makes proxies and clients see the response start at once.
-            return Some(Bytes::from_static(b":\n"));
+            return Poll::Ready(Some(COMMENT));
         }
+        // Registered before the flags and the queue are looked at, so no wake-up is lost. (The
+        // caller polls again after writing a chunk, so more queued than one chunk takes is not
+        // left behind.)
+        self.registration.signals.register(cx.waker());
         loop {
-            if *self.shutdown.borrow() {
-                return None;
+            let signals = &self.registration.signals;
+            if signals.closed.load(Ordering::Acquire) {
+                return Poll::Ready(None);
+            }
+            if signals.lagged.swap(false, Ordering::AcqRel) {
+                self.catching_up = true;
+            }
+            if self.catching_up {
+                match self.poll_catch_up(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Step::Chunk(chunk)) => return Poll::Ready(Some(self.sent(chunk))),
+                    Poll::Ready(Step::Continue) => continue,
+                    Poll::Ready(Step::Done) => self.catching_up = false,
+                    Poll::Ready(Step::Close) => return Poll::Ready(None),
+                }
+            }
+            if let Some(chunk) = self.drain_queue() {
+                return Poll::Ready(Some(self.sent(chunk)));
             }
             if self
                 .registration
                 .signals
-                .lagged
+                .heartbeat_due
                 .swap(false, Ordering::AcqRel)
             {
-                self.catching_up = true;
+                return Poll::Ready(Some(COMMENT));
             }
-            if self.catching_up {
-                match self.catch_up_step().await {
-                    Step::Chunk(chunk) => return Some(self.sent(chunk)),
-                    Step::Continue => continue,
-                    Step::Done => {
-                        self.catching_up = false;
-                        continue;
-                    }
-                    Step::Close => return None,
-                }
+            if let Some(expiry) = &mut self.expiry
+                && expiry.as_mut().poll(cx).is_ready()
+            {
+                tracing::debug!("subscriber token expired; closing");
+                return Poll::Ready(None);
             }
-            tokio::select! {
-                biased;
-                _ = self.shutdown.changed() => return None,
-                update = self.registration.rx.recv() => {
-                    let update = update?;
-                    if let Some(chunk) = self.coalesce(update) {
-                        return Some(self.sent(chunk));
-                    }
-                }
-                () = self.registration.signals.wake.notified() => {}
-                () = until(&mut self.expiry) => {
-                    tracing::debug!("subscriber token expired; closing");
-                    return None;
-                }
-                _ = tick(&mut self.heartbeat) => return Some(Bytes::from_static(b":\n")),
-            }
+            return Poll::Pending;
         }
     }
 
-    /// Writes this update and whatever else is already queued as one chunk, skipping updates
-    /// already sent by a catch-up.
-    fn coalesce(&mut self, first: Arc<Update>) -> Option<Bytes> {
+    /// Writes the queued updates (up to [`COALESCE`]) as one chunk, skipping updates already
+    /// sent by a catch-up.
+    fn drain_queue(&mut self) -> Option<Bytes> {
+        let signals = &self.registration.signals;
         let mut buf: Option<BytesMut> = None;
         let mut single: Option<Bytes> = None;
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some(update) = next.take() {
-            if update.position > self.last {
-                self.last = update.position;
-                self.metrics.delivered.inc();
-                match (&mut buf, &single) {
-                    (None, None) => single = Some(update.encoded.clone()),
-                    (None, Some(s)) => {
-                        let mut b = BytesMut::with_capacity(s.len() * 4 + update.encoded.len());
-                        b.extend_from_slice(s);
-                        b.extend_from_slice(&update.encoded);
-                        buf = Some(b);
-                    }
-                    (Some(b), _) => b.extend_from_slice(&update.encoded),
-                }
+        for _ in 0..COALESCE {
+            let Some(update) = signals.pop() else { break };
+            if update.position <= self.last {
+                continue;
             }
-            taken += 1;
-            if taken < COALESCE {
-                next = self.registration.rx.try_recv().ok();
+            self.last = update.position;
+            self.metrics.delivered.inc();
+            match (&mut buf, &single) {
+                (None, None) => single = Some(update.encoded.clone()),
+                (None, Some(s)) => {
+                    let mut b = BytesMut::with_capacity(s.len() * 4 + update.encoded.len());
+                    b.extend_from_slice(s);
+                    b.extend_from_slice(&update.encoded);
+                    buf = Some(b);
+                }
+                (Some(b), _) => b.extend_from_slice(&update.encoded),
             }
         }
         buf.map(BytesMut::freeze).or(single)
     }
 
-    async fn catch_up_step(&mut self) -> Step {
-        let batch = match self.history.read_after(self.last, REPLAY_BATCH).await {
+    fn poll_catch_up(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        let reading = self.reading.get_or_insert_with(|| {
+            let (history, after) = (self.history.clone(), self.last);
+            Box::pin(async move { history.read_after(after, REPLAY_BATCH).await })
+        });
+        let result = std::task::ready!(reading.as_mut().poll(cx));
+        self.reading = None;
+        let batch = match result {
             Ok(batch) => batch,
             Err(err) => {
                 tracing::warn!(%err, "history read failed; closing subscriber so it resumes");
-                return Step::Close;
+                return Poll::Ready(Step::Close);
             }
         };
         let Some(first) = batch.first() else {
-            return Step::Done;
+            return Poll::Ready(Step::Done);
         };
         if first.position != self.last + 1 {
             // What this subscriber is owed has left history: end the stream rather than skip.
@@ -186,7 +196,7 @@ impl Subscriber {
                 oldest = first.position,
                 "subscriber fell behind history; closing"
             );
-            return Step::Close;
+            return Poll::Ready(Step::Close);
         }
         let mut buf = BytesMut::new();
         for update in &batch {
@@ -196,11 +206,11 @@ impl Subscriber {
             }
         }
         self.last = batch.last().map_or(self.last, |u| u.position);
-        if buf.is_empty() {
+        Poll::Ready(if buf.is_empty() {
             Step::Continue
         } else {
             Step::Chunk(buf.freeze())
-        }
+        })
     }
 
     fn sent(&self, chunk: Bytes) -> Bytes {
@@ -227,20 +237,4 @@ fn until_epoch(epoch_secs: u64) -> Duration {
     let at = std::time::UNIX_EPOCH + Duration::from_secs(epoch_secs);
     at.duration_since(std::time::SystemTime::now())
         .unwrap_or(Duration::ZERO)
-}
-
-async fn until(deadline: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
-    match deadline {
-        Some(sleep) => sleep.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn tick(interval: &mut Option<Interval>) {
-    match interval {
-        Some(interval) => {
-            interval.tick().await;
-        }
-        None => std::future::pending().await,
-    }
 }
