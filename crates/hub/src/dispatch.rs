@@ -241,7 +241,7 @@ impl Dispatcher {
             };
             // An exact-topic subscriber found through the index matches a public update by
             // construction; only templates, `*` and private updates need the full check.
-            if !(entry.exact_only && !update.private()) && !entry.filter.accepts(&update) {
+            if (!entry.exact_only || update.private()) && !entry.filter.accepts(&update) {
                 continue;
             }
             if entry.signals.push(update.clone(), self.queue_size) {

@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Socket pairs of the floor measurement at most (each holds two descriptors).
+const FLOOR_MAX_SOCKETS: usize = 9000;
+
 /// Latency histograms are sharded so that readers on different threads rarely share a lock.
 const SHARDS: usize = 16;
 
@@ -69,8 +72,18 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let floor_us = match args.floor_us {
         Some(floor) => floor,
         None => {
-            eprintln!("fanout: measuring the floor (1000 sockets x 100 writes)...");
-            super::floor::measure(1000, 100, 100).await?.per_write_us
+            // The kernel's cost per write grows with the number of sockets (cache footprint),
+            // so the yardstick uses as many as the run (up to what one process may open: two
+            // descriptors per socket pair) and the run's update size.
+            let sockets = args.conns.min(FLOOR_MAX_SOCKETS);
+            let rounds = (200_000 / sockets).clamp(10, 100);
+            eprintln!(
+                "fanout: measuring the floor ({sockets} sockets x {rounds} writes of {} B)...",
+                args.size
+            );
+            super::floor::measure(sockets, rounds, args.size.max(1))
+                .await?
+                .per_write_us
         }
     };
 

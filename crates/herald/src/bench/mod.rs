@@ -94,7 +94,7 @@ struct FanoutArgs {
     #[arg(long, default_value_t = 10)]
     timeout: u64,
     /// The floor in CPU-µs per write, if already measured; otherwise the bench measures it
-    /// first (1000 sockets x 100 rounds).
+    /// first, with as many sockets as --conns (at most 9000) and writes of --size bytes.
     #[arg(long)]
     floor_us: Option<f64>,
 }
