@@ -24,8 +24,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let service = TowerToHyperService::new(crate::http::router(hub.clone()));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    // Shared, so that a connection task holds one pointer to them, not copies.
+    let http = std::sync::Arc::new((
+        auto::Builder::new(TokioExecutor::new()),
+        TowerToHyperService::new(crate::http::router(hub.clone())),
+    ));
     let graceful = GracefulShutdown::new();
     let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
@@ -43,18 +46,28 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (hub, builder, service) = (hub.clone(), builder.clone(), service.clone());
+        let (hub, http) = (hub.clone(), http.clone());
         let (watcher, open) = (graceful.watcher(), open_tx.clone());
         tokio::spawn(async move {
             hub.metrics().connections.inc();
             tracing::debug!(%peer, "connection open");
-            // Boxed, so that this task's own state stays small: a hyper connection is large and
-            // most connections never need one (see stream.rs).
-            if let Outcome::Hyper(io) = Box::pin(stream::serve(&hub, stream)).await {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                if let Err(err) = Box::pin(watcher.watch(conn.into_owned())).await {
-                    tracing::debug!(%peer, %err, "connection error");
+            let mut outcome = stream::serve(&hub, stream).await;
+            match &mut outcome {
+                // Awaited in place: the task holds the small streaming state and nothing else.
+                Outcome::Stream(streaming) => streaming.await,
+                Outcome::Hyper(_) => {
+                    let Outcome::Hyper(io) = outcome else {
+                        unreachable!()
+                    };
+                    let (builder, service) = &*http;
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(io), service.clone());
+                    // Boxed: a hyper connection is large and most connections never need one.
+                    if let Err(err) = Box::pin(watcher.watch(conn.into_owned())).await {
+                        tracing::debug!(%peer, %err, "connection error");
+                    }
                 }
+                Outcome::Gone => {}
             }
             tracing::debug!(%peer, "connection closed");
             hub.metrics().connections.dec();
