@@ -35,6 +35,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the history store in {}", path.display()))?,
         ),
     };
+    // Every subscriber is a socket: the default soft limit (often 1024) would cap the hub far
+    // below what the machine can hold, so take what the hard limit allows.
+    let nofile = crate::bench::procstat::raise_nofile_limit();
+    tracing::info!(nofile, "open file limit");
     let hub = herald_hub::Hub::start(history, verifier, config.settings());
     let listener = herald_hub::server::bind(config.listen())
         .await

@@ -42,9 +42,10 @@ pub enum Outcome {
 
 /// Reads the first request head of `stream` and decides who serves the connection.
 pub async fn serve(hub: &Hub, stream: TcpStream) -> Outcome {
-    // Boxed: checking a request (parsed headers, token verification, history lookup) takes
-    // far more state than streaming, and it is freed before the stream starts.
-    match Box::pin(accept(hub, &stream)).await {
+    // The caller boxes this future: checking a request (parsed headers, token verification,
+    // history lookup) takes far more state than streaming, and it is freed before the stream
+    // starts.
+    match accept(hub, &stream).await {
         Accepted::Stream(head, opened) => Outcome::Stream(Streaming::new(stream, head, opened)),
         Accepted::Hyper(prefix) => Outcome::Hyper(Prefixed::new(prefix, stream)),
         Accepted::Gone => Outcome::Gone,

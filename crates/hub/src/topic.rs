@@ -186,8 +186,9 @@ pub enum Selector {
     Any,
     /// The topic equal to this text.
     Exact(String),
-    /// A URI template (the selector contained `{`).
-    Template(Template),
+    /// A URI template (the selector contained `{`). Boxed: a compiled template is large, and
+    /// every subscriber holds its selectors for as long as it is connected.
+    Template(Box<Template>),
 }
 
 impl Selector {
@@ -198,7 +199,7 @@ impl Selector {
         if s == "*" {
             Ok(Selector::Any)
         } else if s.contains('{') {
-            Template::new(s).map(Selector::Template)
+            Template::new(s).map(|t| Selector::Template(Box::new(t)))
         } else {
             Ok(Selector::Exact(s.to_owned()))
         }
@@ -257,7 +258,9 @@ impl fmt::Display for Selector {
 /// Selectors taken together (a subscription's topics, a token's claim): any may match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SelectorSet {
-    selectors: Vec<Selector>,
+    /// A boxed slice, not a `Vec`: exactly as long as needed (a collected `Vec` reserves room
+    /// for four), since every subscription keeps two sets for its lifetime.
+    selectors: Box<[Selector]>,
 }
 
 impl SelectorSet {

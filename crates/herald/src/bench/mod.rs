@@ -8,7 +8,7 @@ mod conn;
 mod fanout;
 mod floor;
 mod idle;
-mod procstat;
+pub(crate) mod procstat;
 mod store;
 mod swarm;
 mod target;

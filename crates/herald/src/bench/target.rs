@@ -57,9 +57,15 @@ impl Target {
             .with_context(|| format!("cannot resolve {}", authority.host()))?;
         let token = |claim: MercureClaim| -> anyhow::Result<Option<String>> {
             let Some(key) = jwt_key else { return Ok(None) };
+            // Tokens expire, as deployed tokens do, so the hub's per-subscriber expiry timer is
+            // part of what is measured.
+            let exp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs()
+                + 24 * 3600;
             let claims = Claims {
                 mercure: Some(claim),
-                exp: None,
+                exp: Some(exp),
             };
             Ok(Some(sign_hmac(
                 jsonwebtoken::Algorithm::HS256,
