@@ -43,7 +43,8 @@ pub struct ServeConfig {
     /// Let subscribers without a token receive public updates.
     #[arg(long, env = "HERALD_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     pub anonymous: Option<bool>,
-    /// History store: `file:PATH` (durable, embedded) or `memory` (lost on restart)
+    /// History store: `file:PATH` (durable, embedded), `memory` (lost on restart), or for a
+    /// cluster `redis://HOST:PORT/DB[?stream=KEY]` or `nats://HOST:PORT[?stream=NAME]`
     /// [default: file:./herald-data].
     #[arg(long, env = "HERALD_STORE")]
     pub store: Option<String>,
@@ -81,6 +82,10 @@ pub struct ServeConfig {
 pub enum Store {
     Memory,
     File(PathBuf),
+    /// `redis://HOST:PORT/DB[?stream=KEY]` (or `rediss://`), the whole URL.
+    Redis(String),
+    /// `nats://HOST:PORT[?stream=NAME]`, the whole URL.
+    Nats(String),
 }
 
 impl ServeConfig {
@@ -129,8 +134,13 @@ impl ServeConfig {
         match store.split_once(':') {
             _ if store == "memory" => Ok(Store::Memory),
             Some(("file", path)) if !path.is_empty() => Ok(Store::File(PathBuf::from(path))),
+            Some(("redis" | "rediss", rest)) if rest.starts_with("//") => {
+                Ok(Store::Redis(store.to_owned()))
+            }
+            Some(("nats", rest)) if rest.starts_with("//") => Ok(Store::Nats(store.to_owned())),
             _ => bail!(
-                "unknown --store {store:?}: use `file:PATH` or `memory` (the redis and nats stores are planned)"
+                "unknown --store {store:?}: use `file:PATH`, `memory`, \
+                 `redis://HOST:PORT/DB[?stream=KEY]` or `nats://HOST:PORT[?stream=NAME]`"
             ),
         }
     }

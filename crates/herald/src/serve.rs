@@ -34,6 +34,18 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             )
             .with_context(|| format!("cannot open the history store in {}", path.display()))?,
         ),
+        Store::Redis(url) => Arc::new(
+            herald_cluster::RedisHistory::open(
+                &url,
+                herald_cluster::RedisOptions {
+                    max_updates: config.history_size(),
+                    max_age: config.history_max_age(),
+                },
+            )
+            .await
+            .with_context(|| format!("cannot use the redis store {url}"))?,
+        ),
+        Store::Nats(_) => bail!("the nats store is not built yet; use redis:// for a cluster"),
     };
     // Every subscriber is a socket: the default soft limit (often 1024) would cap the hub far
     // below what the machine can hold, so take what the hard limit allows.

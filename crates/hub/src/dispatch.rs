@@ -170,6 +170,13 @@ impl Dispatcher {
         }
     }
 
+    /// Subscriptions registered before the first update arrives are live after `position`
+    /// (the feed's start), not after 0. Called before the dispatcher runs.
+    pub fn starts_after(&self, position: u64) {
+        let mut reg = lock(&self.registry);
+        reg.dispatched = reg.dispatched.max(position);
+    }
+
     /// Registers a subscription. Updates dispatched from now on reach the returned queue.
     pub fn register(&self, filter: Arc<Filter>) -> Registration {
         let signals = Arc::new(Signals::default());
@@ -290,7 +297,7 @@ impl Dispatcher {
 
     /// Runs the dispatch loop until the feed ends (the history backend was dropped).
     pub async fn run(self, mut feed: Feed) {
-        while let Some(update) = feed.recv().await {
+        while let Some(update) = feed.updates.recv().await {
             self.dispatch(update);
         }
     }

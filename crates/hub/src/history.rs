@@ -19,7 +19,21 @@ pub use file::{FileHistory, FileOptions};
 pub use memory::MemoryHistory;
 
 /// Committed updates in position order, for the dispatcher.
-pub type Feed = mpsc::UnboundedReceiver<Arc<Update>>;
+pub struct Feed {
+    /// The feed delivers exactly the updates after this position (the newest one committed
+    /// when the feed was made): a subscriber that registers before the first update arrives
+    /// is live from here, not from the start of history.
+    pub after: u64,
+    pub updates: mpsc::UnboundedReceiver<Arc<Update>>,
+}
+
+impl Feed {
+    /// A feed and the sender a backend fills it with.
+    pub fn channel(after: u64) -> (mpsc::UnboundedSender<Arc<Update>>, Feed) {
+        let (tx, updates) = mpsc::unbounded_channel();
+        (tx, Feed { after, updates })
+    }
+}
 
 /// A store error: the hub answers `503` to the publisher, and nothing half-written is visible.
 #[derive(Debug, thiserror::Error)]

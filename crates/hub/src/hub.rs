@@ -71,6 +71,7 @@ impl Hub {
         let feed = history
             .take_feed()
             .expect("a history backend serves exactly one hub");
+        dispatcher.starts_after(feed.after);
         tokio::spawn(dispatcher.clone().run(feed));
         if let Some(period) = settings.heartbeat {
             tokio::spawn(dispatcher.clone().heartbeats(period));

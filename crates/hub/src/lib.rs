@@ -30,7 +30,8 @@ pub mod update;
 pub use hub::{Hub, Settings};
 
 /// Locks a mutex, also after a panic elsewhere poisoned it: every structure the hub guards
-/// stays consistent between statements, so serving on beats stopping the hub.
-pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// stays consistent between statements, so serving on beats stopping the hub. Public for the
+/// history backends of other crates.
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

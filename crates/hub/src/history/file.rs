@@ -230,7 +230,7 @@ impl FileHistory {
             fail_writes: AtomicBool::new(false),
         });
         let (requests, inbox) = std_mpsc::channel();
-        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        let (feed_tx, feed_rx) = Feed::channel(lock(&shared.tail).head);
         let writer = shared.clone();
         std::thread::Builder::new()
             .name("herald-history-writer".into())
@@ -548,7 +548,7 @@ mod tests {
             for i in 1..=5 {
                 let u = h.append(update(&format!("u{i}"))).await.unwrap();
                 assert_eq!(u.position, i);
-                assert_eq!(feed.recv().await.unwrap().position, i);
+                assert_eq!(feed.updates.recv().await.unwrap().position, i);
             }
             assert!(matches!(
                 h.append(update("u3")).await,
@@ -602,7 +602,7 @@ mod tests {
         let h = FileHistory::open(&dir, options(100)).unwrap();
         let mut feed = h.take_feed().unwrap();
         h.append(update("ok1")).await.unwrap();
-        feed.recv().await.unwrap();
+        feed.updates.recv().await.unwrap();
         h.set_write_failure(true);
         assert!(matches!(
             h.append(update("lost")).await,
@@ -610,7 +610,7 @@ mod tests {
         ));
         assert!(!h.is_ready());
         assert!(
-            feed.try_recv().is_err(),
+            feed.updates.try_recv().is_err(),
             "nothing refused reaches subscribers"
         );
         h.set_write_failure(false);

@@ -26,7 +26,7 @@ struct State {
 impl MemoryHistory {
     /// Keeps the newest `capacity` updates (at least one).
     pub fn new(capacity: usize) -> Self {
-        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        let (feed_tx, feed_rx) = Feed::channel(0);
         MemoryHistory {
             capacity: capacity.max(1),
             state: Mutex::new(State {
@@ -112,7 +112,7 @@ mod tests {
         for i in 1..=5 {
             let u = h.append(update(&format!("id{i}"))).await.unwrap();
             assert_eq!(u.position, i);
-            assert_eq!(feed.recv().await.unwrap().position, i);
+            assert_eq!(feed.updates.recv().await.unwrap().position, i);
         }
         assert_eq!(h.resolve("id1").await.unwrap(), Start::Unknown, "evicted");
         assert_eq!(h.resolve("id3").await.unwrap(), Start::After(3));

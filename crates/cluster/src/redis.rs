@@ -1,0 +1,527 @@
+//! The `redis` backend: history in a Redis stream shared by every hub node.
+//!
+//! - **Layout.** Stream `KEY` holds one entry per update, field `u` = the update as JSON. Its
+//!   entry id is `POSITION-MS`: the position first, so that positions order the stream and
+//!   `XRANGE`/`XREAD` can start after any position without a lookup, and the Redis server's
+//!   clock second, for retention by age. `KEY:pos` is the counter that gives positions (dense,
+//!   the same on every node). `KEY:ids` is a sorted set, member = update id, score = position:
+//!   the `Last-Event-ID` index, trimmed together with the stream.
+//! - **Append** is one Lua script (atomic on the server): refuse a known id, take the next
+//!   position, `XADD` with `MAXLEN ~` (`--history-size`), index the id, drop index entries the
+//!   trim removed. The publisher's `200` comes after Redis answered it.
+//! - **Feed.** Every node tails the stream with `XREAD BLOCK` on a connection of its own and
+//!   feeds its dispatcher in stream order, its own updates included; so every node delivers
+//!   the same updates in the same order. After an outage the tail resumes after the last
+//!   entry it fed: no gap, no duplicate.
+//! - **Outages.** Commands have a bounded wait ([`COMMAND_TIMEOUT`]): a publish answers `503`
+//!   quickly, `/readyz` says not ready until the tail reads again; subscribers stay connected.
+//! - **Age retention** (`--history-max-age`) runs on every node every few seconds as a script
+//!   that trims the oldest entries by the time in their ids (idempotent, so nodes need not
+//!   coordinate).
+
+use futures_util::future::{BoxFuture, FutureExt};
+use herald_hub::history::{EARLIEST, Feed, History, Start, StoreError};
+use herald_hub::update::{NewUpdate, Update};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Script, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The longest a command may take before the hub gives up (and a publisher gets `503`).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one `XREAD` blocks; also how often an idle tail checks the connection.
+const TAIL_BLOCK_MS: u64 = 1000;
+/// Most entries one `XREAD` returns.
+const TAIL_BATCH: usize = 1024;
+/// How often age retention runs.
+const AGE_RETENTION_PERIOD: Duration = Duration::from_secs(2);
+/// The largest sequence part of a stream id: `P-MAX_SEQ` sorts after every entry of position P.
+const MAX_SEQ: &str = "18446744073709551615";
+
+/// Where the backend keeps its data and how much.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Updates kept (approximately: `MAXLEN ~`, never fewer).
+    pub max_updates: usize,
+    /// Updates older than this are dropped.
+    pub max_age: Option<Duration>,
+}
+
+/// `--store redis://HOST:PORT/DB[?stream=KEY]`, split into what the Redis client needs and
+/// the stream key (default `herald`).
+pub fn parse_url(url: &str) -> Result<(String, String), String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut key = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("stream", value)) if !value.is_empty() => key = Some(value.to_owned()),
+            Some(("stream", _)) => return Err("`stream=` needs a key name".into()),
+            _ => rest.push(pair),
+        }
+    }
+    let client_url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((client_url, key.unwrap_or_else(|| "herald".to_owned())))
+}
+
+/// History in a Redis stream (see the module documentation).
+pub struct RedisHistory {
+    inner: Arc<Inner>,
+    feed: Mutex<Option<Feed>>,
+}
+
+struct Inner {
+    keys: Keys,
+    options: RedisOptions,
+    commands: ConnectionManager,
+    /// The tail reads and the last command worked.
+    ready: AtomicBool,
+    append: Script,
+    resolve: Script,
+    trim_age: Script,
+}
+
+struct Keys {
+    stream: String,
+    counter: String,
+    ids: String,
+}
+
+impl RedisHistory {
+    /// Connects to Redis at `url` (`redis://HOST:PORT/DB[?stream=KEY]`) and starts tailing the
+    /// stream after its current end.
+    pub async fn open(url: &str, options: RedisOptions) -> Result<RedisHistory, StoreError> {
+        let (client_url, key) = parse_url(url).map_err(StoreError::Unavailable)?;
+        let client = Client::open(client_url.as_str()).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1);
+        let commands = bounded(ConnectionManager::new_with_config(client.clone(), config)).await?;
+        let inner = Arc::new(Inner {
+            keys: Keys {
+                counter: format!("{key}:pos"),
+                ids: format!("{key}:ids"),
+                stream: key,
+            },
+            options,
+            commands,
+            ready: AtomicBool::new(true),
+            append: Script::new(APPEND),
+            resolve: Script::new(RESOLVE),
+            trim_age: Script::new(TRIM_AGE),
+        });
+        let head = inner.head().await?;
+        let tail = tail_connection(&client).await?;
+        let (feed_tx, feed) = Feed::channel(head);
+        tokio::spawn(tail_loop(
+            Arc::downgrade(&inner),
+            client,
+            tail,
+            head,
+            feed_tx,
+        ));
+        if let Some(max_age) = inner.options.max_age {
+            tokio::spawn(age_retention(Arc::downgrade(&inner), max_age));
+        }
+        Ok(RedisHistory {
+            inner,
+            feed: Mutex::new(Some(feed)),
+        })
+    }
+}
+
+impl Inner {
+    fn conn(&self) -> ConnectionManager {
+        self.commands.clone()
+    }
+
+    /// Runs a command with the bounded wait, and keeps `ready` up to date.
+    async fn run<T, F>(&self, command: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = bounded(command).await;
+        self.ready.store(result.is_ok(), Ordering::Release);
+        result
+    }
+
+    /// The newest position given so far (0 if none).
+    async fn head(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let head: Option<u64> = self
+            .run(
+                redis::cmd("GET")
+                    .arg(&self.keys.counter)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(head.unwrap_or(0))
+    }
+
+    async fn append(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
+        update.validate()?;
+        let json =
+            serde_json::to_string(&update).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut conn = self.conn();
+        let mut invocation = self.append.prepare_invoke();
+        invocation
+            .key(&self.keys.stream)
+            .key(&self.keys.counter)
+            .key(&self.keys.ids)
+            .arg(&update.id)
+            .arg(json)
+            .arg(self.options.max_updates.max(1));
+        let position: i64 = self.run(invocation.invoke_async(&mut conn)).await?;
+        if position < 0 {
+            return Err(StoreError::DuplicateId(update.id));
+        }
+        Ok(Arc::new(update.into_update(position as u64)?))
+    }
+
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
+        let mut conn = self.conn();
+        let reply: Value = self
+            .run(
+                redis::cmd("XRANGE")
+                    .arg(&self.keys.stream)
+                    .arg(format!("{}-0", after + 1))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit.max(1))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        entries(reply)?.into_iter().map(decode).collect()
+    }
+
+    async fn resolve(&self, last_event_id: &str) -> Result<Start, StoreError> {
+        let mut conn = self.conn();
+        let mut invocation = self.resolve.prepare_invoke();
+        invocation
+            .key(&self.keys.stream)
+            .key(&self.keys.counter)
+            .key(&self.keys.ids)
+            .arg(last_event_id)
+            .arg(u8::from(last_event_id == EARLIEST));
+        let position: i64 = self.run(invocation.invoke_async(&mut conn)).await?;
+        Ok(if position < 0 {
+            Start::Unknown
+        } else {
+            Start::After(position as u64)
+        })
+    }
+
+    async fn last_id(&self) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        let reply: Value = self
+            .run(
+                redis::cmd("XREVRANGE")
+                    .arg(&self.keys.stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let newest = entries(reply)?.into_iter().next().map(decode).transpose()?;
+        Ok(newest.map(|u| u.id().to_owned()))
+    }
+}
+
+impl History for RedisHistory {
+    fn append(&self, update: NewUpdate) -> BoxFuture<'_, Result<Arc<Update>, StoreError>> {
+        self.inner.append(update).boxed()
+    }
+
+    fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>> {
+        self.inner.read_after(after, limit).boxed()
+    }
+
+    fn resolve(&self, last_event_id: &str) -> BoxFuture<'_, Result<Start, StoreError>> {
+        let id = last_event_id.to_owned();
+        async move { self.inner.resolve(&id).await }.boxed()
+    }
+
+    fn last_id(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        self.inner.last_id().boxed()
+    }
+
+    fn take_feed(&self) -> Option<Feed> {
+        herald_hub::lock(&self.feed).take()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+}
+
+/// A connection for the blocking `XREAD`: its own, since a blocked command holds the
+/// connection, and without a response timeout shorter than the block.
+async fn tail_connection(client: &Client) -> Result<MultiplexedConnection, StoreError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(Duration::from_millis(TAIL_BLOCK_MS) + COMMAND_TIMEOUT));
+    bounded(client.get_multiplexed_async_connection_with_config(&config)).await
+}
+
+/// Feeds the dispatcher with every entry after position `after`, in stream order, for as long
+/// as the hub lives; reconnects after errors and resumes after the last entry fed.
+async fn tail_loop(
+    inner: std::sync::Weak<Inner>,
+    client: Client,
+    conn: MultiplexedConnection,
+    mut after: u64,
+    feed: mpsc::UnboundedSender<Arc<Update>>,
+) {
+    let mut conn = Some(conn);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(this) = inner.upgrade() else { return };
+        if feed.is_closed() {
+            return;
+        }
+        let connection = match conn.take() {
+            Some(c) => Ok(c),
+            None => tail_connection(&client).await,
+        };
+        let result = match connection {
+            Ok(mut c) => {
+                let read = read_tail(&this, &mut c, after).await;
+                if read.is_ok() {
+                    conn = Some(c);
+                }
+                read
+            }
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(updates) => {
+                if !this.ready.swap(true, Ordering::AcqRel) {
+                    tracing::info!("redis reachable again; the feed resumes after {after}");
+                }
+                backoff = Duration::from_millis(50);
+                for update in updates {
+                    if update.position <= after {
+                        continue;
+                    }
+                    after = update.position;
+                    if feed.send(update).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(err) => {
+                if this.ready.swap(false, Ordering::AcqRel) {
+                    tracing::error!(%err, "redis unreachable; publishes get 503 until it is back");
+                }
+                drop(this);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn read_tail(
+    this: &Inner,
+    conn: &mut MultiplexedConnection,
+    after: u64,
+) -> Result<Vec<Arc<Update>>, StoreError> {
+    let reply: Value = redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(TAIL_BATCH)
+        .arg("BLOCK")
+        .arg(TAIL_BLOCK_MS)
+        .arg("STREAMS")
+        .arg(&this.keys.stream)
+        .arg(format!("{after}-{MAX_SEQ}"))
+        .query_async(conn)
+        .await
+        .map_err(unavailable)?;
+    // Nil: nothing new within the block time. Otherwise [[stream, entries]].
+    let Value::Array(streams) = reply else {
+        return Ok(Vec::new());
+    };
+    let mut updates = Vec::new();
+    for stream in streams {
+        let Value::Array(mut pair) = stream else {
+            return Err(corrupt("XREAD reply"));
+        };
+        if pair.len() == 2 {
+            for entry in entries(pair.pop().expect("two items"))? {
+                updates.push(decode(entry)?);
+            }
+        }
+    }
+    Ok(updates)
+}
+
+async fn age_retention(inner: std::sync::Weak<Inner>, max_age: Duration) {
+    let mut tick = tokio::time::interval(AGE_RETENTION_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(this) = inner.upgrade() else { return };
+        let mut conn = this.conn();
+        let mut invocation = this.trim_age.prepare_invoke();
+        invocation
+            .key(&this.keys.stream)
+            .key(&this.keys.ids)
+            .arg(max_age.as_millis() as u64);
+        let trimmed: Result<i64, _> = bounded(invocation.invoke_async(&mut conn)).await;
+        match trimmed {
+            Ok(n) if n > 0 => tracing::debug!(n, "history: dropped updates older than the max age"),
+            Ok(_) => {}
+            Err(err) => tracing::debug!(%err, "age retention skipped"),
+        }
+    }
+}
+
+/// One stream entry: its position and its JSON.
+struct Entry {
+    position: u64,
+    json: Vec<u8>,
+}
+
+/// Parses `[[id, [field, value, …]], …]`.
+fn entries(reply: Value) -> Result<Vec<Entry>, StoreError> {
+    let Value::Array(items) = reply else {
+        return match reply {
+            Value::Nil => Ok(Vec::new()),
+            _ => Err(corrupt("stream reply")),
+        };
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Array(mut parts) = item else {
+                return Err(corrupt("stream entry"));
+            };
+            let (Some(Value::Array(fields)), Some(id)) = (parts.pop(), parts.pop()) else {
+                return Err(corrupt("stream entry"));
+            };
+            let id = text(id).ok_or_else(|| corrupt("stream entry id"))?;
+            let position = id
+                .split_once('-')
+                .and_then(|(p, _)| p.parse().ok())
+                .ok_or_else(|| corrupt("stream entry id"))?;
+            let mut fields = fields.into_iter();
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                if text(name).as_deref() == Some("u") {
+                    let json = match value {
+                        Value::BulkString(bytes) => bytes,
+                        _ => return Err(corrupt("update field")),
+                    };
+                    return Ok(Entry { position, json });
+                }
+            }
+            Err(corrupt("update field"))
+        })
+        .collect()
+}
+
+fn decode(entry: Entry) -> Result<Arc<Update>, StoreError> {
+    let update: NewUpdate = serde_json::from_slice(&entry.json).map_err(|e| {
+        StoreError::Unavailable(format!("corrupt update at {}: {e}", entry.position))
+    })?;
+    Ok(Arc::new(update.into_update(entry.position)?))
+}
+
+fn text(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("unexpected {what} from redis"))
+}
+
+fn unavailable(err: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {err}"))
+}
+
+/// Awaits a Redis call for at most [`COMMAND_TIMEOUT`] (plus the block time of a tail read).
+async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT + Duration::from_millis(500), call).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "redis did not answer within {COMMAND_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// KEYS: stream, counter, ids. ARGV: id, json, max updates. Returns the position, or -1 when
+/// the id is already in history.
+const APPEND: &str = r#"
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return -1 end
+local pos = redis.call('INCR', KEYS[2])
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], string.format('%d-%d', pos, ms), 'u', ARGV[2])
+redis.call('ZADD', KEYS[3], pos, ARGV[1])
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if first[1] then
+  local first_pos = tonumber(string.match(first[1][1], '^(%d+)-'))
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. first_pos)
+end
+return pos
+"#;
+
+/// KEYS: stream, counter, ids. ARGV: id, 1 for `earliest`. Returns the position to resume
+/// after, or -1 when the id is unknown or its successors have left history.
+const RESOLVE: &str = r#"
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local first_pos
+if first[1] then
+  first_pos = tonumber(string.match(first[1][1], '^(%d+)-'))
+else
+  first_pos = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
+end
+if ARGV[2] == '1' then return first_pos - 1 end
+local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if not score then return -1 end
+local pos = tonumber(score)
+if pos < first_pos - 1 then return -1 end
+return pos
+"#;
+
+/// KEYS: stream, ids. ARGV: max age in ms. Drops entries older than that (by the time in their
+/// ids) and their index entries; returns how many.
+const TRIM_AGE: &str = r#"
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+local removed = 0
+while true do
+  local batch = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 100)
+  if #batch == 0 then break end
+  local keep
+  local last_old
+  for _, e in ipairs(batch) do
+    local pos, ms = string.match(e[1], '^(%d+)-(%d+)$')
+    if tonumber(ms) >= cutoff then keep = pos break end
+    last_old = pos
+  end
+  if last_old then
+    local upto = keep or (tonumber(last_old) + 1)
+    removed = removed + redis.call('XTRIM', KEYS[1], 'MINID', upto .. '-0')
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. upto)
+  end
+  if keep or #batch < 100 then break end
+end
+return removed
+"#;
