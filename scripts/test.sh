@@ -6,8 +6,10 @@
 #
 # Tiers: lint (fmt, clippy -D warnings), unit (cargo tests over the whole workspace: unit,
 # integration over real sockets, property tests, doc tests), browser (headless Chromium's native
-# EventSource against the built `herald`, driven by playwright-core under node --test).
-# A tier that needs an external program (node, npm, chromium; later redis-server, nats-server)
+# EventSource against the built `herald`, driven by playwright-core under node --test),
+# services (several `herald serve` nodes on a real redis-server, started by the tests on free
+# loopback ports with temporary data directories: crates/herald/tests/cluster.rs).
+# A tier that needs an external program (node, npm, chromium, redis-server)
 # fails the run when the program is missing and CI=true, and is skipped with a notice otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,8 +58,16 @@ tier_browser() {
       node --test tests/browser/
 }
 
+tier_services() {
+  if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run -p herald --locked --test cluster --run-ignored only --no-fail-fast
+  else
+    cargo test -p herald --locked --test cluster -- --ignored
+  fi
+}
+
 tiers=("$@")
-[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit browser)
+[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit browser services)
 for tier in "${tiers[@]}"; do
   case "$tier" in
     lint) require cargo lint && run_tier lint tier_lint ;;
@@ -65,7 +75,8 @@ for tier in "${tiers[@]}"; do
     browser)
       require node browser && require npm browser && require chromium browser &&
         run_tier browser tier_browser ;;
-    *) echo "unknown tier '$tier' (known: lint unit browser)" >&2; exit 2 ;;
+    services) require redis-server services && run_tier services tier_services ;;
+    *) echo "unknown tier '$tier' (known: lint unit browser services)" >&2; exit 2 ;;
   esac
 done
 

@@ -44,6 +44,10 @@ pub struct Subscriber {
     /// The newest position accounted for.
     last: u64,
     catching_up: bool,
+    /// A lag was signalled while a history read was in flight: that read may have been
+    /// answered before the update that did not fit was stored, so an empty answer does not
+    /// end the catch-up.
+    reread: bool,
     started: bool,
     /// A history read in flight while catching up.
     reading: Option<Read>,
@@ -74,6 +78,7 @@ impl Subscriber {
             expiry,
             last: replay_after.unwrap_or(registration.live_after),
             catching_up: replay_after.is_some(),
+            reread: false,
             registration,
             filter,
             history,
@@ -113,6 +118,7 @@ impl Subscriber {
             }
             if signals.lagged.swap(false, Ordering::AcqRel) {
                 self.catching_up = true;
+                self.reread |= self.reading.is_some();
             }
             if self.catching_up {
                 match self.poll_catch_up(cx) {
@@ -125,6 +131,9 @@ impl Subscriber {
             }
             if let Some(chunk) = self.drain_queue() {
                 return Poll::Ready(Some(self.sent(chunk)));
+            }
+            if self.registration.signals.lagged.load(Ordering::Acquire) {
+                continue;
             }
             if self
                 .registration
@@ -152,6 +161,12 @@ impl Subscriber {
         let mut single: Option<Bytes> = None;
         for _ in 0..COALESCE {
             let Some(update) = signals.pop() else { break };
+            // The dispatcher sets `lagged` after a push failed and before any later push, so
+            // an update popped while the flag is set may come after a dropped one: writing it
+            // would skip that one for good. Leave it (history holds both) and catch up.
+            if signals.lagged.load(Ordering::Acquire) {
+                break;
+            }
             if update.position <= self.last {
                 continue;
             }
@@ -172,6 +187,10 @@ impl Subscriber {
     }
 
     fn poll_catch_up(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        if self.reading.is_none() {
+            // This read starts after every lag signalled so far.
+            self.reread = false;
+        }
         let reading = self.reading.get_or_insert_with(|| {
             let (history, after) = (self.history.clone(), self.last);
             Box::pin(async move { history.read_after(after, REPLAY_BATCH).await })
@@ -186,7 +205,11 @@ impl Subscriber {
             }
         };
         let Some(first) = batch.first() else {
-            return Poll::Ready(Step::Done);
+            return Poll::Ready(if std::mem::take(&mut self.reread) {
+                Step::Continue
+            } else {
+                Step::Done
+            });
         };
         if first.position != self.last + 1 {
             // What this subscriber is owed has left history: end the stream rather than skip.

@@ -1,0 +1,593 @@
+//! The services tier: several `herald serve` nodes sharing one engine (a real `redis-server` or
+//! `nats-server -js`, started here on a free loopback port with a temporary data directory).
+//! One suite, run once per backend. Ignored by the unit tier; `scripts/test.sh services` runs
+//! them (`cargo nextest run -p herald --test cluster --run-ignored only`).
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "cluster-key";
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Redis,
+}
+
+/// A running engine process on a fixed port and data directory, so it can be restarted.
+struct Engine {
+    backend: Backend,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Engine {
+    fn start(backend: Backend, name: &str) -> Engine {
+        let dir = tempdir(&format!("{backend:?}-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut engine = Engine {
+            backend,
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        engine.spawn();
+        engine
+    }
+
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let dir = self.dir.to_str().unwrap();
+        let mut command = match self.backend {
+            // Durable as the deployment guide says: AOF, fsync'd on every write.
+            Backend::Redis => {
+                let mut c = Command::new("redis-server");
+                c.args(["--port", &port, "--bind", "127.0.0.1", "--dir", dir])
+                    .args([
+                        "--appendonly",
+                        "yes",
+                        "--appendfsync",
+                        "always",
+                        "--save",
+                        "",
+                    ]);
+                c
+            }
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the {:?} server: {e}", self.backend));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{:?} did not start",
+                self.backend
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the engine cleanly (SIGTERM), as an operator restarting it would.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "-TERM");
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        match self.backend {
+            Backend::Redis => format!("redis://127.0.0.1:{}/0?stream=test", self.port),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One `herald serve` node on the engine.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Node {
+    fn start(engine: &Engine) -> Node {
+        Node::start_with(engine, &[])
+    }
+
+    fn start_with(engine: &Engine, extra: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--jwt-key",
+                KEY,
+                "--anonymous",
+            ])
+            .args(["--store", &engine.url(), "--history-size", "100000"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("herald serve exited early").unwrap();
+            if let Some(url) = line.strip_prefix("herald listening on http://") {
+                break url.to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Node { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("herald-cluster-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn token() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["token", "--key", KEY, "--publish", "*"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// One HTTP/1.1 request on a fresh connection: the status and body, `None` if the connection
+/// failed.
+fn request(addr: &str, head: &str, body: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let request = format!(
+        "{head}host: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn publish(addr: &str, token: &str, id: &str) -> Option<u16> {
+    let body = format!("topic=t&data={id}&id={id}");
+    let head = format!(
+        "POST /.well-known/mercure HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: Bearer {token}\r\n"
+    );
+    request(addr, &head, &body).map(|(status, _)| status)
+}
+
+fn ready(addr: &str) -> Option<u16> {
+    request(addr, "GET /readyz HTTP/1.1\r\n", "").map(|(status, _)| status)
+}
+
+/// A live subscriber on a background thread, collecting the ids it receives.
+struct Subscriber {
+    ids: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscriber {
+    /// Subscribes to every topic on `addr`, after `last_event_id` if given; returns once the
+    /// response has started (so updates published after this call reach it).
+    fn connect(addr: &str, last_event_id: Option<&str>) -> Subscriber {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let resume = last_event_id
+            .map(|id| format!("last-event-id: {id}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "GET /.well-known/mercure?topic=* HTTP/1.1\r\nhost: {addr}\r\n{resume}\r\n"
+        )
+        .unwrap();
+        let ids = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let thread = {
+            let (ids, stop) = (ids.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut started = Some(started_tx);
+                let mut pending = String::new();
+                let mut buf = [0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    match stream.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => pending.push_str(&String::from_utf8_lossy(&buf[..n])),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                        Err(_) => return,
+                    }
+                    // Chunk-size lines never start with "id: ", so they need no decoding.
+                    while let Some(end) = pending.find('\n') {
+                        let line: String = pending.drain(..=end).collect();
+                        // The blank line after the response head: the stream has started.
+                        if line == "\r\n"
+                            && let Some(tx) = started.take()
+                        {
+                            let _ = tx.send(());
+                        }
+                        if let Some(id) = line.trim_end().strip_prefix("id: ") {
+                            ids.lock().unwrap().push(id.to_owned());
+                        }
+                    }
+                }
+            })
+        };
+        started_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the subscription started");
+        Subscriber {
+            ids,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.ids.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` ids arrived (or panics after `within`).
+    fn wait_for(&self, n: usize, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let ids = self.ids();
+            if ids.len() >= n {
+                return ids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "got {} of {n} updates: {ids:?}",
+                ids.len(),
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Disconnects and returns what was received.
+    fn close(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.ids()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Every update published concurrently on every node reaches every subscriber on every node,
+/// once, in one order shared by all.
+fn three_nodes_deliver_everything_once_in_one_order(backend: Backend) {
+    let engine = Engine::start(backend, "fanout");
+    let nodes: Vec<Node> = (0..3).map(|_| Node::start(&engine)).collect();
+    let subscribers: Vec<Subscriber> = nodes
+        .iter()
+        .flat_map(|n| {
+            [
+                Subscriber::connect(&n.addr, None),
+                Subscriber::connect(&n.addr, None),
+            ]
+        })
+        .collect();
+    let token = token();
+    const PER_NODE: usize = 40;
+    let publishers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let (addr, token) = (node.addr.clone(), token.clone());
+            std::thread::spawn(move || {
+                for k in 0..PER_NODE {
+                    let id = format!("n{i}-{k}");
+                    assert_eq!(publish(&addr, &token, &id), Some(200), "publish {id}");
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    let expected = 3 * PER_NODE;
+    let first = subscribers[0].wait_for(expected, Duration::from_secs(20));
+    let unique: HashSet<&String> = first.iter().collect();
+    assert_eq!(unique.len(), expected, "no duplicates");
+    for node in 0..3 {
+        let mine: Vec<&String> = first
+            .iter()
+            .filter(|id| id.starts_with(&format!("n{node}-")))
+            .collect();
+        let in_order: Vec<String> = (0..PER_NODE).map(|k| format!("n{node}-{k}")).collect();
+        assert_eq!(
+            mine,
+            in_order.iter().collect::<Vec<_>>(),
+            "each publisher's order kept"
+        );
+    }
+    for (i, s) in subscribers.into_iter().enumerate() {
+        s.wait_for(expected, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            s.close(),
+            first,
+            "subscriber {i} saw the same updates in the same order"
+        );
+    }
+}
+
+/// Cut on node A, updates published on node B, resumed on node C with `Last-Event-ID`:
+/// exactly the missed updates, then live ones.
+fn resume_on_another_node(backend: Backend) {
+    let engine = Engine::start(backend, "resume");
+    let (a, b, c) = (
+        Node::start(&engine),
+        Node::start(&engine),
+        Node::start(&engine),
+    );
+    let token = token();
+    let on_a = Subscriber::connect(&a.addr, None);
+    for k in 0..5 {
+        assert_eq!(publish(&b.addr, &token, &format!("r{k}")), Some(200));
+    }
+    let seen = on_a.wait_for(5, Duration::from_secs(10));
+    drop(on_a.close());
+    for k in 5..12 {
+        assert_eq!(publish(&b.addr, &token, &format!("r{k}")), Some(200));
+    }
+    let on_c = Subscriber::connect(&c.addr, Some(seen.last().unwrap()));
+    let missed: Vec<String> = (5..12).map(|k| format!("r{k}")).collect();
+    assert_eq!(on_c.wait_for(7, Duration::from_secs(10)), missed);
+    assert_eq!(publish(&a.addr, &token, "r12"), Some(200));
+    let all = on_c.wait_for(8, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(on_c.close().len(), 8, "then live, no duplicate: {all:?}");
+}
+
+/// A node killed with SIGKILL under concurrent publishing loses nothing it acknowledged, and a
+/// node started on the same engine afterwards serves all of it.
+fn node_crash_loses_nothing_acknowledged(backend: Backend) {
+    let engine = Engine::start(backend, "crash");
+    let survivor = Node::start(&engine);
+    let watcher = Subscriber::connect(&survivor.addr, None);
+    let mut victim = Node::start(&engine);
+    let token = token();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let (addr, token, acked) = (victim.addr.clone(), token.clone(), acked.clone());
+            std::thread::spawn(move || {
+                for k in 0.. {
+                    let id = format!("k{p}-{k}");
+                    match publish(&addr, &token, &id) {
+                        Some(200) => acked.lock().unwrap().push(id),
+                        Some(status) => panic!("publish {id} answered {status}"),
+                        None => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    victim.kill();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 20,
+        "publishing ran before the kill: {}",
+        acked.len()
+    );
+    let restarted = Node::start(&engine);
+    let replay = Subscriber::connect(&restarted.addr, Some("earliest"));
+    let replayed: HashSet<String> = replay
+        .wait_for(acked.len(), Duration::from_secs(20))
+        .into_iter()
+        .collect();
+    let live: HashSet<String> = watcher
+        .wait_for(acked.len(), Duration::from_secs(20))
+        .into_iter()
+        .collect();
+    for id in &acked {
+        assert!(
+            replayed.contains(id),
+            "{id} acknowledged but not in history"
+        );
+        assert!(
+            live.contains(id),
+            "{id} acknowledged but not delivered live on the survivor"
+        );
+    }
+}
+
+/// The engine stops while publishing: publishes answer 503 quickly, `/readyz` says not ready,
+/// subscribers stay connected; once it is back, nothing acknowledged is lost and subscribers
+/// get everything without a gap or a duplicate, without restarting the node.
+fn engine_restart_loses_nothing_acknowledged(backend: Backend) {
+    let mut engine = Engine::start(backend, "outage");
+    let node = Node::start(&engine);
+    let subscriber = Subscriber::connect(&node.addr, None);
+    let token = token();
+    let mut acked = Vec::new();
+    for k in 0..20 {
+        let id = format!("o{k}");
+        assert_eq!(publish(&node.addr, &token, &id), Some(200));
+        acked.push(id);
+    }
+    engine.stop();
+    let started = Instant::now();
+    let status = publish(&node.addr, &token, "during-outage");
+    assert_eq!(status, Some(503), "a publish without the engine is refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "and quickly: {:?}",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready(&node.addr) != Some(503) {
+        assert!(Instant::now() < deadline, "/readyz reports the outage");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    engine.spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready(&node.addr) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz recovers without a node restart"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for k in 20..30 {
+        let id = format!("o{k}");
+        assert_eq!(publish(&node.addr, &token, &id), Some(200));
+        acked.push(id);
+    }
+    let got = subscriber.wait_for(acked.len(), Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        subscriber.close(),
+        acked,
+        "the same subscriber, no gap, no duplicate"
+    );
+    assert_eq!(got.len(), acked.len());
+    let replay = Subscriber::connect(&node.addr, Some("earliest"));
+    assert_eq!(
+        replay.wait_for(acked.len(), Duration::from_secs(10)),
+        acked,
+        "history kept everything acknowledged, and only that"
+    );
+}
+
+/// A node that joins a stream with history starts live at its end: a new subscriber without
+/// `Last-Event-ID` gets only what is published after it connected, also when it falls behind
+/// (a queue of one update) and catches up from history.
+fn a_joining_node_starts_at_the_end(backend: Backend) {
+    let engine = Engine::start(backend, "join");
+    let first = Node::start(&engine);
+    let token = token();
+    for k in 0..10 {
+        assert_eq!(publish(&first.addr, &token, &format!("j{k}")), Some(200));
+    }
+    let second = Node::start_with(&engine, &["--queue-size", "1"]);
+    let subscriber = Subscriber::connect(&second.addr, None);
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let (addr, token) = (first.addr.clone(), token.clone());
+            std::thread::spawn(move || {
+                for k in 0..10 {
+                    assert_eq!(publish(&addr, &token, &format!("j{p}-{k}")), Some(200));
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    subscriber.wait_for(40, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    let got = subscriber.close();
+    assert_eq!(
+        got.len(),
+        40,
+        "only the updates published after it joined: {got:?}"
+    );
+    assert!(got.iter().all(|id| id.contains('-')));
+    assert_eq!(
+        publish(&second.addr, &token, "j3"),
+        Some(409),
+        "ids are unique across the cluster"
+    );
+}
+
+/// Runs the suite for one backend.
+macro_rules! suite {
+    ($module:ident, $backend:expr) => {
+        mod $module {
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn three_nodes_deliver_everything_once_in_one_order() {
+                super::three_nodes_deliver_everything_once_in_one_order($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn resume_on_another_node() {
+                super::resume_on_another_node($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn node_crash_loses_nothing_acknowledged() {
+                super::node_crash_loses_nothing_acknowledged($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn engine_restart_loses_nothing_acknowledged() {
+                super::engine_restart_loses_nothing_acknowledged($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn a_joining_node_starts_at_the_end() {
+                super::a_joining_node_starts_at_the_end($backend)
+            }
+        }
+    };
+}
+
+suite!(redis, super::Backend::Redis);
