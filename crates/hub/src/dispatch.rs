@@ -295,9 +295,11 @@ impl Dispatcher {
         }
     }
 
-    /// Runs the dispatch loop until the feed ends (the history backend was dropped).
-    pub async fn run(self, mut feed: Feed) {
+    /// Runs the dispatch loop until the feed ends (the history backend was dropped). Every
+    /// update is shown to `observe` first (the subscriptions view).
+    pub async fn run(self, mut feed: Feed, observe: impl Fn(&Update)) {
         while let Some(update) = feed.updates.recv().await {
+            observe(&update);
             self.dispatch(update);
         }
     }

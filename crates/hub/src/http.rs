@@ -581,14 +581,8 @@ async fn list_subscriptions(
             .map(|(_, v)| v.as_str())
     };
     let (topic, subscriber) = (segment("topic"), segment("subscriber"));
-    let list = registry.list(topic, subscriber);
-    let last_event_id = hub
-        .inner
-        .history
-        .last_id()
-        .await
-        .map_err(store_error)?
-        .unwrap_or_else(|| EARLIEST.to_owned());
+    let (list, last_event_id) = registry.list(topic, subscriber);
+    let last_event_id = last_event_id.unwrap_or_else(|| EARLIEST.to_owned());
     let body = if subscriber.is_some() {
         let Some(mut one) = list.into_iter().next() else {
             return Err(HttpError::new(

@@ -72,12 +72,27 @@ impl Hub {
             .take_feed()
             .expect("a history backend serves exactly one hub");
         dispatcher.starts_after(feed.after);
-        tokio::spawn(dispatcher.clone().run(feed));
+        let subscriptions: Option<Arc<Subscriptions>> = settings.subscriptions.then(Arc::default);
+        {
+            let (dispatcher, history, subscriptions) =
+                (dispatcher.clone(), history.clone(), subscriptions.clone());
+            tokio::spawn(async move {
+                if let Some(view) = &subscriptions {
+                    view.seed(history.as_ref(), feed.after).await;
+                }
+                dispatcher
+                    .run(feed, |update| {
+                        if let Some(view) = &subscriptions {
+                            view.apply(update);
+                        }
+                    })
+                    .await;
+            });
+        }
         if let Some(period) = settings.heartbeat {
             tokio::spawn(dispatcher.clone().heartbeats(period));
         }
         let (shutdown, _) = watch::channel(false);
-        let subscriptions = settings.subscriptions.then(Arc::default);
         Hub {
             inner: Arc::new(Inner {
                 subscriptions,

@@ -2,10 +2,16 @@
 //! subscribers are connected to which selectors, published as private updates on
 //! `/.well-known/mercure/subscriptions/{topic}/{subscriber}` when a subscription starts and ends,
 //! and listed as JSON-LD at `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`.
+//!
+//! The list is not this node's connections: it is a view folded from the subscription events
+//! in the update feed (seeded from history when the hub starts), so that in a cluster every
+//! node lists every node's subscribers, and the list's `lastEventID` is exactly the update the
+//! view reflects. A node that crashes cannot announce the end of its subscriptions; they stay
+//! listed until history no longer holds their start (a restart of the other nodes forgets them).
 
 use crate::history::History;
 use crate::lock;
-use crate::update::{NewUpdate, new_id};
+use crate::update::{NewUpdate, Update, new_id};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use serde_json::Value;
@@ -57,10 +63,31 @@ struct Subscriber {
     payload: Option<Value>,
 }
 
-/// The registry of connected subscribers, when subscriptions are enabled.
+/// The registry of subscribers, when subscriptions are enabled.
 #[derive(Default)]
 pub struct Subscriptions {
-    active: Mutex<BTreeMap<String, Subscriber>>,
+    /// This node's connected subscribers, whose ends it must announce.
+    local: Mutex<BTreeMap<String, Subscriber>>,
+    /// Every active subscription in the cluster, as the feed's subscription events say.
+    view: Mutex<View>,
+}
+
+#[derive(Default)]
+struct View {
+    /// subscriber -> topic -> payload.
+    active: BTreeMap<String, BTreeMap<String, Option<Value>>>,
+    /// The id of the newest update the view has seen.
+    last_event_id: Option<String>,
+}
+
+/// The fields of a subscription event the view needs.
+#[derive(serde::Deserialize)]
+struct Event {
+    subscriber: String,
+    topic: String,
+    active: bool,
+    #[serde(default)]
+    payload: Option<Value>,
 }
 
 /// Escapes a topic or subscriber id for a subscription path segment.
@@ -99,33 +126,90 @@ impl Subscriptions {
     pub fn connect(&self, topics: Vec<String>, payload: Option<Value>) -> (String, Vec<NewUpdate>) {
         let id = new_id();
         let updates = events(&id, &topics, true, &payload);
-        lock(&self.active).insert(id.clone(), Subscriber { topics, payload });
+        lock(&self.local).insert(id.clone(), Subscriber { topics, payload });
         (id, updates)
     }
 
     /// Forgets a subscriber and returns the updates announcing its end.
     pub fn disconnect(&self, id: &str) -> Vec<NewUpdate> {
-        match lock(&self.active).remove(id) {
+        match lock(&self.local).remove(id) {
             Some(s) => events(id, &s.topics, false, &s.payload),
             None => Vec::new(),
         }
     }
 
     /// Active subscriptions, optionally only those to `topic` (and of `subscriber`).
-    pub fn list(&self, topic: Option<&str>, subscriber: Option<&str>) -> Vec<Subscription> {
-        let active = lock(&self.active);
+    /// With the id of the newest update the list reflects (`None` before any).
+    pub fn list(
+        &self,
+        topic: Option<&str>,
+        subscriber: Option<&str>,
+    ) -> (Vec<Subscription>, Option<String>) {
+        let view = lock(&self.view);
         let mut out = Vec::new();
-        for (id, s) in active.iter() {
+        for (id, topics) in view.active.iter() {
             if subscriber.is_some_and(|want| want != id) {
                 continue;
             }
-            for t in &s.topics {
+            for (t, payload) in topics {
                 if topic.is_none_or(|want| want == t) {
-                    out.push(subscription(t, id, true, &s.payload));
+                    out.push(subscription(t, id, true, payload));
                 }
             }
         }
-        out
+        (out, view.last_event_id.clone())
+    }
+
+    /// Folds one update of the feed into the view: subscription events change it, every
+    /// update moves its `lastEventID`.
+    pub fn apply(&self, update: &Update) {
+        let mut view = lock(&self.view);
+        view.last_event_id = Some(update.id().to_owned());
+        let is_event = update.private()
+            && update.topics().first().is_some_and(|t| {
+                t.strip_prefix(SUBSCRIPTIONS_PATH)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            });
+        if !is_event {
+            return;
+        }
+        let Ok(event) = serde_json::from_str::<Event>(&update.update.data) else {
+            return;
+        };
+        if event.active {
+            view.active
+                .entry(event.subscriber)
+                .or_default()
+                .insert(event.topic, event.payload);
+        } else if let Some(topics) = view.active.get_mut(&event.subscriber) {
+            topics.remove(&event.topic);
+            if topics.is_empty() {
+                view.active.remove(&event.subscriber);
+            }
+        }
+    }
+
+    /// Builds the view from what history holds up to `until` (the feed's start), so that a
+    /// node that joins a running cluster lists the subscriptions announced before it started.
+    pub async fn seed(&self, history: &dyn History, until: u64) {
+        let mut after = match history.resolve(crate::history::EARLIEST).await {
+            Ok(crate::history::Start::After(position)) => position,
+            _ => return,
+        };
+        while after < until {
+            let batch = match history.read_after(after, 1024).await {
+                Ok(batch) if !batch.is_empty() => batch,
+                Ok(_) => return,
+                Err(err) => {
+                    tracing::warn!(%err, "could not read history to list existing subscriptions");
+                    return;
+                }
+            };
+            for update in batch.iter().take_while(|u| u.position <= until) {
+                self.apply(update);
+            }
+            after = batch.last().map_or(until, |u| u.position);
+        }
     }
 }
 
@@ -208,9 +292,18 @@ mod tests {
         );
     }
 
+    /// Applies announcements as the feed would: positions in order.
+    fn feed(s: &Subscriptions, events: Vec<NewUpdate>, next: &mut u64) {
+        for event in events {
+            *next += 1;
+            s.apply(&event.into_update(*next).unwrap());
+        }
+    }
+
     #[test]
     fn connect_list_disconnect() {
         let s = Subscriptions::default();
+        let mut position = 0;
         let (id, events) = s.connect(
             vec!["a".into(), "b".into()],
             Some(serde_json::json!({"u": 1})),
@@ -221,13 +314,45 @@ mod tests {
         assert_eq!(first["active"], true);
         assert_eq!(first["type"], "Subscription");
         assert_eq!(first["payload"]["u"], 1);
-        assert_eq!(s.list(None, None).len(), 2);
-        assert_eq!(s.list(Some("b"), None).len(), 1);
-        assert_eq!(s.list(Some("b"), Some("other")).len(), 0);
+        assert!(
+            s.list(None, None).0.is_empty(),
+            "listed once the feed brings the events"
+        );
+        let last_id = events[1].id.clone();
+        feed(&s, events, &mut position);
+        let (all, listed_at) = s.list(None, None);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].payload, Some(serde_json::json!({"u": 1})));
+        assert_eq!(listed_at, Some(last_id));
+        assert_eq!(s.list(Some("b"), None).0.len(), 1);
+        assert_eq!(s.list(Some("b"), Some("other")).0.len(), 0);
         let ended = s.disconnect(&id);
         let last: serde_json::Value = serde_json::from_str(&ended[1].data).unwrap();
         assert_eq!(last["active"], false);
-        assert!(s.list(None, None).is_empty());
+        feed(&s, ended, &mut position);
+        assert!(s.list(None, None).0.is_empty());
         assert!(s.disconnect(&id).is_empty(), "only once");
+    }
+
+    #[test]
+    fn the_view_ignores_lookalikes_and_follows_other_nodes() {
+        let s = Subscriptions::default();
+        let mut position = 0;
+        // Another node's subscriber, known only from the feed.
+        let other = Subscriptions::default();
+        let (_, events) = other.connect(vec!["t".into()], None);
+        feed(&s, events, &mut position);
+        // A public update on a subscription-like topic, and one with unrelated JSON.
+        let mut public = NewUpdate::new(
+            vec![format!("{SUBSCRIPTIONS_PATH}/x/y")],
+            r#"{"subscriber":"z","topic":"t","active":true}"#,
+        );
+        public.private = false;
+        let mut garbage = NewUpdate::new(vec![format!("{SUBSCRIPTIONS_PATH}/x/y")], "not json");
+        garbage.private = true;
+        feed(&s, vec![public, garbage], &mut position);
+        let (list, _) = s.list(None, None);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].topic, "t");
     }
 }

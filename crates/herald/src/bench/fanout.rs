@@ -7,7 +7,6 @@
 use super::FanoutArgs;
 use super::idle::round;
 use super::procstat::{own_cpu_us, raise_nofile_limit, sample};
-use super::target::Target;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -64,7 +63,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "--conns, --rate and --messages must be positive"
     );
     let limit = raise_nofile_limit();
-    let target = Target::new(common.target, &common.url, common.jwt_key.as_deref())?;
+    let targets = common.targets()?;
+    let target = &targets[0];
     anyhow::ensure!(
         !target.needs_publisher_token(),
         "publishing to herald needs a JWT: pass the hub's key with --jwt-key (or HERALD_JWT_KEY)"
@@ -87,7 +87,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         }
     };
 
-    let swarm = super::swarm::connect(&target, args.conns, common.sources, "fanout").await;
+    let swarm = super::swarm::connect(&targets, args.conns, common.sources, "fanout").await;
     let subscribers = swarm.open.len();
     let connect_failed = swarm.failed();
     eprintln!(
@@ -188,6 +188,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let mut last_report = Instant::now();
     for seq in 0..messages {
         tick.tick().await;
+        // Round robin over the nodes: in a cluster every node publishes, and every update
+        // reaches subscribers on the other nodes through the engine.
+        let target = &targets[seq as usize % targets.len()];
         let request = target
             .publish_request(&payload(seq, shared.now_ns(), args.size))
             .map(|body| Full::new(Bytes::from(body)));
@@ -262,6 +265,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "mode": "fanout",
         "target": target.kind.name(),
+        "nodes": targets.len(),
         "conns": args.conns,
         "subscribers": subscribers,
         "connect_failed": connect_failed,
@@ -299,8 +303,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
 
 fn print_table(r: &serde_json::Value) {
     println!(
-        "fanout against {}: {} subscribers ({} failed to connect), {} updates of {} B at {}/s",
+        "fanout against {} ({} node(s)): {} subscribers ({} failed to connect), {} updates of {} B at {}/s",
         r["target"].as_str().unwrap_or("?"),
+        r["nodes"],
         r["subscribers"],
         r["connect_failed"],
         r["messages"],

@@ -3,7 +3,6 @@
 
 use super::IdleArgs;
 use super::procstat::{Sample, own_cpu_us, raise_nofile_limit, sample};
-use super::target::Target;
 use std::time::Duration;
 
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
@@ -15,12 +14,13 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
             args.conns
         );
     }
-    let target = Target::new(common.target, &common.url, common.jwt_key.as_deref())?;
+    let targets = common.targets()?;
+    let target = &targets[0];
     let observed = !common.server_pids.is_empty();
     let before = observed.then(|| sample(&common.server_pids)).transpose()?;
     let bench_before = own_cpu_us();
 
-    let swarm = super::swarm::connect(&target, args.conns, common.sources, "idle").await;
+    let swarm = super::swarm::connect(&targets, args.conns, common.sources, "idle").await;
     let connected = swarm.open.len();
     eprintln!(
         "idle: {connected} open, {} failed, in {:.1} s",
@@ -75,6 +75,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "mode": "idle",
         "target": target.kind.name(),
+        "nodes": targets.len(),
         "conns": args.conns,
         "connected": connected,
         "failed": args.conns - connected,

@@ -45,8 +45,13 @@ struct TargetArgs {
     #[arg(long, value_enum, default_value = "herald")]
     target: target::Kind,
     /// The server's base URL; herald is reached at /.well-known/mercure, nchan at /sub and /pub.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// Repeat for a cluster: subscriptions (and fanout's publishes) go to each node in turn.
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    urls: Vec<String>,
     /// herald's HMAC key: the bench signs a subscriber and a publisher JWT with it.
     #[arg(long, env = "HERALD_JWT_KEY", hide_env_values = true)]
     jwt_key: Option<String>,
@@ -60,6 +65,16 @@ struct TargetArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+impl TargetArgs {
+    /// One target per `--url`, in order.
+    fn targets(&self) -> anyhow::Result<Vec<target::Target>> {
+        self.urls
+            .iter()
+            .map(|url| target::Target::new(self.target, url, self.jwt_key.as_deref()))
+            .collect()
+    }
 }
 
 #[derive(Args, Debug)]

@@ -24,17 +24,21 @@ impl Swarm {
     }
 }
 
-/// Opens `conns` subscriptions to `target`, spread over `sources` loopback source addresses.
-pub async fn connect(target: &Target, conns: usize, sources: usize, label: &str) -> Swarm {
+/// Opens `conns` subscriptions, to each of `targets` in turn, spread over `sources` loopback
+/// source addresses.
+pub async fn connect(targets: &[Target], conns: usize, sources: usize, label: &str) -> Swarm {
     let started = Instant::now();
-    let request: Arc<[u8]> = target.subscribe_request().into();
+    let requests: Vec<Arc<[u8]>> = targets
+        .iter()
+        .map(|t| t.subscribe_request().into())
+        .collect();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let done = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..conns {
         let (target, request, semaphore, done) = (
-            target.clone(),
-            request.clone(),
+            targets[index % targets.len()].clone(),
+            requests[index % targets.len()].clone(),
             semaphore.clone(),
             done.clone(),
         );
