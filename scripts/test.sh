@@ -7,9 +7,10 @@
 # Tiers: lint (fmt, clippy -D warnings), unit (cargo tests over the whole workspace: unit,
 # integration over real sockets, property tests, doc tests), browser (headless Chromium's native
 # EventSource against the built `herald`, driven by playwright-core under node --test),
-# services (several `herald serve` nodes on a real redis-server, started by the tests on free
-# loopback ports with temporary data directories: crates/herald/tests/cluster.rs).
-# A tier that needs an external program (node, npm, chromium, redis-server)
+# services (several `herald serve` nodes on a real redis-server, and again on a real nats-server
+# with JetStream, each started by the tests on a free loopback port with a temporary data
+# directory: crates/herald/tests/cluster.rs).
+# A tier that needs an external program (node, npm, chromium, redis-server, nats-server)
 # fails the run when the program is missing and CI=true, and is skipped with a notice otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,7 +76,9 @@ for tier in "${tiers[@]}"; do
     browser)
       require node browser && require npm browser && require chromium browser &&
         run_tier browser tier_browser ;;
-    services) require redis-server services && run_tier services tier_services ;;
+    services)
+      require redis-server services && require nats-server services &&
+        run_tier services tier_services ;;
     *) echo "unknown tier '$tier' (known: lint unit browser services)" >&2; exit 2 ;;
   esac
 done

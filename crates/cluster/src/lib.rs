@@ -4,6 +4,8 @@
 //! NATS JetStream); each backend implements the hub's [`History`](herald_hub::history::History)
 //! trait, so the hub itself does not know it runs in a cluster.
 
+pub mod nats;
 pub mod redis;
 
+pub use crate::nats::{NatsHistory, NatsOptions};
 pub use crate::redis::{RedisHistory, RedisOptions};

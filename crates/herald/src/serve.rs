@@ -45,7 +45,17 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot use the redis store {url}"))?,
         ),
-        Store::Nats(_) => bail!("the nats store is not built yet; use redis:// for a cluster"),
+        Store::Nats(url) => Arc::new(
+            herald_cluster::NatsHistory::open(
+                &url,
+                herald_cluster::NatsOptions {
+                    max_updates: config.history_size(),
+                    max_age: config.history_max_age(),
+                },
+            )
+            .await
+            .with_context(|| format!("cannot use the nats store {url}"))?,
+        ),
     };
     // Every subscriber is a socket: the default soft limit (often 1024) would cap the hub far
     // below what the machine can hold, so take what the hard limit allows.

@@ -17,6 +17,7 @@ const KEY: &str = "cluster-key";
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     Redis,
+    Nats,
 }
 
 /// A running engine process on a fixed port and data directory, so it can be restarted.
@@ -59,6 +60,12 @@ impl Engine {
                     ]);
                 c
             }
+            // JetStream with file storage in `dir`, so that a restart keeps the stream.
+            Backend::Nats => {
+                let mut c = Command::new("nats-server");
+                c.args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd", dir]);
+                c
+            }
         };
         let child = command
             .stdout(Stdio::null())
@@ -88,6 +95,7 @@ impl Engine {
     fn url(&self) -> String {
         match self.backend {
             Backend::Redis => format!("redis://127.0.0.1:{}/0?stream=test", self.port),
+            Backend::Nats => format!("nats://127.0.0.1:{}?stream=TEST", self.port),
         }
     }
 }
@@ -110,7 +118,7 @@ struct Node {
 
 impl Node {
     fn start(engine: &Engine) -> Node {
-        Node::start_with(engine, &[])
+        Node::start_with(engine, &["--history-size", "100000"])
     }
 
     fn start_with(engine: &Engine, extra: &[&str]) -> Node {
@@ -123,7 +131,7 @@ impl Node {
                 KEY,
                 "--anonymous",
             ])
-            .args(["--store", &engine.url(), "--history-size", "100000"])
+            .args(["--store", &engine.url()])
             .args(extra)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -222,6 +230,15 @@ impl Subscriber {
     /// Subscribes to every topic on `addr`, after `last_event_id` if given; returns once the
     /// response has started (so updates published after this call reach it).
     fn connect(addr: &str, last_event_id: Option<&str>) -> Subscriber {
+        Subscriber::open(addr, "topic=*", last_event_id)
+    }
+
+    /// Subscribes with the given query (anonymous).
+    fn connect_to(addr: &str, query: &str) -> Subscriber {
+        Subscriber::open(addr, query, None)
+    }
+
+    fn open(addr: &str, query: &str, last_event_id: Option<&str>) -> Subscriber {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
@@ -231,7 +248,7 @@ impl Subscriber {
             .unwrap_or_default();
         write!(
             stream,
-            "GET /.well-known/mercure?topic=* HTTP/1.1\r\nhost: {addr}\r\n{resume}\r\n"
+            "GET /.well-known/mercure?{query} HTTP/1.1\r\nhost: {addr}\r\n{resume}\r\n"
         )
         .unwrap();
         let ids = Arc::new(Mutex::new(Vec::new()));
@@ -526,7 +543,7 @@ fn a_joining_node_starts_at_the_end(backend: Backend) {
     for k in 0..10 {
         assert_eq!(publish(&first.addr, &token, &format!("j{k}")), Some(200));
     }
-    let second = Node::start_with(&engine, &["--queue-size", "1"]);
+    let second = Node::start_with(&engine, &["--history-size", "100000", "--queue-size", "1"]);
     let subscriber = Subscriber::connect(&second.addr, None);
     let publishers: Vec<_> = (0..4)
         .map(|p| {
@@ -555,6 +572,99 @@ fn a_joining_node_starts_at_the_end(backend: Backend) {
         Some(409),
         "ids are unique across the cluster"
     );
+}
+
+/// The subscriptions API of any node lists the subscribers of every node, and their ends.
+fn subscriptions_are_listed_cluster_wide(backend: Backend) {
+    let engine = Engine::start(backend, "subscriptions");
+    let args = ["--history-size", "100000", "--subscriptions"];
+    let (a, b) = (
+        Node::start_with(&engine, &args),
+        Node::start_with(&engine, &args),
+    );
+    let api_token = {
+        let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args([
+                "token",
+                "--key",
+                KEY,
+                "--subscribe",
+                "/.well-known/mercure/subscriptions{/topic}{/subscriber}",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let list = |addr: &str| -> Vec<String> {
+        let head = format!(
+            "GET /.well-known/mercure/subscriptions HTTP/1.1\r\nauthorization: Bearer {api_token}\r\n"
+        );
+        let (status, body) = request(addr, &head, "").expect("the API answers");
+        assert_eq!(status, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut topics: Vec<String> = list["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["topic"].as_str().unwrap().to_owned())
+            .collect();
+        topics.sort();
+        topics
+    };
+    let wait_for = |addr: &str, want: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = list(addr);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{addr} lists {got:?}, expected {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let on_a = Subscriber::connect_to(&a.addr, "topic=on-a");
+    let on_b = Subscriber::connect_to(&b.addr, "topic=on-b");
+    wait_for(&a.addr, &["on-a", "on-b"]);
+    wait_for(&b.addr, &["on-a", "on-b"]);
+    drop(on_a.close());
+    wait_for(&b.addr, &["on-b"]);
+    // A node started now learns the existing subscriptions from history.
+    let c = Node::start_with(&engine, &args);
+    wait_for(&c.addr, &["on-b"]);
+    drop(on_b.close());
+    wait_for(&c.addr, &[]);
+}
+
+/// `--history-max-age`: updates older than that leave history (and resuming before them says
+/// `earliest`), on every node.
+fn retention_by_age(backend: Backend) {
+    let engine = Engine::start(backend, "age");
+    let node = Node::start_with(
+        &engine,
+        &["--history-size", "100000", "--history-max-age", "1"],
+    );
+    let token = token();
+    for k in 0..3 {
+        assert_eq!(publish(&node.addr, &token, &format!("old{k}")), Some(200));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(publish(&node.addr, &token, "new"), Some(200));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let replay = Subscriber::connect(&node.addr, Some("earliest"));
+        std::thread::sleep(Duration::from_millis(300));
+        let got = replay.close();
+        if got == ["new"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old updates still in history: {got:?}"
+        );
+    }
 }
 
 /// Runs the suite for one backend.
@@ -586,8 +696,19 @@ macro_rules! suite {
             fn a_joining_node_starts_at_the_end() {
                 super::a_joining_node_starts_at_the_end($backend)
             }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn subscriptions_are_listed_cluster_wide() {
+                super::subscriptions_are_listed_cluster_wide($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn retention_by_age() {
+                super::retention_by_age($backend)
+            }
         }
     };
 }
 
 suite!(redis, super::Backend::Redis);
+suite!(nats, super::Backend::Nats);

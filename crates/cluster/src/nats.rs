@@ -1,0 +1,807 @@
+//! The `nats` backend: history in a NATS JetStream stream shared by every hub node.
+//!
+//! - **Layout.** Stream `NAME` (default `HERALD`, file storage) captures `NAME.u.>`. Each update
+//!   is one message on `NAME.u.TOKEN`, payload = the update as JSON, where `TOKEN` is the update
+//!   id made into one subject token ([`id_token`]). An update's position is its stream sequence:
+//!   given by the server, dense, the same on every node. The subjects are the `Last-Event-ID`
+//!   index: the server knows the last message of every subject, so resolving an id is one
+//!   lookup, and retention trims the index together with the messages.
+//! - **Append** is one publish with `Nats-Expected-Last-Subject-Sequence: 0`: the server
+//!   refuses an id that is already in the stream, atomically. The publisher's `200` comes after
+//!   the JetStream acknowledgement (stored; on a replicated stream, on a quorum).
+//! - **Feed.** Every node tails the stream with an ephemeral pull consumer of its own (no acks,
+//!   pulls that wait up to [`TAIL_BLOCK`]) and feeds its dispatcher in stream order, its own
+//!   updates included; so every node delivers the same updates in the same order. After an
+//!   outage the tail makes a new consumer that starts after the last message it fed: no gap, no
+//!   duplicate.
+//! - **Outages.** Calls have a bounded wait ([`COMMAND_TIMEOUT`]): a publish answers `503`
+//!   quickly, `/readyz` says not ready until the tail reads again; subscribers stay connected.
+//!   The connection does not outlive an outage: when the server goes away the client tries each
+//!   server once and otherwise dies with whatever it had queued, and the next call connects
+//!   anew. Left to itself the client would keep reconnecting and send its queue once the server
+//!   is back: a publish that already got `503` would then be stored after all (and a retry of it
+//!   would get `409`).
+//! - **Reads** (`read_after`, `resolve`) ask the stream leader (`STREAM.MSG.GET`), not any
+//!   replica (direct get): a node reads everything any node has acknowledged.
+//! - **Retention** is the stream's own limits: `max_msgs` = `--history-size`, `max_age` =
+//!   `--history-max-age`, discard old. Set when a node starts: the stream is created, or its
+//!   limits updated, so every node enforces the same thing without a timer of its own.
+
+use async_nats::connection::State;
+use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
+use async_nats::jetstream::context::{GetStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::stream::{
+    Config, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType,
+};
+use async_nats::jetstream::{self, consumer, message::StreamMessage};
+use async_nats::{Client, ConnectOptions, HeaderMap, ServerAddr};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::StreamExt;
+use futures_util::future::{BoxFuture, FutureExt};
+use herald_hub::history::{EARLIEST, Feed, History, Start, StoreError};
+use herald_hub::update::{NewUpdate, Update};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The longest a call may take before the hub gives up (and a publisher gets `503`).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one pull of the tail waits for new messages; also how often an idle tail checks
+/// the connection.
+pub const TAIL_BLOCK: Duration = Duration::from_secs(1);
+/// Most messages one pull of the tail asks for.
+const TAIL_BATCH: usize = 1024;
+/// Messages `read_after` fetches at once (one request each).
+const READ_CONCURRENCY: usize = 32;
+/// A tail consumer nobody pulls from for this long is deleted by the server (after a crash, or
+/// when the tail moved on to a new one).
+const CONSUMER_INACTIVE: Duration = Duration::from_secs(10);
+/// How often the client pings: a silent peer is declared dead after three missed pongs.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Ids up to this many bytes are their own subject token (encoded); longer ones are hashed,
+/// to stay far below the server's 4 KiB limit on a protocol line.
+const PLAIN_ID_MAX: usize = 128;
+const DEFAULT_STREAM: &str = "HERALD";
+
+/// How much the stream keeps.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Updates kept (the stream's `max_msgs`).
+    pub max_updates: usize,
+    /// Updates older than this are dropped (the stream's `max_age`).
+    pub max_age: Option<Duration>,
+}
+
+/// `--store nats://HOST:PORT[,HOST:PORT…][?stream=NAME]`, split into the server addresses and
+/// the stream name (default `HERALD`).
+pub fn parse_url(url: &str) -> Result<(Vec<String>, String), String> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut stream = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("stream", name)) if valid_stream_name(name) => stream = Some(name.to_owned()),
+            Some(("stream", name)) => {
+                return Err(format!(
+                    "`stream={name}` is not a usable stream name: it needs 1 to 255 characters, \
+                     none of them a space, a control character, `.`, `*`, `>`, `/` or `\\`"
+                ));
+            }
+            Some(("replicas", _)) => {} // read by `parse_replicas`
+            _ => {
+                return Err(format!(
+                    "unknown parameter {pair:?}: only `stream=NAME` and `replicas=N` are known"
+                ));
+            }
+        }
+    }
+    let mut servers = Vec::new();
+    for server in base.split(',').map(str::trim) {
+        if server.is_empty() || server.ends_with("://") {
+            return Err(format!("empty server address in {base:?}"));
+        }
+        let server = if server.contains("://") {
+            server.to_owned()
+        } else {
+            format!("nats://{server}")
+        };
+        server
+            .parse::<ServerAddr>()
+            .map_err(|e| format!("invalid server address {server:?}: {e}"))?;
+        servers.push(server);
+    }
+    Ok((servers, stream.unwrap_or_else(|| DEFAULT_STREAM.to_owned())))
+}
+
+/// `replicas=N` in the store URL: the stream's replica count (1 to 5, JetStream's range) when
+/// Herald creates the stream or updates its limits; without it, a new stream has one replica
+/// and an existing one keeps what it has.
+pub fn parse_replicas(url: &str) -> Result<Option<usize>, String> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("replicas=") {
+            return match value.parse::<usize>() {
+                Ok(n @ 1..=5) => Ok(Some(n)),
+                _ => Err(format!("`replicas={value}` must be a number from 1 to 5")),
+            };
+        }
+    }
+    Ok(None)
+}
+
+/// A stream name is also the first token of its subjects: it must be a valid token too.
+fn valid_stream_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c))
+}
+
+/// The subject token for an update id: `b` + the id in unpadded base64url when it is at most
+/// 128 bytes, else `h` + the unpadded base64url of its SHA-256. Either way only
+/// `[A-Za-z0-9_-]`, never empty, at most 172 characters; distinct ids give distinct tokens (the
+/// prefixes keep the two forms apart; two long ids only by a SHA-256 collision, which
+/// `resolve` would notice).
+pub fn id_token(id: &str) -> String {
+    if id.len() <= PLAIN_ID_MAX {
+        format!("b{}", URL_SAFE_NO_PAD.encode(id))
+    } else {
+        format!("h{}", URL_SAFE_NO_PAD.encode(Sha256::digest(id)))
+    }
+}
+
+/// History in a JetStream stream (see the module documentation).
+pub struct NatsHistory {
+    inner: Arc<Inner>,
+    feed: Mutex<Option<Feed>>,
+}
+
+struct Inner {
+    servers: Vec<ServerAddr>,
+    stream: String,
+    /// `NAME.u.>`: every update subject.
+    filter: String,
+    /// The connection every call and the tail share, while it is up.
+    conn: Mutex<Option<Conn>>,
+    /// Held while connecting, so that concurrent calls make one connection, not one each.
+    connecting: tokio::sync::Mutex<()>,
+    connections: AtomicU64,
+    /// The tail reads and the last call worked.
+    ready: AtomicBool,
+}
+
+/// One client connection and its JetStream context.
+#[derive(Clone)]
+struct Conn {
+    /// Tells connections apart: the tail's consumer belongs to the one it was made on.
+    id: u64,
+    client: Client,
+    js: jetstream::Context,
+}
+
+impl Conn {
+    fn is_up(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+}
+
+impl NatsHistory {
+    /// Connects to NATS at `url` (`nats://HOST:PORT[?stream=NAME]`), creates the stream or
+    /// updates its limits, and starts tailing it after its current end.
+    pub async fn open(url: &str, options: NatsOptions) -> Result<NatsHistory, StoreError> {
+        let (servers, stream) = parse_url(url).map_err(StoreError::Unavailable)?;
+        let replicas = parse_replicas(url).map_err(StoreError::Unavailable)?;
+        let servers = servers
+            .iter()
+            .map(|s| {
+                s.parse::<ServerAddr>()
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let inner = Arc::new(Inner {
+            servers,
+            filter: format!("{stream}.u.>"),
+            stream,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            connections: AtomicU64::new(0),
+            ready: AtomicBool::new(true),
+        });
+        let head = inner.run(inner.ensure_stream(&options, replicas)).await?;
+        let (feed_tx, feed) = Feed::channel(head);
+        tokio::spawn(tail_loop(Arc::downgrade(&inner), head, feed_tx));
+        Ok(NatsHistory {
+            inner,
+            feed: Mutex::new(Some(feed)),
+        })
+    }
+}
+
+impl Inner {
+    /// The shared connection, or a new one if it is down (see "Outages" in the module docs).
+    async fn connection(&self) -> Result<Conn, StoreError> {
+        if let Some(conn) = self.live_connection() {
+            return Ok(conn);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(conn) = self.live_connection() {
+            return Ok(conn);
+        }
+        // Dropping the dead client lets its task end (once the tail lets go of it too).
+        *herald_hub::lock(&self.conn) = None;
+        let id = self.connections.fetch_add(1, Ordering::Relaxed);
+        let conn = bounded(connect(&self.servers, id)).await?;
+        *herald_hub::lock(&self.conn) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn live_connection(&self) -> Option<Conn> {
+        herald_hub::lock(&self.conn)
+            .as_ref()
+            .filter(|c| c.is_up())
+            .cloned()
+    }
+
+    /// Runs a call with the bounded wait, and keeps `ready` up to date (a refused duplicate is
+    /// an answer, so it counts as reachable).
+    async fn run<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let result = bounded(call).await;
+        let reachable = !matches!(result, Err(StoreError::Unavailable(_)));
+        self.ready.store(reachable, Ordering::Release);
+        result
+    }
+
+    /// Creates the stream, or brings the limits of an existing one to `options` (keeping what
+    /// an operator may have set, such as replicas). Returns its last sequence.
+    async fn ensure_stream(
+        &self,
+        options: &NatsOptions,
+        replicas: Option<usize>,
+    ) -> Result<u64, StoreError> {
+        let conn = self.connection().await?;
+        let max_messages = i64::try_from(options.max_updates.max(1)).unwrap_or(i64::MAX);
+        let max_age = options.max_age.unwrap_or(Duration::ZERO);
+        // Twice: a node starting at the same time may create the stream between our look and
+        // our create.
+        for _ in 0..2 {
+            match conn.js.get_stream(&self.stream).await {
+                Ok(stream) => {
+                    let info = stream.cached_info();
+                    let mut config = info.config.clone();
+                    if config.max_messages == max_messages
+                        && config.max_age == max_age
+                        && config.discard == DiscardPolicy::Old
+                        && config.subjects.contains(&self.filter)
+                        && replicas.is_none_or(|r| config.num_replicas == r)
+                    {
+                        return Ok(info.state.last_sequence);
+                    }
+                    config.max_messages = max_messages;
+                    config.max_age = max_age;
+                    config.discard = DiscardPolicy::Old;
+                    if let Some(replicas) = replicas {
+                        config.num_replicas = replicas;
+                    }
+                    // The server refuses a duplicate window longer than the max age (and we do
+                    // not use it: ids are checked by subject).
+                    if !max_age.is_zero() && config.duplicate_window > max_age {
+                        config.duplicate_window = max_age;
+                    }
+                    if !config.subjects.contains(&self.filter) {
+                        config.subjects.push(self.filter.clone());
+                    }
+                    let info = conn.js.update_stream(&config).await.map_err(|e| {
+                        StoreError::Unavailable(format!(
+                            "nats: cannot update the limits of stream {}: {e}",
+                            self.stream
+                        ))
+                    })?;
+                    return Ok(info.state.last_sequence);
+                }
+                Err(err) if stream_not_found(err.kind()) => {
+                    let config = Config {
+                        name: self.stream.clone(),
+                        subjects: vec![self.filter.clone()],
+                        max_messages,
+                        max_age,
+                        max_bytes: -1,
+                        discard: DiscardPolicy::Old,
+                        retention: RetentionPolicy::Limits,
+                        storage: StorageType::File,
+                        num_replicas: replicas.unwrap_or(1),
+                        ..Default::default()
+                    };
+                    match conn.js.create_stream(config).await {
+                        Ok(stream) => return Ok(stream.cached_info().state.last_sequence),
+                        Err(err) => tracing::debug!(%err, "stream creation failed; looking again"),
+                    }
+                }
+                Err(err) => return Err(unavailable(err)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "nats: cannot create stream {} (subjects {})",
+            self.stream, self.filter
+        )))
+    }
+
+    /// The stream's message count and first and last sequences.
+    async fn state(&self, conn: &Conn) -> Result<jetstream::stream::State, StoreError> {
+        let stream = conn
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(unavailable)?;
+        Ok(stream.cached_info().state.clone())
+    }
+
+    async fn append(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
+        update.validate()?;
+        let json =
+            serde_json::to_vec(&update).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let subject = format!("{}.u.{}", self.stream, id_token(&update.id));
+        let position = self
+            .run(async {
+                let conn = self.connection().await?;
+                let mut headers = HeaderMap::new();
+                headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+                let ack = conn
+                    .js
+                    .publish_with_headers(subject, headers, json.into())
+                    .await
+                    .map_err(unavailable)?;
+                match ack.await {
+                    Ok(ack) => Ok(Some(ack.sequence)),
+                    // The subject has a message already: this id is in history.
+                    Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+                    Err(err) => Err(unavailable(err)),
+                }
+            })
+            .await?;
+        let Some(position) = position else {
+            return Err(StoreError::DuplicateId(update.id));
+        };
+        Ok(Arc::new(update.into_update(position)?))
+    }
+
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
+        self.run(async {
+            let conn = self.connection().await?;
+            let stream = conn
+                .js
+                .get_stream_no_info(&self.stream)
+                .await
+                .map_err(unavailable)?;
+            loop {
+                let state = self.state(&conn).await?;
+                if state.messages == 0 || state.last_sequence <= after {
+                    return Ok(Vec::new());
+                }
+                // Sequences are dense between the first and the last: retention only removes
+                // the oldest. Fetch the range at once, in order.
+                let first = (after + 1).max(state.first_sequence);
+                let last = state
+                    .last_sequence
+                    .min(first.saturating_add(limit.max(1) as u64 - 1));
+                let mut gets = futures_util::stream::iter(first..=last)
+                    .map(|sequence| message(&stream, sequence))
+                    .buffered(READ_CONCURRENCY);
+                let mut updates = Vec::new();
+                while let Some(got) = gets.next().await {
+                    // Missing: retention removed it while we read (or an operator deleted
+                    // it). Never fill the hole: a first position past `after + 1` tells the
+                    // hub what was lost.
+                    if let Some(msg) = got? {
+                        updates.push(decode(msg.sequence, &msg.payload)?);
+                    }
+                }
+                if !updates.is_empty() || last >= state.last_sequence {
+                    return Ok(updates);
+                }
+                // The whole range left history while we read, and there is more: look again.
+            }
+        })
+        .await
+    }
+
+    async fn resolve(&self, last_event_id: &str) -> Result<Start, StoreError> {
+        self.run(async {
+            let conn = self.connection().await?;
+            if last_event_id == EARLIEST {
+                let state = self.state(&conn).await?;
+                return Ok(Start::After(if state.messages == 0 {
+                    state.last_sequence
+                } else {
+                    state.first_sequence - 1
+                }));
+            }
+            let stream = conn
+                .js
+                .get_stream_no_info(&self.stream)
+                .await
+                .map_err(unavailable)?;
+            let subject = format!("{}.u.{}", self.stream, id_token(last_event_id));
+            match stream.get_last_raw_message_by_subject(&subject).await {
+                // Found, so still in history: everything after it is too (retention only
+                // removes the oldest). The id check guards against a hash collision.
+                Ok(msg) => Ok(match decode(msg.sequence, &msg.payload) {
+                    Ok(update) if update.id() == last_event_id => Start::After(msg.sequence),
+                    _ => Start::Unknown,
+                }),
+                Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    Ok(Start::Unknown)
+                }
+                Err(err) => Err(unavailable(err)),
+            }
+        })
+        .await
+    }
+
+    async fn last_id(&self) -> Result<Option<String>, StoreError> {
+        self.run(async {
+            let conn = self.connection().await?;
+            let state = self.state(&conn).await?;
+            if state.messages == 0 {
+                return Ok(None);
+            }
+            let stream = conn
+                .js
+                .get_stream_no_info(&self.stream)
+                .await
+                .map_err(unavailable)?;
+            let newest = message(&stream, state.last_sequence).await?;
+            newest
+                .map(|msg| decode(msg.sequence, &msg.payload).map(|u| u.id().to_owned()))
+                .transpose()
+        })
+        .await
+    }
+}
+
+impl History for NatsHistory {
+    fn append(&self, update: NewUpdate) -> BoxFuture<'_, Result<Arc<Update>, StoreError>> {
+        self.inner.append(update).boxed()
+    }
+
+    fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>> {
+        self.inner.read_after(after, limit).boxed()
+    }
+
+    fn resolve(&self, last_event_id: &str) -> BoxFuture<'_, Result<Start, StoreError>> {
+        let id = last_event_id.to_owned();
+        async move { self.inner.resolve(&id).await }.boxed()
+    }
+
+    fn last_id(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        self.inner.last_id().boxed()
+    }
+
+    fn take_feed(&self) -> Option<Feed> {
+        herald_hub::lock(&self.feed).take()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Connects to the first server that answers. The client may reconnect once per server by
+/// itself (a blip), and otherwise gives up (logging "max reconnection attempts reached"): see
+/// "Outages" in the module docs.
+async fn connect(servers: &[ServerAddr], id: u64) -> Result<Conn, StoreError> {
+    let client = ConnectOptions::new()
+        .name("herald")
+        .connection_timeout(COMMAND_TIMEOUT)
+        .request_timeout(Some(COMMAND_TIMEOUT))
+        .ping_interval(PING_INTERVAL)
+        .max_reconnects(servers.len().max(1))
+        .connect(servers.to_vec())
+        .await
+        .map_err(unavailable)?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(COMMAND_TIMEOUT)
+        .ack_timeout(COMMAND_TIMEOUT)
+        .build(client.clone());
+    Ok(Conn { id, client, js })
+}
+
+/// The tail's consumer and how far it delivered.
+struct Tail {
+    conn: Conn,
+    consumer: consumer::PullConsumer,
+    /// The client's connection count when the consumer was made. The client may reconnect by
+    /// itself (a blip); what the server sent in between is lost, and if nothing follows, no
+    /// gap in `delivered` would ever show it: so a reconnect means a new consumer.
+    connects: u64,
+    /// The consumer sequence of the last message received: the next must be one more, or a
+    /// delivery was lost on the way.
+    delivered: u64,
+}
+
+/// Feeds the dispatcher with every message after sequence `after`, in stream order, for as
+/// long as the hub lives; after errors makes a new consumer that resumes after the last
+/// message fed.
+async fn tail_loop(
+    inner: std::sync::Weak<Inner>,
+    mut after: u64,
+    feed: mpsc::UnboundedSender<Arc<Update>>,
+) {
+    let mut tail = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(this) = inner.upgrade() else { return };
+        if feed.is_closed() {
+            return;
+        }
+        match read_tail(&this, &mut tail, &mut after, &feed).await {
+            Ok(true) => {
+                if !this.ready.swap(true, Ordering::AcqRel) {
+                    tracing::info!("nats reachable again; the feed resumes after {after}");
+                }
+                backoff = Duration::from_millis(50);
+            }
+            Ok(false) => return,
+            Err(err) => {
+                tail = None;
+                if this.ready.swap(false, Ordering::AcqRel) {
+                    tracing::error!(%err, "nats unreachable; publishes get 503 until it is back");
+                }
+                drop(this);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// One pull: feeds what arrives within [`TAIL_BLOCK`]. `Ok(false)` when the feed is closed.
+async fn read_tail(
+    this: &Inner,
+    tail: &mut Option<Tail>,
+    after: &mut u64,
+    feed: &mpsc::UnboundedSender<Arc<Update>>,
+) -> Result<bool, StoreError> {
+    let conn = bounded(this.connection()).await?;
+    let connects = conn.client.statistics().connects.load(Ordering::Acquire);
+    let tail = match tail.take() {
+        Some(t) if t.conn.id == conn.id && t.connects == connects => tail.insert(t),
+        _ => {
+            let config = consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: *after + 1,
+                },
+                ack_policy: consumer::AckPolicy::None,
+                filter_subject: this.filter.clone(),
+                inactive_threshold: CONSUMER_INACTIVE,
+                memory_storage: true,
+                num_replicas: 1,
+                ..Default::default()
+            };
+            let consumer = bounded(async {
+                conn.js
+                    .create_consumer_on_stream(config, &this.stream)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+            tail.insert(Tail {
+                conn,
+                consumer,
+                connects,
+                delivered: 0,
+            })
+        }
+    };
+    let deadline = tokio::time::Instant::now() + TAIL_BLOCK + COMMAND_TIMEOUT;
+    let mut batch = bounded(async {
+        tail.consumer
+            .batch()
+            .max_messages(TAIL_BATCH)
+            .expires(TAIL_BLOCK)
+            .messages()
+            .await
+            .map_err(unavailable)
+    })
+    .await?;
+    loop {
+        let next = tokio::time::timeout_at(deadline, batch.next())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "nats did not end a pull within {:?}",
+                    TAIL_BLOCK + COMMAND_TIMEOUT
+                ))
+            })?;
+        let Some(message) = next else { break };
+        let message = message.map_err(|e| StoreError::Unavailable(format!("nats pull: {e}")))?;
+        let (sequence, delivered) = {
+            let info = message.info().map_err(|e| corrupt(&e.to_string()))?;
+            (info.stream_sequence, info.consumer_sequence)
+        };
+        if delivered != tail.delivered + 1 {
+            return Err(StoreError::Unavailable(format!(
+                "nats feed: delivery {} lost; resuming after {after}",
+                tail.delivered + 1
+            )));
+        }
+        tail.delivered = delivered;
+        if sequence <= *after {
+            continue;
+        }
+        let update = decode(sequence, &message.payload)?;
+        *after = sequence;
+        if feed.send(update).is_err() {
+            return Ok(false);
+        }
+    }
+    // A pull also ends when the connection died under it.
+    if !tail.conn.is_up() {
+        return Err(StoreError::Unavailable(
+            "nats: connection lost during a pull".into(),
+        ));
+    }
+    Ok(true)
+}
+
+/// The message at `sequence`, `None` if it is not (or no longer) in the stream.
+async fn message(
+    stream: &jetstream::stream::Stream<()>,
+    sequence: u64,
+) -> Result<Option<StreamMessage>, StoreError> {
+    match stream.get_raw_message(sequence).await {
+        Ok(msg) => Ok(Some(msg)),
+        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(err) => Err(unavailable(err)),
+    }
+}
+
+fn decode(sequence: u64, json: &[u8]) -> Result<Arc<Update>, StoreError> {
+    let update: NewUpdate = serde_json::from_slice(json)
+        .map_err(|e| StoreError::Unavailable(format!("corrupt update at {sequence}: {e}")))?;
+    Ok(Arc::new(update.into_update(sequence)?))
+}
+
+fn stream_not_found(kind: GetStreamErrorKind) -> bool {
+    matches!(kind, GetStreamErrorKind::JetStream(err) if err.code() == 404)
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("unexpected message from nats: {what}"))
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("nats: {err}"))
+}
+
+/// Awaits a call for at most [`COMMAND_TIMEOUT`] (and a little more, so that the client's own
+/// timeouts, which say more, usually come first).
+async fn bounded<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT + Duration::from_millis(500), call).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "nats did not answer within {COMMAND_TIMEOUT:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_token(token: &str) -> bool {
+        !token.is_empty()
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
+
+    #[test]
+    fn id_tokens_are_single_subject_tokens() {
+        for id in [
+            "",
+            "a",
+            "urn:uuid:2b7d3f5e-8c1a-4f0e-9d6b-1a2b3c4d5e6f",
+            "a.b.*.>",
+            "with space\tand tab",
+            "é ☃ 🦀",
+            "/path?q=1&x=.",
+        ] {
+            let token = id_token(id);
+            assert!(is_token(&token), "{id:?} -> {token:?}");
+            assert!(token.starts_with('b'));
+            assert_eq!(
+                URL_SAFE_NO_PAD.decode(&token[1..]).unwrap(),
+                id.as_bytes(),
+                "short ids are their own token"
+            );
+        }
+    }
+
+    #[test]
+    fn long_ids_are_hashed_to_a_short_token() {
+        let at_limit = "x".repeat(PLAIN_ID_MAX);
+        assert!(id_token(&at_limit).starts_with('b'));
+        let long = "x".repeat(PLAIN_ID_MAX + 1);
+        let token = id_token(&long);
+        assert!(token.starts_with('h') && is_token(&token), "{token}");
+        assert_eq!(token.len(), 44);
+        assert_eq!(token, id_token(&long), "stable");
+        assert_ne!(token, id_token(&"x".repeat(PLAIN_ID_MAX + 2)));
+        assert!(id_token(&"y".repeat(100_000)).len() <= 172);
+        assert!(id_token(&at_limit).len() <= 172);
+    }
+
+    #[test]
+    fn distinct_ids_give_distinct_tokens() {
+        let ids = ["a", "b", "ab", "a.b", "a_b", "a-b", "A", "", " "];
+        let tokens: std::collections::HashSet<String> = ids.iter().map(|i| id_token(i)).collect();
+        assert_eq!(tokens.len(), ids.len());
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("nats://127.0.0.1:4222").unwrap(),
+            (
+                vec!["nats://127.0.0.1:4222".to_owned()],
+                "HERALD".to_owned()
+            )
+        );
+        assert_eq!(
+            parse_url("nats://h:1?stream=TEST").unwrap(),
+            (vec!["nats://h:1".to_owned()], "TEST".to_owned())
+        );
+        assert_eq!(
+            parse_url("nats://a:1,b:2,nats://c:3?stream=x-y_z").unwrap(),
+            (
+                vec![
+                    "nats://a:1".to_owned(),
+                    "nats://b:2".to_owned(),
+                    "nats://c:3".to_owned()
+                ],
+                "x-y_z".to_owned()
+            )
+        );
+        assert_eq!(
+            parse_url("nats://user:secret@h:1").unwrap().0,
+            vec!["nats://user:secret@h:1".to_owned()]
+        );
+        for bad in [
+            "nats://h:1?stream=",
+            "nats://h:1?stream=a.b",
+            "nats://h:1?stream=a*",
+            "nats://h:1?stream=a>",
+            "nats://h:1?stream=a/b",
+            "nats://h:1?db=0",
+            "nats://h:1?stream",
+            "nats://h:1,,h:2",
+            "nats://h:1,http://h:2",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad} should be refused");
+        }
+        assert!(parse_url("nats://h:1?stream=a b").is_err());
+        assert_eq!(parse_url("nats://h:1?stream=S&replicas=3").unwrap().1, "S");
+        assert_eq!(
+            parse_replicas("nats://h:1?stream=S&replicas=3"),
+            Ok(Some(3))
+        );
+        assert_eq!(parse_replicas("nats://h:1"), Ok(None));
+        for bad in [
+            "nats://h:1?replicas=0",
+            "nats://h:1?replicas=6",
+            "nats://h:1?replicas=x",
+        ] {
+            assert!(parse_replicas(bad).is_err(), "{bad} should be refused");
+        }
+        assert!(parse_url(&format!("nats://h:1?stream={}", "s".repeat(256))).is_err());
+    }
+}
