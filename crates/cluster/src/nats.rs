@@ -10,7 +10,8 @@
 //!   refuses an id that is already in the stream, atomically. The publisher's `200` comes after
 //!   the JetStream acknowledgement (stored; on a replicated stream, on a quorum).
 //! - **Feed.** Every node tails the stream with an ephemeral pull consumer of its own (no acks,
-//!   pulls that wait up to [`TAIL_BLOCK`]) and feeds its dispatcher in stream order, its own
+//!   the client keeping pulls outstanding, server heartbeats every [`TAIL_BLOCK`] so that a
+//!   silent server is noticed) and feeds its dispatcher in stream order, its own
 //!   updates included; so every node delivers the same updates in the same order. After an
 //!   outage the tail makes a new consumer that starts after the last message it fed: no gap, no
 //!   duplicate.
@@ -517,7 +518,11 @@ async fn connect(servers: &[ServerAddr], id: u64) -> Result<Conn, StoreError> {
 /// The tail's consumer and how far it delivered.
 struct Tail {
     conn: Conn,
-    consumer: consumer::PullConsumer,
+    /// The consumer's continuous message stream: the client keeps pull requests outstanding
+    /// (renewing them before they expire) and reports missed server heartbeats as errors.
+    /// Waiting for each pull to end instead stalled the feed for seconds under load when the
+    /// end of a pull arrived late.
+    messages: consumer::pull::Stream,
     /// The client's connection count when the consumer was made. The client may reconnect by
     /// itself (a blip); what the server sent in between is lost, and if nothing follows, no
     /// gap in `delivered` would ever show it: so a reconnect means a new consumer.
@@ -563,7 +568,7 @@ async fn tail_loop(
     }
 }
 
-/// One pull: feeds what arrives within [`TAIL_BLOCK`]. `Ok(false)` when the feed is closed.
+/// Feeds what arrives within [`TAIL_BLOCK`]. `Ok(false)` when the feed is closed.
 async fn read_tail(
     this: &Inner,
     tail: &mut Option<Tail>,
@@ -586,42 +591,41 @@ async fn read_tail(
                 num_replicas: 1,
                 ..Default::default()
             };
-            let consumer = bounded(async {
-                conn.js
+            let messages = bounded(async {
+                let consumer = conn
+                    .js
                     .create_consumer_on_stream(config, &this.stream)
+                    .await
+                    .map_err(unavailable)?;
+                consumer
+                    .stream()
+                    .max_messages_per_batch(TAIL_BATCH)
+                    .expires(TAIL_BLOCK * 5)
+                    .heartbeat(TAIL_BLOCK)
+                    .messages()
                     .await
                     .map_err(unavailable)
             })
             .await?;
             tail.insert(Tail {
                 conn,
-                consumer,
+                messages,
                 connects,
                 delivered: 0,
             })
         }
     };
-    let deadline = tokio::time::Instant::now() + TAIL_BLOCK + COMMAND_TIMEOUT;
-    let mut batch = bounded(async {
-        tail.consumer
-            .batch()
-            .max_messages(TAIL_BATCH)
-            .expires(TAIL_BLOCK)
-            .messages()
-            .await
-            .map_err(unavailable)
-    })
-    .await?;
+    // Everything that arrives within one block time; an idle stream just comes back.
+    let deadline = tokio::time::Instant::now() + TAIL_BLOCK;
     loop {
-        let next = tokio::time::timeout_at(deadline, batch.next())
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "nats did not end a pull within {:?}",
-                    TAIL_BLOCK + COMMAND_TIMEOUT
-                ))
-            })?;
-        let Some(message) = next else { break };
+        let Ok(next) = tokio::time::timeout_at(deadline, tail.messages.next()).await else {
+            break;
+        };
+        let Some(message) = next else {
+            return Err(StoreError::Unavailable(
+                "nats: the consumer's message stream ended".into(),
+            ));
+        };
         let message = message.map_err(|e| StoreError::Unavailable(format!("nats pull: {e}")))?;
         let (sequence, delivered) = {
             let info = message.info().map_err(|e| corrupt(&e.to_string()))?;
