@@ -9,8 +9,8 @@
 # EventSource against the built `herald`, driven by playwright-core under node --test),
 # services (several `herald serve` nodes on a real redis-server, and again on a real nats-server
 # with JetStream, each started by the tests on a free loopback port with a temporary data
-# directory: crates/herald/tests/cluster.rs).
-# A tier that needs an external program (node, npm, chromium, redis-server, nats-server)
+# directory, and deploy/nginx.conf in front of them: crates/herald/tests/cluster.rs).
+# A tier that needs an external program (node, npm, chromium, redis-server, nats-server, nginx)
 # fails the run when the program is missing and CI=true, and is skipped with a notice otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,7 +77,7 @@ for tier in "${tiers[@]}"; do
       require node browser && require npm browser && require chromium browser &&
         run_tier browser tier_browser ;;
     services)
-      require redis-server services && require nats-server services &&
+      require redis-server services && require nats-server services && require nginx services &&
         run_tier services tier_services ;;
     *) echo "unknown tier '$tier' (known: lint unit browser services)" >&2; exit 2 ;;
   esac

@@ -803,3 +803,105 @@ macro_rules! suite {
 
 suite!(redis, super::Backend::Redis);
 suite!(nats, super::Backend::Nats);
+
+/// The balancer configuration in `deploy/nginx.conf`, as shipped (only addresses, TLS and
+/// file paths changed for the test), in front of three nodes: events stream through it at
+/// once, and after nodes die a client resumes through it on whichever node is left, with its
+/// `Last-Event-ID`, no stickiness needed.
+#[test]
+#[ignore = "services tier: scripts/test.sh services"]
+fn deploy_nginx_config_balances_without_sticky_sessions() {
+    let engine = Engine::start(Backend::Redis, "nginx");
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&engine)).collect();
+    let dir = tempdir("nginx");
+    std::fs::create_dir_all(&dir).unwrap();
+    // nginx's workers drop to an unprivileged user when it runs as root.
+    let _ = Command::new("chmod").arg("755").arg(&dir).status();
+    let port = free_port();
+    let shipped = include_str!("../../../deploy/nginx.conf");
+    let d = dir.display();
+    let mut conf = shipped.to_owned();
+    let mut edit = |from: &str, to: &str| {
+        assert!(
+            conf.contains(from),
+            "deploy/nginx.conf no longer has {from:?}"
+        );
+        conf = conf.replacen(from, to, 1);
+    };
+    edit(
+        "worker_processes auto;",
+        &format!("worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;"),
+    );
+    edit("worker_rlimit_nofile 200000;", "");
+    edit("worker_connections 100000;", "worker_connections 1024;");
+    edit(
+        "http {",
+        &format!(
+            "http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    \
+             proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    \
+             uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;"
+        ),
+    );
+    edit(
+        "listen 443 ssl http2;",
+        &format!("listen 127.0.0.1:{port};"),
+    );
+    for (i, node) in nodes.iter().enumerate() {
+        edit(
+            &format!("server 10.0.0.1{}:8080", i + 1),
+            &format!("server {}", node.addr),
+        );
+    }
+    conf = conf
+        .lines()
+        .filter(|l| !l.contains("ssl_certificate"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut nginx = Command::new("nginx")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts (apt-get install nginx)");
+    let balancer = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&balancer).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token = token();
+
+    let subscriber = Subscriber::connect(&balancer, None);
+    for k in 0..5 {
+        assert_eq!(publish(&balancer, &token, &format!("b{k}")), Some(200));
+    }
+    // Within a second: nothing between hub and client holds small events back (nginx's
+    // proxy_buffering is off, and the hub says `X-Accel-Buffering: no` too).
+    let seen = subscriber.wait_for(5, Duration::from_secs(1));
+    drop(subscriber.close());
+    nodes[0].kill();
+    nodes[1].kill();
+    for k in 5..10 {
+        assert_eq!(
+            publish(&balancer, &token, &format!("b{k}")),
+            Some(200),
+            "publishes reach the node that is left"
+        );
+    }
+    let resumed = Subscriber::connect(&balancer, Some(seen.last().unwrap()));
+    let missed: Vec<String> = (5..10).map(|k| format!("b{k}")).collect();
+    assert_eq!(resumed.wait_for(5, Duration::from_secs(10)), missed);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(resumed.close().len(), 5, "nothing twice");
+    signal(&nginx, "-TERM");
+    let _ = nginx.wait();
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
