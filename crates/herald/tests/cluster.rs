@@ -3,8 +3,11 @@
 //! One suite, run once per backend. Ignored by the unit tier; `scripts/test.sh services` runs
 //! them (`cargo nextest run -p herald --test cluster --run-ignored only`).
 
+mod common;
+
+use common::{Serve, publish, publisher_token, request, send_signal, tempdir};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -30,7 +33,7 @@ struct Engine {
 
 impl Engine {
     fn start(backend: Backend, name: &str) -> Engine {
-        let dir = tempdir(&format!("{backend:?}-{name}"));
+        let dir = tempdir(&format!("cluster-{backend:?}-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut engine = Engine {
             backend,
@@ -87,7 +90,7 @@ impl Engine {
     /// Stops the engine cleanly (SIGTERM), as an operator restarting it would.
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(&child, "-TERM");
+            send_signal(&child, "-TERM");
             let _ = child.wait();
         }
     }
@@ -112,7 +115,7 @@ impl Drop for Engine {
 
 /// One `herald serve` node on the engine.
 struct Node {
-    child: Child,
+    serve: Serve,
     addr: String,
 }
 
@@ -122,48 +125,17 @@ impl Node {
     }
 
     fn start_with(engine: &Engine, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--jwt-key",
-                KEY,
-                "--anonymous",
-            ])
-            .args(["--store", &engine.url()])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("herald serve exited early").unwrap();
-            if let Some(url) = line.strip_prefix("herald listening on http://") {
-                break url.to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        Node { child, addr }
+        let url = engine.url();
+        let mut args = vec!["--store", url.as_str()];
+        args.extend_from_slice(extra);
+        let serve = Serve::start(KEY, &args);
+        let addr = serve.addr.clone();
+        Node { serve, addr }
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.serve.kill("-KILL");
     }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn signal(child: &Child, signal: &str) {
-    let _ = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status();
 }
 
 fn free_port() -> u16 {
@@ -174,45 +146,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("herald-cluster-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 fn token() -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["token", "--key", KEY, "--publish", "*"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// One HTTP/1.1 request on a fresh connection: the status and body, `None` if the connection
-/// failed.
-fn request(addr: &str, head: &str, body: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let request = format!(
-        "{head}host: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.get(9..12)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-fn publish(addr: &str, token: &str, id: &str) -> Option<u16> {
-    let body = format!("topic=t&data={id}&id={id}");
-    let head = format!(
-        "POST /.well-known/mercure HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: Bearer {token}\r\n"
-    );
-    request(addr, &head, &body).map(|(status, _)| status)
+    publisher_token(KEY)
 }
 
 fn ready(addr: &str) -> Option<u16> {
@@ -813,7 +748,7 @@ suite!(nats, super::Backend::Nats);
 fn deploy_nginx_config_balances_without_sticky_sessions() {
     let engine = Engine::start(Backend::Redis, "nginx");
     let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&engine)).collect();
-    let dir = tempdir("nginx");
+    let dir = tempdir("cluster-nginx");
     std::fs::create_dir_all(&dir).unwrap();
     // nginx's workers drop to an unprivileged user when it runs as root.
     let _ = Command::new("chmod").arg("755").arg(&dir).status();
@@ -900,7 +835,7 @@ fn deploy_nginx_config_balances_without_sticky_sessions() {
     assert_eq!(resumed.wait_for(5, Duration::from_secs(10)), missed);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(resumed.close().len(), 5, "nothing twice");
-    signal(&nginx, "-TERM");
+    send_signal(&nginx, "-TERM");
     let _ = nginx.wait();
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);

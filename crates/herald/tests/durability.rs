@@ -1,97 +1,27 @@
 //! Durable history (`--store file:PATH`), with the built binary as a child process: restart,
 //! and SIGKILL at random moments under concurrent publishers.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use common::{Serve, publish, publisher_token, tempdir};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "durability-key";
 
-struct Hub {
-    child: Child,
-    addr: String,
-}
-
-impl Hub {
-    fn start(dir: &Path, extra: &[&str]) -> Hub {
-        let store = format!("file:{}", dir.display());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--jwt-key",
-                KEY,
-                "--anonymous",
-                "--store",
-                &store,
-            ])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("herald serve exited early").unwrap();
-            if let Some(url) = line.strip_prefix("herald listening on http://") {
-                break url.to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        Hub { child, addr }
-    }
-
-    fn kill(&mut self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A hub on the file store in `dir`.
+fn start_hub(dir: &Path, extra: &[&str]) -> Serve {
+    let store = format!("file:{}", dir.display());
+    let mut args = vec!["--store", store.as_str()];
+    args.extend_from_slice(extra);
+    Serve::start(KEY, &args)
 }
 
 fn token() -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["token", "--key", KEY, "--publish", "*"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// One HTTP/1.1 request on a fresh connection; `None` if the connection failed or broke.
-fn request(addr: &str, head: &str, body: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let request = format!(
-        "{head}host: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.get(9..12)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-fn publish(addr: &str, token: &str, id: &str) -> Option<u16> {
-    let body = format!("topic=t&data=x&id={id}");
-    let head = format!(
-        "POST /.well-known/mercure HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: Bearer {token}\r\n"
-    );
-    request(addr, &head, &body).map(|(status, _)| status)
+    publisher_token(KEY)
 }
 
 /// Every id in history after `last_event_id`, read until `quiet` passes without data.
@@ -120,22 +50,16 @@ fn history_after(addr: &str, last_event_id: &str) -> Vec<String> {
         .collect()
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("herald-durability-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 #[test]
 fn restart_resumes_from_a_middle_id_and_positions_continue() {
     let dir = tempdir("restart");
     let token = token();
-    let mut hub = Hub::start(&dir, &[]);
+    let mut hub = start_hub(&dir, &[]);
     for i in 1..=30 {
         assert_eq!(publish(&hub.addr, &token, &format!("r{i}")), Some(200));
     }
     hub.kill("-TERM");
-    let hub = Hub::start(&dir, &[]);
+    let hub = start_hub(&dir, &[]);
     let expected: Vec<String> = (16..=30).map(|i| format!("r{i}")).collect();
     assert_eq!(history_after(&hub.addr, "r15"), expected);
     assert_eq!(publish(&hub.addr, &token, "r31"), Some(200));
@@ -156,7 +80,7 @@ fn sigkill_never_loses_an_acknowledged_update() {
     const PUBLISHERS: usize = 8;
     let mut acknowledged: Vec<Vec<String>> = vec![Vec::new(); PUBLISHERS];
     for round in 0..4 {
-        let mut hub = Hub::start(&dir, &["--history-size", "1000000"]);
+        let mut hub = start_hub(&dir, &["--history-size", "1000000"]);
         let acked = Arc::new(Mutex::new(vec![Vec::new(); PUBLISHERS]));
         let stop = Instant::now() + Duration::from_secs(5);
         let threads: Vec<_> = (0..PUBLISHERS)
@@ -193,7 +117,7 @@ fn sigkill_never_loses_an_acknowledged_update() {
             acknowledged[p].extend(ids.iter().cloned());
         }
     }
-    let hub = Hub::start(&dir, &["--history-size", "1000000"]);
+    let hub = start_hub(&dir, &["--history-size", "1000000"]);
     let history = history_after(&hub.addr, "earliest");
     let mut seen = std::collections::HashSet::new();
     for id in &history {

@@ -32,6 +32,18 @@ fn ids(events: &[herald_sse::MessageEvent]) -> Vec<String> {
     events.iter().map(|e| e.last_event_id.clone()).collect()
 }
 
+/// `herald_subscriber_lagged_total`, and the whole metrics text for messages.
+async fn lagged_total(hub: &TestHub) -> (u64, String) {
+    let metrics = hub.get("/metrics").await.2;
+    let lagged = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("herald_subscriber_lagged_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (lagged, metrics)
+}
+
 fn expected(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
     range.map(|i| format!("u{i}")).collect()
 }
@@ -221,13 +233,7 @@ async fn slow_subscriber_catches_up_from_history_and_does_not_block_others() {
     // The fast subscriber got everything while the slow one read nothing.
     let got = fast.take(N).await;
     assert_eq!(ids(&got), expected(1..=N));
-    let metrics = hub.get("/metrics").await.2;
-    let lagged: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("herald_subscriber_lagged_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (lagged, metrics) = lagged_total(&hub).await;
     assert!(
         lagged > 0,
         "the slow subscriber's queue overflowed:\n{metrics}"
@@ -384,13 +390,7 @@ async fn lag_during_a_slow_history_read_skips_nothing() {
         p.await.unwrap();
     }
     let got = ids(&subscriber.take(PUBLISHERS * EACH).await);
-    let metrics = hub.get("/metrics").await.2;
-    let lagged: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("herald_subscriber_lagged_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (lagged, _) = lagged_total(&hub).await;
     assert!(lagged > 10, "the queue overflowed often: {lagged}");
     let unique: std::collections::HashSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), PUBLISHERS * EACH, "every update once");
