@@ -229,6 +229,21 @@ impl Dispatcher {
     /// Hands one committed update to every matching subscriber.
     pub fn dispatch(&self, update: Arc<Update>) {
         let mut reg = lock(&self.registry);
+        if update.position > reg.dispatched + 1 {
+            // The feed skipped positions (a node that was cut off from its engine while
+            // retention dropped what it had not read yet): every subscriber may be owed one of
+            // them, so all catch up from history, which closes those whose updates are gone,
+            // rather than letting them go on past a gap.
+            tracing::warn!(
+                from = reg.dispatched + 1,
+                to = update.position - 1,
+                "the feed skipped positions; subscribers catch up from history"
+            );
+            for entry in reg.entries.values() {
+                entry.signals.lagged.store(true, Ordering::Release);
+                entry.signals.wake();
+            }
+        }
         reg.dispatched = update.position;
         let mut candidates: Vec<u64> = Vec::new();
         for topic in update.topics() {

@@ -332,6 +332,9 @@ pub(crate) async fn open_subscription(
         inner.metrics.clone(),
         replay_after,
     );
+    if last_event_id.as_deref() == Some(EARLIEST) {
+        subscriber = subscriber.from_earliest();
+    }
     if let Some(registry) = &inner.subscriptions {
         let (id, events) = registry.connect(query.topics, payload);
         subscriptions::publish_all(inner.history.as_ref(), events).await;

@@ -44,6 +44,8 @@ pub struct Subscriber {
     /// The newest position accounted for.
     last: u64,
     catching_up: bool,
+    /// Replaying from `earliest`: the first history read may start later than asked.
+    from_earliest: bool,
     /// A lag was signalled while a history read was in flight: that read may have been
     /// answered before the update that did not fit was stored, so an empty answer does not
     /// end the catch-up.
@@ -79,6 +81,7 @@ impl Subscriber {
             last: replay_after.unwrap_or(registration.live_after),
             catching_up: replay_after.is_some(),
             reread: false,
+            from_earliest: false,
             registration,
             filter,
             history,
@@ -87,6 +90,12 @@ impl Subscriber {
             reading: None,
             _subscription: None,
         }
+    }
+
+    /// Replays from the oldest update kept (`Last-Event-ID: earliest`).
+    pub fn from_earliest(mut self) -> Self {
+        self.from_earliest = true;
+        self
     }
 
     /// Ties the subscription's registry entry to this connection's life.
@@ -204,6 +213,8 @@ impl Subscriber {
                 return Poll::Ready(Step::Close);
             }
         };
+        // Only the first read of an `earliest` replay may start late.
+        let from_earliest = std::mem::take(&mut self.from_earliest);
         let Some(first) = batch.first() else {
             return Poll::Ready(if std::mem::take(&mut self.reread) {
                 Step::Continue
@@ -211,7 +222,18 @@ impl Subscriber {
                 Step::Done
             });
         };
-        if first.position != self.last + 1 {
+        // From `earliest`, nothing before the oldest update kept is owed: retention may have
+        // moved the start between the lookup and this read.
+        if from_earliest {
+            self.last = self.last.max(first.position - 1);
+        }
+        // Positions are dense in history: a hole anywhere in the batch (retention racing a
+        // read) is an update this subscriber would never get.
+        let contiguous = batch
+            .iter()
+            .zip(self.last + 1..)
+            .all(|(update, expected)| update.position == expected);
+        if !contiguous {
             // What this subscriber is owed has left history: end the stream rather than skip.
             self.metrics.closed_slow.inc();
             tracing::debug!(

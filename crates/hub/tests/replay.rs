@@ -276,9 +276,27 @@ async fn slow_subscriber_beyond_history_is_closed_never_skipped() {
     );
 }
 
-/// A history whose reads answer late and whose feed comes in bursts, as a networked store's
-/// do: the state in which a lag can be signalled while a catch-up read is in flight.
-struct SlowReads(herald_hub::history::MemoryHistory);
+/// The memory history with the behaviours of a networked store: reads that answer late and a
+/// feed that comes in bursts (the state in which a lag can be signalled while a catch-up read
+/// is in flight), and optionally an `earliest` that is stale by the time it is read (retention
+/// moved on between the lookup and the read).
+struct SlowReads {
+    inner: herald_hub::history::MemoryHistory,
+    stale_earliest: bool,
+    /// Positions the feed loses (as a tail that resumed past what retention dropped).
+    feed_skips: std::ops::RangeInclusive<u64>,
+}
+
+impl SlowReads {
+    fn new(capacity: usize) -> SlowReads {
+        SlowReads {
+            inner: herald_hub::history::MemoryHistory::new(capacity),
+            stale_earliest: false,
+            #[allow(clippy::reversed_empty_ranges)]
+            feed_skips: 1..=0,
+        }
+    }
+}
 
 impl herald_hub::history::History for SlowReads {
     fn append(
@@ -288,7 +306,7 @@ impl herald_hub::history::History for SlowReads {
         '_,
         Result<Arc<herald_hub::update::Update>, herald_hub::history::StoreError>,
     > {
-        self.0.append(update)
+        self.inner.append(update)
     }
 
     fn read_after(
@@ -301,7 +319,7 @@ impl herald_hub::history::History for SlowReads {
     > {
         Box::pin(async move {
             // Read first, answer later: the answer is what history held when it was asked.
-            let batch = self.0.read_after(after, limit).await;
+            let batch = self.inner.read_after(after, limit).await;
             tokio::time::sleep(Duration::from_millis(10)).await;
             batch
         })
@@ -314,26 +332,31 @@ impl herald_hub::history::History for SlowReads {
         '_,
         Result<herald_hub::history::Start, herald_hub::history::StoreError>,
     > {
-        self.0.resolve(id)
+        if self.stale_earliest && id == herald_hub::history::EARLIEST {
+            return Box::pin(async { Ok(herald_hub::history::Start::After(0)) });
+        }
+        self.inner.resolve(id)
     }
 
     fn last_id(
         &self,
     ) -> futures_util::future::BoxFuture<'_, Result<Option<String>, herald_hub::history::StoreError>>
     {
-        self.0.last_id()
+        self.inner.last_id()
     }
 
     /// The feed arrives in bursts, as a tailing backend's does (a batch per read), so that
     /// queues overflow.
     fn take_feed(&self) -> Option<herald_hub::history::Feed> {
-        let mut inner = self.0.take_feed()?;
+        let mut inner = self.inner.take_feed()?;
+        let skips = self.feed_skips.clone();
         let (tx, feed) = herald_hub::history::Feed::channel(inner.after);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 loop {
                     match inner.updates.try_recv() {
+                        Ok(update) if skips.contains(&update.position) => {}
                         Ok(update) => {
                             if tx.send(update).is_err() {
                                 return;
@@ -358,7 +381,7 @@ impl herald_hub::history::History for SlowReads {
 async fn lag_during_a_slow_history_read_skips_nothing() {
     const PUBLISHERS: usize = 4;
     const EACH: usize = 60;
-    let history = Arc::new(SlowReads(herald_hub::history::MemoryHistory::new(10_000)));
+    let history = Arc::new(SlowReads::new(10_000));
     let hub = Arc::new(
         TestHub::start_on(
             history,
@@ -400,5 +423,44 @@ async fn lag_during_a_slow_history_read_skips_nothing() {
             .await
             .is_none(),
         "and nothing more"
+    );
+}
+
+/// `earliest` replays what history holds when it is read, even if retention moved the start
+/// after the lookup (it used to close the stream as if the subscriber had fallen behind).
+#[tokio::test]
+async fn earliest_replays_from_wherever_history_starts() {
+    let history = Arc::new(SlowReads {
+        stale_earliest: true,
+        ..SlowReads::new(5)
+    });
+    let hub = TestHub::start_on(history, anonymous()).await;
+    publish_n(&hub, "t", 1..=20).await;
+    let mut sse = hub
+        .subscribe("topic=t", &[("last-event-id", "earliest")])
+        .await;
+    assert_eq!(ids(&sse.take(5).await), expected(16..=20));
+    publish_n(&hub, "t", 21..=21).await;
+    assert_eq!(sse.next().await.last_event_id, "u21");
+}
+
+/// A feed that skips positions (a node whose engine dropped them while it was cut off) makes
+/// subscribers catch up from history; those owed an update that is gone are closed, so that
+/// they reconnect, rather than going on past the gap.
+#[tokio::test]
+async fn a_gap_in_the_feed_never_passes_silently() {
+    let history = Arc::new(SlowReads {
+        feed_skips: 3..=4,
+        ..SlowReads::new(2)
+    });
+    let hub = TestHub::start_on(history, anonymous()).await;
+    let mut sse = hub.subscribe("topic=t", &[]).await;
+    publish_n(&hub, "t", 1..=2).await;
+    assert_eq!(ids(&sse.take(2).await), expected(1..=2));
+    // History keeps 2 updates: 3 is gone once 5 is published.
+    publish_n(&hub, "t", 3..=5).await;
+    assert!(
+        sse.next_within(Duration::from_secs(2)).await.is_none(),
+        "the stream ends instead of skipping u3 and u4"
     );
 }
