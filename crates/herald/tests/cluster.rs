@@ -657,6 +657,14 @@ fn subscriptions_are_listed_cluster_wide(backend: Backend) {
     wait_for(&c.addr, &["on-b"]);
     drop(on_b.close());
     wait_for(&c.addr, &[]);
+    // A node stopped gracefully (a rolling restart) announces the end of its subscriptions
+    // before it exits.
+    let mut d = Node::start_with(&engine, &args);
+    let on_d = Subscriber::connect_to(&d.addr, "topic=on-d");
+    wait_for(&a.addr, &["on-d"]);
+    d.serve.kill("-TERM");
+    wait_for(&a.addr, &[]);
+    drop(on_d);
 }
 
 /// `--history-max-age`: updates older than that leave history (and resuming before them says

@@ -6,7 +6,7 @@ use crate::dispatch::Filter;
 use crate::history::{EARLIEST, Start, StoreError};
 use crate::hub::Hub;
 use crate::subscriber::Subscriber;
-use crate::subscriptions::{self, SUBSCRIPTIONS_PATH, SubscriptionGuard, SubscriptionList};
+use crate::subscriptions::{SUBSCRIPTIONS_PATH, SubscriptionGuard, SubscriptionList};
 use crate::topic::SelectorSet;
 use crate::update::{NewUpdate, new_id};
 use axum::Router;
@@ -337,12 +337,21 @@ pub(crate) async fn open_subscription(
     }
     if let Some(registry) = &inner.subscriptions {
         let (id, events) = registry.connect(query.topics, payload);
-        subscriptions::publish_all(inner.history.as_ref(), events).await;
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let announcing = registry.announce(inner.history.clone(), None, events);
+        let started = tokio::spawn(async move {
+            let _ = announcing.await;
+            let _ = started_tx.send(());
+        });
+        // The guard first: if this request is dropped while the start is announced, its end
+        // is announced all the same, after the start.
         subscriber = subscriber.with_subscription(SubscriptionGuard::new(
             id,
             registry.clone(),
             inner.history.clone(),
+            started,
         ));
+        let _ = started_rx.await;
     }
     Ok(Opened {
         subscriber,

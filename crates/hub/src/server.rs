@@ -67,6 +67,11 @@ pub async fn serve(
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
+    // The ends of the subscriptions just closed, or the other nodes of a cluster would list
+    // them forever.
+    if let Some(subscriptions) = &hub.inner.subscriptions {
+        subscriptions.settle(DRAIN_TIMEOUT).await;
+    }
     Ok(())
 }
 

@@ -70,6 +70,10 @@ pub struct Subscriptions {
     local: Mutex<BTreeMap<String, Subscriber>>,
     /// Every active subscription in the cluster, as the feed's subscription events say.
     view: Mutex<View>,
+    /// Announcements being published; a stopping hub waits for them, or the other nodes
+    /// would list its subscribers forever.
+    announcing: std::sync::atomic::AtomicUsize,
+    announced: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -231,6 +235,45 @@ fn json(value: &impl Serialize) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
+impl Subscriptions {
+    /// Publishes announcements in the background (tracked, see [`Subscriptions::settle`]),
+    /// after `before` if given (an end after its start); the handle ends when they are out.
+    pub fn announce(
+        self: &Arc<Self>,
+        history: Arc<dyn History>,
+        before: Option<tokio::task::JoinHandle<()>>,
+        updates: Vec<NewUpdate>,
+    ) -> tokio::task::JoinHandle<()> {
+        use std::sync::atomic::Ordering;
+        self.announcing.fetch_add(1, Ordering::AcqRel);
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            publish_all(history.as_ref(), updates).await;
+            if this.announcing.fetch_sub(1, Ordering::AcqRel) == 1 {
+                this.announced.notify_waiters();
+            }
+        })
+    }
+
+    /// Waits (at most `limit`) until every announcement is published.
+    pub async fn settle(&self, limit: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let notified = self.announced.notified();
+                if self.announcing.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+}
+
 impl SubscriptionList {
     pub fn new(id: String, last_event_id: String, subscriptions: Vec<Subscription>) -> Self {
         SubscriptionList {
@@ -243,19 +286,28 @@ impl SubscriptionList {
     }
 }
 
-/// Ends a subscriber's subscriptions when its connection goes away.
+/// Ends a subscriber's subscriptions when its connection goes away: made as soon as the
+/// subscriber is recorded, so that a request dropped while its start is being announced still
+/// announces its end (after the start).
 pub struct SubscriptionGuard {
     pub id: String,
     subscriptions: Arc<Subscriptions>,
     history: Arc<dyn History>,
+    started: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl SubscriptionGuard {
-    pub fn new(id: String, subscriptions: Arc<Subscriptions>, history: Arc<dyn History>) -> Self {
+    pub fn new(
+        id: String,
+        subscriptions: Arc<Subscriptions>,
+        history: Arc<dyn History>,
+        started: tokio::task::JoinHandle<()>,
+    ) -> Self {
         SubscriptionGuard {
             id,
             subscriptions,
             history,
+            started: Some(started),
         }
     }
 }
@@ -263,10 +315,10 @@ impl SubscriptionGuard {
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
         let updates = self.subscriptions.disconnect(&self.id);
-        let history = self.history.clone();
         // Drop cannot wait; the hub's runtime publishes the end of the subscription.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { publish_all(history.as_ref(), updates).await });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.subscriptions
+                .announce(self.history.clone(), self.started.take(), updates);
         }
     }
 }
