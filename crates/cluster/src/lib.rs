@@ -7,5 +7,37 @@
 pub mod nats;
 pub mod redis;
 
+use herald_hub::update::{NewUpdate, Update};
+use std::sync::Arc;
+
+/// The update stored at `position` as JSON. An entry that cannot be read (written by another
+/// version or program) becomes a placeholder that matches no subscriber, so that positions stay
+/// dense: skipping it would look like a gap, and every subscriber resuming across it would be
+/// closed again and again.
+pub(crate) fn decode(position: u64, json: &[u8]) -> Arc<Update> {
+    let update = serde_json::from_slice::<NewUpdate>(json)
+        .map_err(|e| e.to_string())
+        .and_then(|u| u.into_update(position).map_err(|e| e.to_string()));
+    match update {
+        Ok(update) => Arc::new(update),
+        Err(err) => {
+            tracing::error!(position, %err, "an undecodable history entry is skipped");
+            let placeholder = NewUpdate {
+                id: format!("herald:undecodable:{position}"),
+                topics: Vec::new(),
+                data: String::new(),
+                private: true,
+                event_type: None,
+                retry: None,
+            };
+            Arc::new(
+                placeholder
+                    .into_update(position)
+                    .expect("a plain placeholder encodes"),
+            )
+        }
+    }
+}
+
 pub use crate::nats::{NatsHistory, NatsOptions};
 pub use crate::redis::{RedisHistory, RedisOptions};

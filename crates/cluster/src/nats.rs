@@ -669,9 +669,7 @@ async fn message(
 }
 
 fn decode(sequence: u64, json: &[u8]) -> Result<Arc<Update>, StoreError> {
-    let update: NewUpdate = serde_json::from_slice(json)
-        .map_err(|e| StoreError::Unavailable(format!("corrupt update at {sequence}: {e}")))?;
-    Ok(Arc::new(update.into_update(sequence)?))
+    Ok(crate::decode(sequence, json))
 }
 
 fn stream_not_found(kind: GetStreamErrorKind) -> bool {

@@ -59,6 +59,10 @@ pub fn parse_url(url: &str) -> Result<(String, String), String> {
         match pair.split_once('=') {
             Some(("stream", value)) if !value.is_empty() => key = Some(value.to_owned()),
             Some(("stream", _)) => return Err("`stream=` needs a key name".into()),
+            // The tail reads RESP2 replies; RESP3 would turn them into maps.
+            Some(("protocol", _)) => {
+                return Err("`protocol=` is not supported: herald speaks RESP2 to redis".into());
+            }
             _ => rest.push(pair),
         }
     }
@@ -152,17 +156,31 @@ impl Inner {
         result
     }
 
-    /// The newest position given so far (0 if none).
+    /// The newest position given so far (0 if none): the counter, or the newest entry if the
+    /// counter fell behind it (evicted or deleted), so a starting node never replays history
+    /// as if it were new.
     async fn head(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn();
-        let head: Option<u64> = self
+        let counter: Option<u64> = self
             .run(
                 redis::cmd("GET")
                     .arg(&self.keys.counter)
                     .query_async(&mut conn),
             )
             .await?;
-        Ok(head.unwrap_or(0))
+        let newest: Value = self
+            .run(
+                redis::cmd("XREVRANGE")
+                    .arg(&self.keys.stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let newest = entries(newest)?.first().map_or(0, |e| e.position);
+        Ok(counter.unwrap_or(0).max(newest))
     }
 
     async fn append(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
@@ -433,10 +451,7 @@ fn entries(reply: Value) -> Result<Vec<Entry>, StoreError> {
 }
 
 fn decode(entry: Entry) -> Result<Arc<Update>, StoreError> {
-    let update: NewUpdate = serde_json::from_slice(&entry.json).map_err(|e| {
-        StoreError::Unavailable(format!("corrupt update at {}: {e}", entry.position))
-    })?;
-    Ok(Arc::new(update.into_update(entry.position)?))
+    Ok(crate::decode(entry.position, &entry.json))
 }
 
 fn text(value: Value) -> Option<String> {
@@ -470,6 +485,15 @@ async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result
 const APPEND: &str = r#"
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return -1 end
 local pos = redis.call('INCR', KEYS[2])
+-- The counter must stay ahead of the stream (it could have been evicted or deleted).
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if newest[1] then
+  local newest_pos = tonumber(string.match(newest[1][1], '^(%d+)-'))
+  if pos <= newest_pos then
+    pos = newest_pos + 1
+    redis.call('SET', KEYS[2], pos)
+  end
+end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], string.format('%d-%d', pos, ms), 'u', ARGV[2])
@@ -506,7 +530,8 @@ const TRIM_AGE: &str = r#"
 local t = redis.call('TIME')
 local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
 local removed = 0
-while true do
+-- Bounded work per run (a script blocks Redis): the next run goes on.
+for _ = 1, 50 do
   local batch = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 100)
   if #batch == 0 then break end
   local keep

@@ -696,6 +696,68 @@ fn retention_by_age(backend: Backend) {
     }
 }
 
+/// Writes an entry that is not a Herald update into the engine, as a foreign program or
+/// another version might, speaking the engine's own protocol.
+fn inject_foreign_entry(engine: &Engine) {
+    let mut stream = TcpStream::connect(("127.0.0.1", engine.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let request = match engine.backend {
+        // The next position, without the counter (which must then catch up with it).
+        Backend::Redis => {
+            let args = ["XADD", "test", "4-0", "u", "not json"];
+            let mut r = format!("*{}\r\n", args.len());
+            for a in args {
+                r.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            r
+        }
+        Backend::Nats => {
+            "CONNECT {\"verbose\":false}\r\nPUB TEST.u.bforeign 8\r\nnot json\r\nPING\r\n"
+                .to_owned()
+        }
+    };
+    stream.write_all(request.as_bytes()).unwrap();
+    // Redis answers the new entry's id; NATS its INFO, then PONG once the publish is in.
+    let done = match engine.backend {
+        Backend::Redis => "\r\n",
+        Backend::Nats => "PONG",
+    };
+    let mut buf = [0u8; 512];
+    let mut reply = String::new();
+    while !reply.contains(done) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the engine closed the connection: {reply}");
+        reply.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(!reply.contains("ERR"), "the engine took the entry: {reply}");
+}
+
+/// An entry that is not a Herald update (another program, another version) is skipped by
+/// every node without stopping the feed, and resuming across it works. (On Redis, written
+/// past the position counter: publishing goes on after it.)
+fn foreign_entries_are_skipped(backend: Backend) {
+    let engine = Engine::start(backend, "foreign");
+    let node = Node::start(&engine);
+    let live = Subscriber::connect(&node.addr, None);
+    let token = token();
+    for k in 0..3 {
+        assert_eq!(publish(&node.addr, &token, &format!("f{k}")), Some(200));
+    }
+    inject_foreign_entry(&engine);
+    for k in 3..6 {
+        assert_eq!(publish(&node.addr, &token, &format!("f{k}")), Some(200));
+    }
+    let all: Vec<String> = (0..6).map(|k| format!("f{k}")).collect();
+    assert_eq!(live.wait_for(6, Duration::from_secs(10)), all);
+    let replay = Subscriber::connect(&node.addr, Some("f1"));
+    assert_eq!(replay.wait_for(4, Duration::from_secs(10)), &all[2..]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(replay.close().len(), 4, "and stays open, with nothing more");
+    assert_eq!(ready(&node.addr), Some(200));
+}
+
 /// Runs the suite for one backend.
 macro_rules! suite {
     ($module:ident, $backend:expr) => {
@@ -734,6 +796,11 @@ macro_rules! suite {
             #[ignore = "services tier: scripts/test.sh services"]
             fn engine_restart_under_concurrent_publishing() {
                 super::engine_restart_under_concurrent_publishing($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn foreign_entries_are_skipped() {
+                super::foreign_entries_are_skipped($backend)
             }
             #[test]
             #[ignore = "services tier: scripts/test.sh services"]
