@@ -607,7 +607,9 @@ fn bench_fanout_counts_every_delivery_and_its_latency() {
     assert_eq!(report["delivered"], 3000, "{report}");
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["duplicates"], 0, "{report}");
-    assert_eq!(report["reordered"], 0, "{report}");
+    // Not `reordered`: the bench's publishes are concurrent requests, and on a loaded machine
+    // one may overtake another before the hub orders them.
+    assert!(report["reordered"].as_u64().is_some(), "{report}");
     assert_eq!(report["malformed"], 0, "{report}");
     assert_eq!(report["publish_errors"], 0, "{report}");
     let latency = &report["latency_ms"];

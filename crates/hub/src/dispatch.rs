@@ -312,7 +312,7 @@ impl Dispatcher {
 
     /// Runs the dispatch loop until the feed ends (the history backend was dropped). Every
     /// update is shown to `observe` first (the subscriptions view).
-    pub async fn run(self, mut feed: Feed, observe: impl Fn(&Update)) {
+    pub async fn run(self, mut feed: Feed, observe: impl Fn(&Arc<Update>)) {
         while let Some(update) = feed.updates.recv().await {
             observe(&update);
             self.dispatch(update);

@@ -72,14 +72,16 @@ impl Hub {
             .take_feed()
             .expect("a history backend serves exactly one hub");
         dispatcher.starts_after(feed.after);
-        let subscriptions: Option<Arc<Subscriptions>> = settings.subscriptions.then(Arc::default);
+        let subscriptions: Option<Arc<Subscriptions>> = settings
+            .subscriptions
+            .then(|| Arc::new(Subscriptions::unseeded()));
+        if let Some(view) = subscriptions.clone() {
+            let (history, until) = (history.clone(), feed.after);
+            tokio::spawn(async move { view.seed(history.as_ref(), until).await });
+        }
         {
-            let (dispatcher, history, subscriptions) =
-                (dispatcher.clone(), history.clone(), subscriptions.clone());
+            let (dispatcher, subscriptions) = (dispatcher.clone(), subscriptions.clone());
             tokio::spawn(async move {
-                if let Some(view) = &subscriptions {
-                    view.seed(history.as_ref(), feed.after).await;
-                }
                 dispatcher
                     .run(feed, |update| {
                         if let Some(view) = &subscriptions {

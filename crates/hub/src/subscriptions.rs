@@ -82,6 +82,8 @@ struct View {
     active: BTreeMap<String, BTreeMap<String, Option<Value>>>,
     /// The id of the newest update the view has seen.
     last_event_id: Option<String>,
+    /// Updates of the feed waiting for the seed from history (see `unseeded`).
+    pending: Option<Vec<Arc<Update>>>,
 }
 
 /// The fields of a subscription event the view needs.
@@ -164,38 +166,37 @@ impl Subscriptions {
         (out, view.last_event_id.clone())
     }
 
+    /// A registry whose view waits for [`Subscriptions::seed`]: updates of the feed that
+    /// arrive before the seed is done are folded in after it, in order.
+    pub fn unseeded() -> Self {
+        let this = Subscriptions::default();
+        lock(&this.view).pending = Some(Vec::new());
+        this
+    }
+
     /// Folds one update of the feed into the view: subscription events change it, every
     /// update moves its `lastEventID`.
-    pub fn apply(&self, update: &Update) {
+    pub fn apply(&self, update: &Arc<Update>) {
         let mut view = lock(&self.view);
-        view.last_event_id = Some(update.id().to_owned());
-        let is_event = update.private()
-            && update.topics().first().is_some_and(|t| {
-                t.strip_prefix(SUBSCRIPTIONS_PATH)
-                    .is_some_and(|rest| rest.starts_with('/'))
-            });
-        if !is_event {
+        if let Some(pending) = &mut view.pending {
+            pending.push(update.clone());
             return;
         }
-        let Ok(event) = serde_json::from_str::<Event>(&update.update.data) else {
-            return;
-        };
-        if event.active {
-            view.active
-                .entry(event.subscriber)
-                .or_default()
-                .insert(event.topic, event.payload);
-        } else if let Some(topics) = view.active.get_mut(&event.subscriber) {
-            topics.remove(&event.topic);
-            if topics.is_empty() {
-                view.active.remove(&event.subscriber);
-            }
-        }
+        view.fold(update);
     }
 
     /// Builds the view from what history holds up to `until` (the feed's start), so that a
-    /// node that joins a running cluster lists the subscriptions announced before it started.
+    /// node that joins a running cluster lists the subscriptions announced before it started;
+    /// then folds in what the feed brought meanwhile. Delivery does not wait for it.
     pub async fn seed(&self, history: &dyn History, until: u64) {
+        self.fold_history(history, until).await;
+        let mut view = lock(&self.view);
+        for update in view.pending.take().unwrap_or_default() {
+            view.fold(&update);
+        }
+    }
+
+    async fn fold_history(&self, history: &dyn History, until: u64) {
         let mut after = match history.resolve(crate::history::EARLIEST).await {
             Ok(crate::history::Start::After(position)) => position,
             _ => return,
@@ -209,10 +210,39 @@ impl Subscriptions {
                     return;
                 }
             };
+            let mut view = lock(&self.view);
             for update in batch.iter().take_while(|u| u.position <= until) {
-                self.apply(update);
+                view.fold(update);
             }
             after = batch.last().map_or(until, |u| u.position);
+        }
+    }
+}
+
+impl View {
+    fn fold(&mut self, update: &Update) {
+        self.last_event_id = Some(update.id().to_owned());
+        let is_event = update.private()
+            && update.topics().first().is_some_and(|t| {
+                t.strip_prefix(SUBSCRIPTIONS_PATH)
+                    .is_some_and(|rest| rest.starts_with('/'))
+            });
+        if !is_event {
+            return;
+        }
+        let Ok(event) = serde_json::from_str::<Event>(&update.update.data) else {
+            return;
+        };
+        if event.active {
+            self.active
+                .entry(event.subscriber)
+                .or_default()
+                .insert(event.topic, event.payload);
+        } else if let Some(topics) = self.active.get_mut(&event.subscriber) {
+            topics.remove(&event.topic);
+            if topics.is_empty() {
+                self.active.remove(&event.subscriber);
+            }
         }
     }
 }
@@ -348,7 +378,7 @@ mod tests {
     fn feed(s: &Subscriptions, events: Vec<NewUpdate>, next: &mut u64) {
         for event in events {
             *next += 1;
-            s.apply(&event.into_update(*next).unwrap());
+            s.apply(&Arc::new(event.into_update(*next).unwrap()));
         }
     }
 
@@ -384,6 +414,31 @@ mod tests {
         feed(&s, ended, &mut position);
         assert!(s.list(None, None).0.is_empty());
         assert!(s.disconnect(&id).is_empty(), "only once");
+    }
+
+    /// The feed may bring a subscriber's end before the seed from history has read its start:
+    /// the view folds history first, then what the feed brought meanwhile.
+    #[tokio::test]
+    async fn seeding_folds_history_before_the_feed() {
+        let history = crate::history::MemoryHistory::new(100);
+        let other = Subscriptions::default();
+        let (id, started) = other.connect(vec!["t".into()], None);
+        for update in started {
+            history.append(update).await.unwrap();
+        }
+        let until = 1;
+        let view = Subscriptions::unseeded();
+        let mut position = until;
+        feed(&view, other.disconnect(&id), &mut position);
+        assert!(
+            view.list(None, None).0.is_empty(),
+            "nothing before the seed"
+        );
+        view.seed(&history, until).await;
+        assert!(view.list(None, None).0.is_empty(), "started, then ended");
+        let (again, started) = other.connect(vec!["u".into()], None);
+        feed(&view, started, &mut position);
+        assert_eq!(view.list(None, None).0.len(), 1, "then live: {again}");
     }
 
     #[test]
