@@ -398,7 +398,7 @@ impl Inner {
                     // it). Never fill the hole: a first position past `after + 1` tells the
                     // hub what was lost.
                     if let Some(msg) = got? {
-                        updates.push(decode(msg.sequence, &msg.payload)?);
+                        updates.push(decode(msg.sequence, &msg.payload));
                     }
                 }
                 if !updates.is_empty() || last >= state.last_sequence {
@@ -430,10 +430,13 @@ impl Inner {
             match stream.get_last_raw_message_by_subject(&subject).await {
                 // Found, so still in history: everything after it is too (retention only
                 // removes the oldest). The id check guards against a hash collision.
-                Ok(msg) => Ok(match decode(msg.sequence, &msg.payload) {
-                    Ok(update) if update.id() == last_event_id => Start::After(msg.sequence),
-                    _ => Start::Unknown,
-                }),
+                Ok(msg) => Ok(
+                    if decode(msg.sequence, &msg.payload).id() == last_event_id {
+                        Start::After(msg.sequence)
+                    } else {
+                        Start::Unknown
+                    },
+                ),
                 Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {
                     Ok(Start::Unknown)
                 }
@@ -457,7 +460,7 @@ impl Inner {
                 .map_err(unavailable)?;
             let newest = message(&stream, state.last_sequence).await?;
             newest
-                .map(|msg| decode(msg.sequence, &msg.payload).map(|u| u.id().to_owned()))
+                .map(|msg| Ok(decode(msg.sequence, &msg.payload).id().to_owned()))
                 .transpose()
         })
         .await
@@ -641,7 +644,7 @@ async fn read_tail(
         if sequence <= *after {
             continue;
         }
-        let update = decode(sequence, &message.payload)?;
+        let update = decode(sequence, &message.payload);
         *after = sequence;
         if feed.send(update).is_err() {
             return Ok(false);
@@ -668,9 +671,7 @@ async fn message(
     }
 }
 
-fn decode(sequence: u64, json: &[u8]) -> Result<Arc<Update>, StoreError> {
-    Ok(crate::decode(sequence, json))
-}
+use crate::decode;
 
 fn stream_not_found(kind: GetStreamErrorKind) -> bool {
     matches!(kind, GetStreamErrorKind::JetStream(err) if err.code() == 404)

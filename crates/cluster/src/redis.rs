@@ -168,7 +168,14 @@ impl Inner {
                     .query_async(&mut conn),
             )
             .await?;
-        let newest: Value = self
+        let newest = self.newest().await?.map_or(0, |e| e.position);
+        Ok(counter.unwrap_or(0).max(newest))
+    }
+
+    /// The newest entry of the stream, if any.
+    async fn newest(&self) -> Result<Option<Entry>, StoreError> {
+        let mut conn = self.conn();
+        let reply: Value = self
             .run(
                 redis::cmd("XREVRANGE")
                     .arg(&self.keys.stream)
@@ -179,8 +186,7 @@ impl Inner {
                     .query_async(&mut conn),
             )
             .await?;
-        let newest = entries(newest)?.first().map_or(0, |e| e.position);
-        Ok(counter.unwrap_or(0).max(newest))
+        Ok(entries(reply)?.into_iter().next())
     }
 
     async fn append(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
@@ -216,7 +222,7 @@ impl Inner {
                     .query_async(&mut conn),
             )
             .await?;
-        entries(reply)?.into_iter().map(decode).collect()
+        Ok(entries(reply)?.into_iter().map(decode).collect())
     }
 
     async fn resolve(&self, last_event_id: &str) -> Result<Start, StoreError> {
@@ -237,20 +243,7 @@ impl Inner {
     }
 
     async fn last_id(&self) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn();
-        let reply: Value = self
-            .run(
-                redis::cmd("XREVRANGE")
-                    .arg(&self.keys.stream)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let newest = entries(reply)?.into_iter().next().map(decode).transpose()?;
-        Ok(newest.map(|u| u.id().to_owned()))
+        Ok(self.newest().await?.map(|e| decode(e).id().to_owned()))
     }
 }
 
@@ -379,7 +372,7 @@ async fn read_tail(
         };
         if pair.len() == 2 {
             for entry in entries(pair.pop().expect("two items"))? {
-                updates.push(decode(entry)?);
+                updates.push(decode(entry));
             }
         }
     }
@@ -450,8 +443,8 @@ fn entries(reply: Value) -> Result<Vec<Entry>, StoreError> {
         .collect()
 }
 
-fn decode(entry: Entry) -> Result<Arc<Update>, StoreError> {
-    Ok(crate::decode(entry.position, &entry.json))
+fn decode(entry: Entry) -> Arc<Update> {
+    crate::decode(entry.position, &entry.json)
 }
 
 fn text(value: Value) -> Option<String> {
