@@ -337,21 +337,16 @@ pub(crate) async fn open_subscription(
     }
     if let Some(registry) = &inner.subscriptions {
         let (id, events) = registry.connect(query.topics, payload);
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        let announcing = registry.announce(inner.history.clone(), None, events);
-        let started = tokio::spawn(async move {
-            let _ = announcing.await;
-            let _ = started_tx.send(());
-        });
+        let started = registry.announce(inner.history.clone(), None, events);
         // The guard first: if this request is dropped while the start is announced, its end
         // is announced all the same, after the start.
         subscriber = subscriber.with_subscription(SubscriptionGuard::new(
             id,
             registry.clone(),
             inner.history.clone(),
-            started,
+            started.clone(),
         ));
-        let _ = started_rx.await;
+        started.await;
     }
     Ok(Opened {
         subscriber,

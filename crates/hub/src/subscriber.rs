@@ -56,7 +56,8 @@ pub struct Subscriber {
     /// The subscriber's token expires then; the stream ends so the client must re-authorize.
     expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Announces the end of the subscription when the connection goes away.
-    _subscription: Option<SubscriptionGuard>,
+    /// Boxed: only hubs with `--subscriptions` have one, and every subscriber holds the field.
+    _subscription: Option<Box<SubscriptionGuard>>,
 }
 
 impl Subscriber {
@@ -100,7 +101,7 @@ impl Subscriber {
 
     /// Ties the subscription's registry entry to this connection's life.
     pub fn with_subscription(mut self, guard: SubscriptionGuard) -> Self {
-        self._subscription = Some(guard);
+        self._subscription = Some(Box::new(guard));
         self
     }
 

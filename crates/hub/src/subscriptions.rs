@@ -267,25 +267,28 @@ fn json(value: &impl Serialize) -> String {
 
 impl Subscriptions {
     /// Publishes announcements in the background (tracked, see [`Subscriptions::settle`]),
-    /// after `before` if given (an end after its start); the handle ends when they are out.
+    /// after `before` if given (an end after its start). What it returns completes when they
+    /// are out, and can be awaited by several (the request, and later its guard).
     pub fn announce(
         self: &Arc<Self>,
         history: Arc<dyn History>,
-        before: Option<tokio::task::JoinHandle<()>>,
+        before: Option<Announced>,
         updates: Vec<NewUpdate>,
-    ) -> tokio::task::JoinHandle<()> {
+    ) -> Announced {
+        use futures_util::FutureExt;
         use std::sync::atomic::Ordering;
         self.announcing.fetch_add(1, Ordering::AcqRel);
         let this = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Some(before) = before {
-                let _ = before.await;
+                before.await;
             }
             publish_all(history.as_ref(), updates).await;
             if this.announcing.fetch_sub(1, Ordering::AcqRel) == 1 {
                 this.announced.notify_waiters();
             }
-        })
+        });
+        task.map(|_| ()).boxed().shared()
     }
 
     /// Waits (at most `limit`) until every announcement is published.
@@ -316,6 +319,9 @@ impl SubscriptionList {
     }
 }
 
+/// Announcements being published: done when they are out.
+pub type Announced = futures_util::future::Shared<futures_util::future::BoxFuture<'static, ()>>;
+
 /// Ends a subscriber's subscriptions when its connection goes away: made as soon as the
 /// subscriber is recorded, so that a request dropped while its start is being announced still
 /// announces its end (after the start).
@@ -323,7 +329,7 @@ pub struct SubscriptionGuard {
     pub id: String,
     subscriptions: Arc<Subscriptions>,
     history: Arc<dyn History>,
-    started: Option<tokio::task::JoinHandle<()>>,
+    started: Option<Announced>,
 }
 
 impl SubscriptionGuard {
@@ -331,7 +337,7 @@ impl SubscriptionGuard {
         id: String,
         subscriptions: Arc<Subscriptions>,
         history: Arc<dyn History>,
-        started: tokio::task::JoinHandle<()>,
+        started: Announced,
     ) -> Self {
         SubscriptionGuard {
             id,
@@ -347,8 +353,11 @@ impl Drop for SubscriptionGuard {
         let updates = self.subscriptions.disconnect(&self.id);
         // Drop cannot wait; the hub's runtime publishes the end of the subscription.
         if tokio::runtime::Handle::try_current().is_ok() {
-            self.subscriptions
-                .announce(self.history.clone(), self.started.take(), updates);
+            // Not awaited here: `settle` waits for it when the hub stops.
+            drop(
+                self.subscriptions
+                    .announce(self.history.clone(), self.started.take(), updates),
+            );
         }
     }
 }
