@@ -81,11 +81,36 @@ pub fn router(hub: Hub) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(axum::middleware::map_response(add_link));
+        .layer(axum::middleware::map_response(add_link))
+        .layer(axum::middleware::from_fn(refuse_bad_heads));
     if let Some(cors) = cors {
         router = router.layer(cors);
     }
     router.with_state(hub)
+}
+
+/// The request-head rules hyper's parser does not apply itself, checked in this one place
+/// for every transport: the direct subscription path hands a head that fails them to hyper,
+/// whose router answers it here.
+pub(crate) fn check_head(version: http::Version, headers: &HeaderMap) -> Result<(), HttpError> {
+    // RFC 9112 section 3.2: a server must answer 400 to an HTTP/1.1 request without a Host
+    // header or with more than one (proxies and virtual hosts could disagree on which applies).
+    if version == http::Version::HTTP_11 {
+        let hosts = headers.get_all(header::HOST).iter().count();
+        if hosts != 1 {
+            return Err(HttpError::bad_request(format!(
+                "an HTTP/1.1 request needs exactly one Host header, this one has {hosts}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn refuse_bad_heads(request: Request, next: axum::middleware::Next) -> Response {
+    match check_head(request.version(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
 }
 
 async fn add_link(mut response: Response) -> Response {
@@ -134,28 +159,81 @@ struct SubscribeQuery {
     authorization: Option<String>,
 }
 
-fn parse_subscribe_query(query: &str) -> SubscribeQuery {
+fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
     let mut q = SubscribeQuery::default();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+    for pair in form_pairs(query.as_bytes(), "query parameter") {
+        let (key, value) = pair?;
         match &*key {
-            "topic" => q.topics.push(value.into_owned()),
+            "topic" => q.topics.push(value),
             // `Last-Event-ID` as a query parameter is the older spelling of `lastEventID`.
             "lastEventID" | "Last-Event-ID" => {
-                q.last_event_id.get_or_insert_with(|| value.into_owned());
+                q.last_event_id.get_or_insert(value);
             }
-            auth::QUERY_PARAM => q.authorization = Some(value.into_owned()),
+            auth::QUERY_PARAM => q.authorization = Some(value),
             _ => {}
         }
     }
-    q
+    Ok(q)
 }
 
 /// The token in the request's `authorization` query parameter, if any.
-fn query_token(request: &Request) -> Option<String> {
-    let query = request.uri().query()?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == auth::QUERY_PARAM)
-        .map(|(_, v)| v.into_owned())
+fn query_token(request: &Request) -> Result<Option<String>, HttpError> {
+    let Some(query) = request.uri().query() else {
+        return Ok(None);
+    };
+    for pair in form_pairs(query.as_bytes(), "query parameter") {
+        let (key, value) = pair?;
+        if key == auth::QUERY_PARAM {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+/// The `key=value` pairs of an `application/x-www-form-urlencoded` body or query string,
+/// decoded strictly: a name or value whose percent-decoded bytes are not UTF-8 is an error
+/// naming it (`what` says where it was), never silently replaced with U+FFFD as
+/// `form_urlencoded::parse` would, which would store and deliver data the publisher never
+/// sent.
+fn form_pairs<'a>(
+    input: &'a [u8],
+    what: &'static str,
+) -> impl Iterator<Item = Result<(String, String), HttpError>> + 'a {
+    input
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(move |pair| {
+            let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[..0]),
+            };
+            let key = form_decode(key).map_err(|_| {
+                HttpError::bad_request(format!(
+                    "a {what} name is not valid UTF-8 once percent-decoded: encode text as UTF-8"
+                ))
+            })?;
+            let value = form_decode(value).map_err(|_| {
+                HttpError::bad_request(format!(
+                    "the {what} {key:?} is not valid UTF-8 once percent-decoded: encode text \
+                     as UTF-8 (binary data needs an encoding such as base64)"
+                ))
+            })?;
+            Ok((key, value))
+        })
+}
+
+/// Decodes one form component: `+` is a space, `%XX` a byte; the result must be UTF-8.
+fn form_decode(raw: &[u8]) -> Result<String, std::string::FromUtf8Error> {
+    let plus_as_space: std::borrow::Cow<'_, [u8]> = if raw.contains(&b'+') {
+        raw.iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect::<Vec<u8>>()
+            .into()
+    } else {
+        raw.into()
+    };
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&plus_as_space).collect();
+    String::from_utf8(bytes)
 }
 
 /// Verifies the request's token, if any, for `role`.
@@ -274,7 +352,7 @@ pub(crate) async fn open_subscription(
     uri: &http::Uri,
     headers: &HeaderMap,
 ) -> Result<Opened, HttpError> {
-    let query = parse_subscribe_query(uri.query().unwrap_or(""));
+    let query = parse_subscribe_query(uri.query().unwrap_or(""))?;
     if query.topics.is_empty() {
         return Err(HttpError::bad_request(
             "missing \"topic\" query parameter: subscribe with ?topic=<selector> (repeatable; \
@@ -403,7 +481,7 @@ async fn publish(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, HttpError> {
-    let query_token = query_token(&request);
+    let query_token = query_token(&request)?;
     let Some(grants) = grants(&hub, Role::Publisher, &headers, query_token.as_deref())? else {
         return Err(HttpError::unauthorized(
             "publishing requires a publisher JWT with a mercure.publish claim: send it as \
@@ -478,13 +556,14 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
     let mut id = None;
     let mut event_type = None;
     let mut retry = None;
-    for (key, value) in form_urlencoded::parse(body) {
+    for pair in form_pairs(body, "form field") {
+        let (key, value) = pair?;
         match &*key {
-            "topic" => topics.push(value.into_owned()),
-            "data" => data = Some(value.into_owned()),
+            "topic" => topics.push(value),
+            "data" => data = Some(value),
             "private" => private = true,
-            "id" => id = Some(value.into_owned()),
-            "type" => event_type = Some(value.into_owned()),
+            "id" => id = Some(value),
+            "type" => event_type = Some(value),
             "retry" => {
                 let parsed = value
                     .parse::<u64>()
@@ -506,6 +585,14 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
     }
     if topics.iter().any(|t| t.is_empty()) {
         return Err(HttpError::bad_request("a \"topic\" field is empty"));
+    }
+    if id.as_deref() == Some(EARLIEST) {
+        // A client whose last event had this id would resume with `Last-Event-ID: earliest`
+        // and be sent the whole history again.
+        return Err(HttpError::bad_request(format!(
+            "the update id {EARLIEST:?} is reserved (it means \"from the oldest update\" in \
+             Last-Event-ID): choose another id, or leave \"id\" out to get a generated one"
+        )));
     }
     let update = NewUpdate {
         id: id.filter(|id| !id.is_empty()).unwrap_or_else(new_id),
@@ -567,7 +654,7 @@ async fn list_subscriptions(
             "the subscriptions API is disabled: start the hub with --subscriptions",
         ));
     };
-    let query_token = query_token(&request);
+    let query_token = query_token(&request)?;
     let Some(grants) = grants(&hub, Role::Subscriber, &headers, query_token.as_deref())? else {
         return Err(HttpError::unauthorized(
             "the subscriptions API requires a subscriber JWT whose mercure.subscribe claim \

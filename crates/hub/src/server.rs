@@ -95,7 +95,8 @@ fn connection(
     open: tokio::sync::mpsc::Sender<()>,
 ) -> impl Future<Output = ()> {
     async move {
-        hub.metrics().connections.inc();
+        // Uncounted by the guard's drop, also if the task unwinds.
+        let _counted = Counted::new(hub.metrics().connections.clone());
         tracing::debug!(%peer, "connection open");
         let mut outcome = Box::pin(stream::serve(&hub, stream)).await;
         match &mut outcome {
@@ -116,8 +117,23 @@ fn connection(
             Outcome::Gone => {}
         }
         tracing::debug!(%peer, "connection closed");
-        hub.metrics().connections.dec();
         drop(open);
+    }
+}
+
+/// Counts one in a gauge for as long as it lives.
+struct Counted(prometheus_client::metrics::gauge::Gauge);
+
+impl Counted {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -87,15 +87,25 @@ struct Head {
 }
 
 impl Head {
+    /// A subscription this path can serve: anything else, including every head that breaks a
+    /// rule, goes to hyper, which applies its parser's rules and then `http::check_head`, so
+    /// both paths refuse exactly the same requests.
     fn is_plain_subscribe(&self) -> bool {
         let h = &self.headers;
+        let mut lengths = h.get_all(http::header::CONTENT_LENGTH).iter();
+        let no_body = match (lengths.next(), lengths.next()) {
+            (None, _) => true,
+            (Some(v), None) => v.as_bytes() == b"0",
+            // Several lengths, even equal ones: hyper decides.
+            (Some(_), Some(_)) => false,
+        };
         self.method == http::Method::GET
             && self.version_1_1
             && self.uri.path() == crate::http::HUB_PATH
+            && no_body
+            && crate::http::check_head(http::Version::HTTP_11, h).is_ok()
             && !h.contains_key(http::header::UPGRADE)
             && !h.contains_key(http::header::TRANSFER_ENCODING)
-            && h.get(http::header::CONTENT_LENGTH)
-                .is_none_or(|v| v.as_bytes() == b"0")
             && !h
                 .get(http::header::CONNECTION)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))

@@ -71,12 +71,14 @@ impl Subscriber {
         metrics: Arc<Metrics>,
         replay_after: Option<u64>,
     ) -> Self {
-        metrics.subscribers.inc();
         let expiry = filter
             .grants
             .as_ref()
             .and_then(|g| g.expires_at)
             .map(|exp| Box::pin(tokio::time::sleep(until_epoch(exp))));
+        // Counted once the subscriber exists, so that its `Drop` (which uncounts it) always
+        // pairs with this, whatever happens in between.
+        metrics.subscribers.inc();
         Subscriber {
             expiry,
             last: replay_after.unwrap_or(registration.live_after),
@@ -278,9 +280,38 @@ enum Step {
     Close,
 }
 
-/// How long from now until `epoch_secs` (zero if past).
+/// How long from now until `epoch_secs` (zero if past). An `exp` too far in the future for the
+/// clock to represent (a token may say anything up to 2^64 - 1) means "never" in practice:
+/// a century is as good as forever for one connection, and adding it cannot overflow.
 fn until_epoch(epoch_secs: u64) -> Duration {
-    let at = std::time::UNIX_EPOCH + Duration::from_secs(epoch_secs);
-    at.duration_since(std::time::SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(epoch_secs))
+        .map_or(FOREVER, |at| {
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .min(FOREVER)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_far_in_the_future_does_not_overflow() {
+        // Found from outside: `exp` >= 2^63 panicked the connection task.
+        for exp in [u64::MAX, 1 << 63, (1 << 63) - 1, i64::MAX as u64 / 1000] {
+            let left = until_epoch(exp);
+            assert!(
+                left > Duration::from_secs(50 * 365 * 24 * 3600),
+                "{exp}: {left:?}"
+            );
+        }
+        assert_eq!(
+            until_epoch(0),
+            Duration::ZERO,
+            "an expired token has no time left"
+        );
+    }
 }
