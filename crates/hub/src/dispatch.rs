@@ -1,10 +1,26 @@
 //! Dispatch: who receives which update. One task takes committed updates from the history feed,
 //! in position order, and hands each to the queues of the subscribers it matches.
 //!
-//! The index keeps exact topics in a hash map and the rest (templates, `*`) in a short list, so
-//! a publish costs the subscribers of its topics, not every subscriber. A subscriber's queue is
-//! bounded; when it is full the update is not dropped silently: the subscriber is flagged as
-//! lagging and woken, and it catches up from history itself (see `subscriber.rs`).
+//! Two stages, so that no subscriber's selectors can delay another's delivery:
+//! - the **exact stage** (the dispatcher task) serves subscribers whose selectors are all exact
+//!   topics, through a hash map from topic to subscribers: a publish costs the subscribers of
+//!   its topics, never a template match. It then passes the update on;
+//! - the **template stage** (its own thread, `herald-match`) serves every subscriber with a URI
+//!   template or `*`. It evaluates each distinct compiled template once per update (templates
+//!   are interned, and a [`MatchCache`] remembers each result for the update), however many
+//!   subscribers share it. Matching is CPU work; on its own thread it never holds the
+//!   registry lock that subscribe requests take, nor a runtime worker that serves `/healthz`.
+//!   If it falls behind by more than [`STAGE_BACKLOG`] updates or [`STAGE_BACKLOG_BYTES`], the
+//!   updates it has not taken are not queued for it: its subscribers are flagged as lagging
+//!   and catch up from history, so its memory stays bounded and nothing is skipped.
+//!
+//! The exact stage sends subscriptions to the template stage on the same channel as updates,
+//! under the same lock that orders updates: a subscription registered "live after position P"
+//! reaches the template stage after every update up to P and before every later one.
+//!
+//! A subscriber's queue is bounded; when it is full the update is not dropped silently: the
+//! subscriber is flagged as lagging and woken, and it catches up from history itself (see
+//! `subscriber.rs`).
 //!
 //! Each subscriber shares one small [`Signals`] with the dispatcher: its queue, three flags and
 //! one waker. Heartbeats and shutdown are flags set from here too (heartbeats staggered over the
@@ -15,14 +31,19 @@ use crate::auth::Grants;
 use crate::history::Feed;
 use crate::lock;
 use crate::metrics::Metrics;
-use crate::topic::SelectorSet;
+use crate::topic::{Selector, SelectorSet};
 use crate::update::Update;
 use futures_util::task::AtomicWaker;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::task::Waker;
 use std::time::Duration;
+
+/// Most updates passed to the template stage and not yet taken by it.
+pub const STAGE_BACKLOG: usize = 4096;
+/// Most bytes of updates passed to the template stage and not yet taken by it.
+pub const STAGE_BACKLOG_BYTES: usize = 64 << 20;
 
 /// What a subscription receives: updates on one of its topics, and private ones only where its
 /// token's `subscribe` claim matches one of the update's topics.
@@ -35,13 +56,41 @@ pub struct Filter {
 
 impl Filter {
     pub fn accepts(&self, update: &Update) -> bool {
-        let topics = || update.topics().iter().map(String::as_str);
-        self.topics.matches_any(topics())
+        self.accepts_with(update, &mut MatchCache::default())
+    }
+
+    /// [`Filter::accepts`], with template results shared through `cache` (one per update).
+    pub(crate) fn accepts_with(&self, update: &Update, cache: &mut MatchCache) -> bool {
+        cache.any_matches(&self.topics, update)
             && (!update.private()
                 || self
                     .grants
                     .as_ref()
-                    .is_some_and(|g| g.subscribe.matches_any(topics())))
+                    .is_some_and(|g| cache.any_matches(&g.subscribe, update)))
+    }
+}
+
+/// For one update: whether each distinct compiled template matches one of its topics, so that
+/// a template shared by many subscribers (or listed in many tokens) is evaluated once.
+#[derive(Default)]
+pub(crate) struct MatchCache {
+    /// By [`crate::topic::Template::key`]. Valid for one update, while the filters being
+    /// checked keep their templates alive.
+    templates: HashMap<usize, bool>,
+}
+
+impl MatchCache {
+    /// Whether a selector of `set` matches one of `update`'s topics.
+    fn any_matches(&mut self, set: &SelectorSet, update: &Update) -> bool {
+        let topics = update.topics();
+        set.iter().any(|selector| match selector {
+            Selector::Any => true,
+            Selector::Exact(exact) => topics.iter().any(|t| t == exact),
+            Selector::Template(template) => *self
+                .templates
+                .entry(template.key())
+                .or_insert_with(|| topics.iter().any(|t| selector.matches(t))),
+        })
     }
 }
 
@@ -98,28 +147,52 @@ impl Signals {
 struct Entry {
     filter: Arc<Filter>,
     signals: Arc<Signals>,
-    /// Subscribed through the exact-topic index only: an indexed, public update needs no
-    /// further matching.
-    exact_only: bool,
 }
 
-#[derive(Default)]
+/// What the exact stage tells the template stage, in order.
+enum Msg {
+    /// A subscription with a template or `*`, live after every update sent before it.
+    Add(u64, Entry),
+    Remove(u64),
+    Update(Arc<Update>),
+    /// Updates were not passed on (the stage fell behind, or the feed skipped positions):
+    /// every subscriber of the stage catches up from history.
+    Lag,
+    /// Heartbeats are due for the subscribers in this slice.
+    Heartbeat(u64),
+    /// The hub is shutting down.
+    Close,
+}
+
+/// The exact stage's registry: subscriptions whose selectors are all exact topics.
 struct Registry {
     next_key: u64,
     entries: HashMap<u64, Entry>,
     by_topic: HashMap<String, Vec<u64>>,
-    /// Subscriptions with a template or `*` selector: checked against every update.
-    others: Vec<u64>,
     /// Position of the newest update handed out.
     dispatched: u64,
     /// The hub is shutting down: new subscriptions start closed.
     closed: bool,
+    /// To the template stage; sent to only with this registry locked, which orders
+    /// subscriptions and updates alike.
+    stage: mpsc::Sender<Msg>,
+}
+
+/// What the stages share about the template stage's backlog.
+#[derive(Default)]
+struct Backlog {
+    updates: AtomicUsize,
+    bytes: AtomicUsize,
+    /// A `Lag` is on its way and not yet handled: further updates not passed on are covered
+    /// by it (the stage flags its subscribers after they were committed to history).
+    lag_pending: AtomicBool,
 }
 
 /// The hub's dispatcher. Cloning gives another handle to the same one.
 #[derive(Clone)]
 pub struct Dispatcher {
     registry: Arc<Mutex<Registry>>,
+    backlog: Arc<Backlog>,
     queue_size: usize,
     metrics: Arc<Metrics>,
 }
@@ -127,15 +200,22 @@ pub struct Dispatcher {
 /// A live subscription; dropping it unregisters.
 pub struct Registration {
     key: u64,
+    /// Served by the template stage (it has a template or `*` selector).
+    templated: bool,
     registry: Arc<Mutex<Registry>>,
     pub signals: Arc<Signals>,
-    /// Every update after this position reaches `rx` (or sets `signals.lagged`).
+    /// Every update after this position reaches the queue (or sets `signals.lagged`).
     pub live_after: u64,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        lock(&self.registry).remove(self.key);
+        let mut reg = lock(&self.registry);
+        if self.templated {
+            let _ = reg.stage.send(Msg::Remove(self.key));
+        } else {
+            reg.remove(self.key);
+        }
     }
 }
 
@@ -144,28 +224,45 @@ impl Registry {
         let Some(entry) = self.entries.remove(&key) else {
             return;
         };
-        for selector in entry.filter.topics.iter() {
-            match selector.exact() {
-                Some(topic) => {
-                    if let Some(keys) = self.by_topic.get_mut(topic) {
-                        keys.retain(|&k| k != key);
-                        if keys.is_empty() {
-                            self.by_topic.remove(topic);
-                        }
-                    }
+        for topic in entry.filter.topics.iter().filter_map(Selector::exact) {
+            if let Some(keys) = self.by_topic.get_mut(topic) {
+                keys.retain(|&k| k != key);
+                if keys.is_empty() {
+                    self.by_topic.remove(topic);
                 }
-                None => self.others.retain(|&k| k != key),
             }
         }
     }
 }
 
 impl Dispatcher {
-    /// A dispatcher whose subscribers each queue up to `queue_size` updates.
+    /// A dispatcher whose subscribers each queue up to `queue_size` updates. Starts the
+    /// template stage's thread, which ends when the dispatcher and its registrations are gone.
     pub fn new(queue_size: usize, metrics: Arc<Metrics>) -> Self {
+        let queue_size = queue_size.max(1);
+        let (stage, inbox) = mpsc::channel();
+        let backlog = Arc::new(Backlog::default());
+        let template_stage = TemplateStage {
+            entries: HashMap::new(),
+            queue_size,
+            metrics: metrics.clone(),
+            backlog: backlog.clone(),
+        };
+        std::thread::Builder::new()
+            .name("herald-match".into())
+            .spawn(move || template_stage.run(inbox))
+            .expect("the template matching thread starts");
         Dispatcher {
-            registry: Arc::default(),
-            queue_size: queue_size.max(1),
+            registry: Arc::new(Mutex::new(Registry {
+                next_key: 0,
+                entries: HashMap::new(),
+                by_topic: HashMap::new(),
+                dispatched: 0,
+                closed: false,
+                stage,
+            })),
+            backlog,
+            queue_size,
             metrics,
         }
     }
@@ -186,49 +283,37 @@ impl Dispatcher {
         }
         let key = reg.next_key;
         reg.next_key += 1;
-        let mut other = false;
-        for selector in filter.topics.iter() {
-            match selector.exact() {
-                Some(topic) => {
-                    let keys = reg.by_topic.entry(topic.to_owned()).or_default();
-                    if !keys.contains(&key) {
-                        keys.push(key);
-                    }
+        let templated = filter.topics.iter().any(|s| s.exact().is_none());
+        let entry = Entry {
+            filter: filter.clone(),
+            signals: signals.clone(),
+        };
+        if templated {
+            // Sent under the lock: the stage sees it after every update up to `dispatched`.
+            let _ = reg.stage.send(Msg::Add(key, entry));
+        } else {
+            for topic in filter.topics.iter().filter_map(Selector::exact) {
+                let keys = reg.by_topic.entry(topic.to_owned()).or_default();
+                if !keys.contains(&key) {
+                    keys.push(key);
                 }
-                None => other = true,
             }
+            reg.entries.insert(key, entry);
         }
-        if other {
-            reg.others.push(key);
-        }
-        reg.entries.insert(
-            key,
-            Entry {
-                filter,
-                signals: signals.clone(),
-                exact_only: !other,
-            },
-        );
         Registration {
             key,
+            templated,
             live_after: reg.dispatched,
             registry: self.registry.clone(),
             signals,
         }
     }
 
-    /// Number of registered subscriptions.
-    pub fn len(&self) -> usize {
-        lock(&self.registry).entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Hands one committed update to every matching subscriber.
+    /// Hands one committed update to every matching subscriber of the exact stage, then to the
+    /// template stage.
     pub fn dispatch(&self, update: Arc<Update>) {
         let mut reg = lock(&self.registry);
+        let mut lag_stage = false;
         if update.position > reg.dispatched + 1 {
             // The feed skipped positions (a node that was cut off from its engine while
             // retention dropped what it had not read yet): every subscriber may be owed one of
@@ -243,6 +328,7 @@ impl Dispatcher {
                 entry.signals.lagged.store(true, Ordering::Release);
                 entry.signals.wake();
             }
+            lag_stage = true;
         }
         reg.dispatched = update.position;
         let mut candidates: Vec<u64> = Vec::new();
@@ -251,30 +337,50 @@ impl Dispatcher {
                 candidates.extend_from_slice(keys);
             }
         }
-        candidates.extend_from_slice(&reg.others);
-        if update.topics().len() > 1 || !reg.others.is_empty() {
+        if update.topics().len() > 1 {
             candidates.sort_unstable();
             candidates.dedup();
         }
+        let mut cache = MatchCache::default();
         let mut delivered = 0u64;
         for key in candidates {
             let Some(entry) = reg.entries.get(&key) else {
                 continue;
             };
-            // An exact-topic subscriber found through the index matches a public update by
-            // construction; only templates, `*` and private updates need the full check.
-            if (!entry.exact_only || update.private()) && !entry.filter.accepts(&update) {
+            // Found through the index, a subscriber matches a public update by construction;
+            // a private one needs its grants checked.
+            if update.private() && !entry.filter.accepts_with(&update, &mut cache) {
                 continue;
             }
-            if entry.signals.push(update.clone(), self.queue_size) {
-                delivered += 1;
-            } else {
-                self.metrics.lagged.inc();
-                entry.signals.lagged.store(true, Ordering::Release);
-            }
-            entry.signals.wake();
+            delivered += u64::from(self.push(entry, &update));
         }
         self.metrics.queued.inc_by(delivered);
+        self.pass_on(&reg, update, lag_stage);
+    }
+
+    /// Passes `update` to the template stage, or, when the stage is too far behind, a `Lag`
+    /// in its place.
+    fn pass_on(&self, reg: &Registry, update: Arc<Update>, lag: bool) {
+        let backlog = &self.backlog;
+        let size = update.encoded.len();
+        let behind = backlog.updates.load(Ordering::Acquire) >= STAGE_BACKLOG
+            || backlog.bytes.load(Ordering::Acquire) + size > STAGE_BACKLOG_BYTES;
+        if lag || behind {
+            if !backlog.lag_pending.swap(true, Ordering::AcqRel) {
+                let _ = reg.stage.send(Msg::Lag);
+            }
+            if behind {
+                return;
+            }
+        }
+        backlog.updates.fetch_add(1, Ordering::AcqRel);
+        backlog.bytes.fetch_add(size, Ordering::AcqRel);
+        let _ = reg.stage.send(Msg::Update(update));
+    }
+
+    /// Queues `update` for one subscriber, or flags it as lagging; true if queued.
+    fn push(&self, entry: &Entry, update: &Arc<Update>) -> bool {
+        push(entry, update, self.queue_size, &self.metrics)
     }
 
     /// Ends every subscription, now and registered later (the hub is shutting down).
@@ -285,6 +391,7 @@ impl Dispatcher {
             entry.signals.closed.store(true, Ordering::Release);
             entry.signals.wake();
         }
+        let _ = reg.stage.send(Msg::Close);
     }
 
     /// Sends every subscriber a heartbeat each `period`, staggered over the period, until the
@@ -301,12 +408,8 @@ impl Dispatcher {
                 return;
             };
             let reg = lock(&registry);
-            for (key, entry) in &reg.entries {
-                if key % HEARTBEAT_SLICES == slice {
-                    entry.signals.heartbeat_due.store(true, Ordering::Release);
-                    entry.signals.wake();
-                }
-            }
+            heartbeat(&reg.entries, slice);
+            let _ = reg.stage.send(Msg::Heartbeat(slice));
         }
     }
 
@@ -317,5 +420,202 @@ impl Dispatcher {
             observe(&update);
             self.dispatch(update);
         }
+    }
+}
+
+/// Queues `update` for one subscriber, or flags it as lagging; true if queued.
+fn push(entry: &Entry, update: &Arc<Update>, queue_size: usize, metrics: &Metrics) -> bool {
+    let queued = entry.signals.push(update.clone(), queue_size);
+    if !queued {
+        metrics.lagged.inc();
+        entry.signals.lagged.store(true, Ordering::Release);
+    }
+    entry.signals.wake();
+    queued
+}
+
+fn heartbeat(entries: &HashMap<u64, Entry>, slice: u64) {
+    for (key, entry) in entries {
+        if key % HEARTBEAT_SLICES == slice {
+            entry.signals.heartbeat_due.store(true, Ordering::Release);
+            entry.signals.wake();
+        }
+    }
+}
+
+/// The template stage: subscriptions with a template or `*` selector, matched on their own
+/// thread.
+struct TemplateStage {
+    entries: HashMap<u64, Entry>,
+    queue_size: usize,
+    metrics: Arc<Metrics>,
+    backlog: Arc<Backlog>,
+}
+
+impl TemplateStage {
+    fn run(mut self, inbox: mpsc::Receiver<Msg>) {
+        let mut closed = false;
+        while let Ok(msg) = inbox.recv() {
+            match msg {
+                Msg::Add(key, entry) => {
+                    if closed {
+                        entry.signals.closed.store(true, Ordering::Release);
+                        entry.signals.wake();
+                    }
+                    self.entries.insert(key, entry);
+                }
+                Msg::Remove(key) => {
+                    self.entries.remove(&key);
+                }
+                Msg::Update(update) => {
+                    self.backlog.updates.fetch_sub(1, Ordering::AcqRel);
+                    self.backlog
+                        .bytes
+                        .fetch_sub(update.encoded.len(), Ordering::AcqRel);
+                    self.dispatch(&update);
+                }
+                Msg::Lag => {
+                    // Cleared first: an update not passed on after this sends another `Lag`;
+                    // one not passed on before it was committed before these flags are set,
+                    // so the catch-up they start reads it.
+                    self.backlog.lag_pending.store(false, Ordering::Release);
+                    for entry in self.entries.values() {
+                        self.metrics.lagged.inc();
+                        entry.signals.lagged.store(true, Ordering::Release);
+                        entry.signals.wake();
+                    }
+                }
+                Msg::Heartbeat(slice) => heartbeat(&self.entries, slice),
+                Msg::Close => {
+                    closed = true;
+                    for entry in self.entries.values() {
+                        entry.signals.closed.store(true, Ordering::Release);
+                        entry.signals.wake();
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, update: &Arc<Update>) {
+        let mut cache = MatchCache::default();
+        let mut delivered = 0u64;
+        for entry in self.entries.values() {
+            if entry.filter.accepts_with(update, &mut cache) {
+                delivered += u64::from(push(entry, update, self.queue_size, &self.metrics));
+            }
+        }
+        self.metrics.queued.inc_by(delivered);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update::NewUpdate;
+
+    fn update(position: u64, topic: &str) -> Arc<Update> {
+        let mut new = NewUpdate::new(vec![topic.into()], "x");
+        new.id = format!("u{position}");
+        Arc::new(new.into_update(position).unwrap())
+    }
+
+    fn filter(selectors: &[&str]) -> Arc<Filter> {
+        Arc::new(Filter {
+            topics: SelectorSet::parse(selectors).unwrap(),
+            grants: None,
+        })
+    }
+
+    /// The positions queued for `registration`, waiting for the template stage's thread to
+    /// have queued `expected` of them.
+    fn queued(registration: &Registration, expected: usize) -> Vec<u64> {
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while got.len() < expected && std::time::Instant::now() < deadline {
+            match registration.signals.pop() {
+                Some(update) => got.push(update.position),
+                None => std::thread::yield_now(),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn both_stages_get_what_is_dispatched_after_registration() {
+        let dispatcher = Dispatcher::new(16, Arc::default());
+        dispatcher.dispatch(update(1, "https://a/1"));
+        let exact = dispatcher.register(filter(&["https://a/1"]));
+        let template = dispatcher.register(filter(&["https://a/{id}"]));
+        let mixed = dispatcher.register(filter(&["https://a/1", "*"]));
+        assert_eq!(
+            (exact.live_after, template.live_after, mixed.live_after),
+            (1, 1, 1)
+        );
+        dispatcher.dispatch(update(2, "https://a/1"));
+        dispatcher.dispatch(update(3, "https://a/2"));
+        dispatcher.dispatch(update(4, "https://b"));
+        assert_eq!(queued(&exact, 1), [2]);
+        assert_eq!(queued(&template, 2), [2, 3]);
+        assert_eq!(queued(&mixed, 3), [2, 3, 4], "each update once, in order");
+        // A subscription registered now is live after 4: the stage, which may still be busy
+        // with 2..4, must not queue those for it.
+        let late = dispatcher.register(filter(&["*"]));
+        assert_eq!(late.live_after, 4);
+        dispatcher.dispatch(update(5, "https://b"));
+        assert_eq!(queued(&late, 1), [5]);
+        drop(template);
+        dispatcher.dispatch(update(6, "https://a/3"));
+        assert_eq!(queued(&mixed, 2), [5, 6]);
+    }
+
+    #[test]
+    fn a_full_queue_flags_the_subscriber_in_either_stage() {
+        let dispatcher = Dispatcher::new(1, Arc::default());
+        let exact = dispatcher.register(filter(&["t"]));
+        let template = dispatcher.register(filter(&["{x}"]));
+        dispatcher.dispatch(update(1, "t"));
+        dispatcher.dispatch(update(2, "t"));
+        assert!(exact.signals.lagged.load(Ordering::Acquire));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !template.signals.lagged.load(Ordering::Acquire) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "template stage flags it"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(queued(&template, 1), [1]);
+    }
+
+    #[test]
+    fn shutdown_reaches_both_stages_and_later_subscriptions() {
+        let dispatcher = Dispatcher::new(4, Arc::default());
+        let exact = dispatcher.register(filter(&["t"]));
+        let template = dispatcher.register(filter(&["*"]));
+        dispatcher.close_all();
+        let late = dispatcher.register(filter(&["{x}"]));
+        for registration in [&exact, &template, &late] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !registration.signals.closed.load(Ordering::Acquire) {
+                assert!(std::time::Instant::now() < deadline);
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    #[test]
+    fn a_template_is_evaluated_once_per_update_however_many_share_it() {
+        let shared = filter(&["https://a/{id}"]);
+        let other = filter(&["https://a/{id}", "x"]);
+        let (a, b) = (
+            shared.topics.iter().next().unwrap().as_template().unwrap(),
+            other.topics.iter().next().unwrap().as_template().unwrap(),
+        );
+        assert!(Arc::ptr_eq(a, b), "equal templates are compiled once");
+        let u = update(1, "https://a/1");
+        let mut cache = MatchCache::default();
+        assert!(shared.accepts_with(&u, &mut cache) && other.accepts_with(&u, &mut cache));
+        assert_eq!(cache.templates.len(), 1, "one evaluation, remembered");
     }
 }
