@@ -14,7 +14,15 @@
 //!   the same updates in the same order. After an outage the tail resumes after the last
 //!   entry it fed: no gap, no duplicate.
 //! - **Outages.** Commands have a bounded wait ([`COMMAND_TIMEOUT`]): a publish answers `503`
-//!   quickly, `/readyz` says not ready until the tail reads again; subscribers stay connected.
+//!   quickly, `/readyz` says not ready until the tail reads again *and* the command connection
+//!   answers; subscribers stay connected. The command connection reconnects only when a command
+//!   fails on it, so a connection that died unnoticed (the engine restarted while nobody
+//!   published, or the server closed it as idle) would fail the next publish with `broken
+//!   pipe`; the tail therefore PINGs it after every outage of its own and whenever it has not
+//!   answered for [`COMMAND_KEEPALIVE`], and the first PING's failure makes it reconnect before
+//!   a publish needs it. A failed publish is never retried: the client reports a request it
+//!   never wrote and one whose reply was lost with the same error, and a retry of the latter
+//!   would store the update twice or answer `409` for a stored one.
 //! - **Age retention** (`--history-max-age`) runs on every node every few seconds as a script
 //!   that trims the oldest entries by the time in their ids (idempotent, so nodes need not
 //!   coordinate).
@@ -24,15 +32,18 @@ use herald_hub::history::{EARLIEST, Feed, History, Start, StoreError};
 use herald_hub::update::{NewUpdate, Update};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// The longest a command may take before the hub gives up (and a publisher gets `503`).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one `XREAD` blocks; also how often an idle tail checks the connection.
 const TAIL_BLOCK_MS: u64 = 1000;
+/// The tail PINGs the command connection when no command got an answer for this long, so
+/// that a dead connection is replaced before a publish finds it dead (see "Outages").
+const COMMAND_KEEPALIVE: Duration = Duration::from_millis(TAIL_BLOCK_MS);
 /// Most entries one `XREAD` returns.
 const TAIL_BATCH: usize = 1024;
 /// How often age retention runs.
@@ -84,8 +95,13 @@ struct Inner {
     keys: Keys,
     options: RedisOptions,
     commands: ConnectionManager,
-    /// The tail reads and the last command worked.
-    ready: AtomicBool,
+    /// The tail's last read worked.
+    tail_ok: AtomicBool,
+    /// The last command on `commands` worked.
+    commands_ok: AtomicBool,
+    /// When a command last got an answer, in milliseconds since `epoch`.
+    commands_answered: AtomicU64,
+    epoch: Instant,
     append: Script,
     resolve: Script,
     trim_age: Script,
@@ -116,7 +132,10 @@ impl RedisHistory {
             },
             options,
             commands,
-            ready: AtomicBool::new(true),
+            tail_ok: AtomicBool::new(true),
+            commands_ok: AtomicBool::new(true),
+            commands_answered: AtomicU64::new(0),
+            epoch: Instant::now(),
             append: Script::new(APPEND),
             resolve: Script::new(RESOLVE),
             trim_age: Script::new(TRIM_AGE),
@@ -146,14 +165,53 @@ impl Inner {
         self.commands.clone()
     }
 
-    /// Runs a command with the bounded wait, and keeps `ready` up to date.
+    /// Runs a command with the bounded wait, and keeps `commands_ok` up to date.
     async fn run<T, F>(&self, command: F) -> Result<T, StoreError>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
         let result = bounded(command).await;
-        self.ready.store(result.is_ok(), Ordering::Release);
+        if result.is_ok() {
+            self.commands_answered
+                .store(self.millis(), Ordering::Release);
+        }
+        self.commands_ok.store(result.is_ok(), Ordering::Release);
         result
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.tail_ok.load(Ordering::Acquire) && self.commands_ok.load(Ordering::Acquire)
+    }
+
+    /// Whether the tail should PING the command connection: its last command failed, or it
+    /// has been idle long enough to have died unnoticed.
+    fn commands_need_check(&self) -> bool {
+        let idle = self
+            .millis()
+            .saturating_sub(self.commands_answered.load(Ordering::Acquire));
+        !self.commands_ok.load(Ordering::Acquire) || idle >= COMMAND_KEEPALIVE.as_millis() as u64
+    }
+
+    /// PINGs the command connection, twice if need be: on a connection that died unnoticed
+    /// the first PING fails and makes the manager reconnect, the second waits for the new
+    /// connection. (A PING, unlike a publish, may be repeated blindly.)
+    async fn check_commands(&self) -> Result<(), StoreError> {
+        let ping = || async {
+            let mut conn = self.conn();
+            self.run(redis::cmd("PING").query_async::<()>(&mut conn))
+                .await
+        };
+        match ping().await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                tracing::debug!(%err, "redis: the command connection failed a PING; again");
+                ping().await
+            }
+        }
     }
 
     /// The newest position given so far (0 if none): the counter, or the newest entry if the
@@ -274,7 +332,7 @@ impl History for RedisHistory {
     }
 
     fn is_ready(&self) -> bool {
-        self.inner.ready.load(Ordering::Acquire)
+        self.inner.is_ready()
     }
 }
 
@@ -298,6 +356,7 @@ async fn tail_loop(
 ) {
     let mut conn = Some(conn);
     let mut backoff = Duration::from_millis(50);
+    let mut was_ready = true;
     loop {
         let Some(this) = inner.upgrade() else { return };
         if feed.is_closed() {
@@ -319,9 +378,6 @@ async fn tail_loop(
         };
         match result {
             Ok(updates) => {
-                if !this.ready.swap(true, Ordering::AcqRel) {
-                    tracing::info!("redis reachable again; the feed resumes after {after}");
-                }
                 backoff = Duration::from_millis(50);
                 for update in updates {
                     if update.position <= after {
@@ -332,11 +388,36 @@ async fn tail_loop(
                         return;
                     }
                 }
+                // Whatever broke the tail's connection (an engine restart) broke the command
+                // connection too, but that one only finds out when a command fails on it:
+                // make sure it works before saying ready (see "Outages").
+                let tail_recovered = !this.tail_ok.load(Ordering::Acquire);
+                let check = if tail_recovered || this.commands_need_check() {
+                    this.check_commands().await
+                } else {
+                    Ok(())
+                };
+                this.tail_ok.store(true, Ordering::Release);
+                let ready = this.is_ready();
+                if ready && !was_ready {
+                    tracing::info!("redis reachable again; the feed resumes after {after}");
+                } else if !ready && was_ready {
+                    let err = check
+                        .err()
+                        .map_or_else(|| "a command failed".to_owned(), |e| e.to_string());
+                    tracing::error!(
+                        %err,
+                        "redis does not answer commands; publishes get 503 until it does"
+                    );
+                }
+                was_ready = ready;
             }
             Err(err) => {
-                if this.ready.swap(false, Ordering::AcqRel) {
+                this.tail_ok.store(false, Ordering::Release);
+                if was_ready {
                     tracing::error!(%err, "redis unreachable; publishes get 503 until it is back");
                 }
+                was_ready = false;
                 drop(this);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
