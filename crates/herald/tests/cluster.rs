@@ -814,6 +814,45 @@ macro_rules! suite {
 suite!(redis, super::Backend::Redis);
 suite!(nats, super::Backend::Nats);
 
+/// Sends one command to the Redis engine on a connection of its own; the raw reply.
+fn redis_call(engine: &Engine, args: &[&str]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", engine.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Redis closes connections idle for longer than its `timeout` setting: a node that published
+/// nothing for that long still answers its next publish with `200` (its publishing connection
+/// is kept busy, or replaced, before a publish needs it).
+#[test]
+#[ignore = "services tier: scripts/test.sh services"]
+fn redis_idle_timeout_does_not_fail_the_next_publish() {
+    let engine = Engine::start(Backend::Redis, "idle");
+    let node = Node::start(&engine);
+    let subscriber = Subscriber::connect(&node.addr, None);
+    let token = token();
+    assert_eq!(publish(&node.addr, &token, "i0"), Some(200));
+    let reply = redis_call(&engine, &["CONFIG", "SET", "timeout", "2"]);
+    assert!(reply.starts_with("+OK"), "{reply}");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(ready(&node.addr), Some(200));
+    assert_eq!(publish(&node.addr, &token, "i1"), Some(200));
+    assert_eq!(
+        subscriber.wait_for(2, Duration::from_secs(10)),
+        ["i0", "i1"],
+        "both delivered"
+    );
+}
+
 /// The balancer configuration in `deploy/nginx.conf`, as shipped (only addresses, TLS and
 /// file paths changed for the test), in front of three nodes: events stream through it at
 /// once, and after nodes die a client resumes through it on whichever node is left, with its
