@@ -468,6 +468,65 @@ fn engine_restart_loses_nothing_acknowledged(backend: Backend) {
     );
 }
 
+/// After an engine outage, once `/readyz` says ready, the very first publish is stored and
+/// delivered: every connection the node publishes on is back, not only the tail's. Two
+/// outages: one nobody published through (the publishing connection died unnoticed), one with
+/// a publish refused during it (the node already tried, and failed, to reconnect).
+fn first_publish_after_an_outage_succeeds(backend: Backend) {
+    let mut engine = Engine::start(backend, "outage-first");
+    let node = Node::start(&engine);
+    let subscriber = Subscriber::connect(&node.addr, None);
+    let token = token();
+    let publish_with_body = |id: &str| {
+        let head = format!(
+            "POST /.well-known/mercure HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: Bearer {token}\r\n"
+        );
+        request(&node.addr, &head, &format!("topic=t&data={id}&id={id}"))
+    };
+    let mut acked = Vec::new();
+    assert_eq!(publish(&node.addr, &token, "before"), Some(200));
+    acked.push("before".to_owned());
+    for (outage, publish_during) in [(0, false), (1, true)] {
+        engine.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ready(&node.addr) != Some(503) {
+            assert!(Instant::now() < deadline, "/readyz reports outage {outage}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if publish_during {
+            let status = publish(&node.addr, &token, &format!("during-{outage}"));
+            assert_eq!(status, Some(503), "a publish without the engine is refused");
+            // Long enough for the node's own reconnect attempts to have failed before the
+            // engine is back.
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        engine.spawn();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ready(&node.addr) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "/readyz recovers after outage {outage}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let id = format!("after-{outage}");
+        let answer = publish_with_body(&id);
+        assert_eq!(
+            answer.as_ref().map(|(status, _)| *status),
+            Some(200),
+            "the first publish once ready after outage {outage}: {answer:?}"
+        );
+        acked.push(id);
+        assert_eq!(
+            subscriber.wait_for(acked.len(), Duration::from_secs(10)),
+            acked,
+            "and it is delivered"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(subscriber.close(), acked, "nothing else, nothing twice");
+}
+
 /// The engine stops and comes back while publishers keep publishing: every publish answers
 /// `200` or `503`, every acknowledged update is kept and delivered once to the subscriber that
 /// stayed connected, in history's order. (A publish in flight when the engine stopped may have
@@ -791,6 +850,11 @@ macro_rules! suite {
             #[ignore = "services tier: scripts/test.sh services"]
             fn subscriptions_are_listed_cluster_wide() {
                 super::subscriptions_are_listed_cluster_wide($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn first_publish_after_an_outage_succeeds() {
+                super::first_publish_after_an_outage_succeeds($backend)
             }
             #[test]
             #[ignore = "services tier: scripts/test.sh services"]
