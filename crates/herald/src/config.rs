@@ -75,6 +75,32 @@ pub struct ServeConfig {
     /// Updates queued per subscriber before it catches up from history [default: 1024].
     #[arg(long, env = "HERALD_QUEUE_SIZE")]
     pub queue_size: Option<usize>,
+    /// Bytes of updates queued per subscriber before it catches up from history
+    /// [default: 4194304].
+    #[arg(long, env = "HERALD_QUEUE_BYTES")]
+    pub queue_bytes: Option<usize>,
+    /// Seconds a subscriber's socket may take no byte before the stream is closed (the client
+    /// resumes with Last-Event-ID) [default: 60].
+    #[arg(long, env = "HERALD_WRITE_TIMEOUT")]
+    pub write_timeout: Option<u64>,
+    /// Most bytes owed to all subscribers together (taken for them, not yet written); beyond,
+    /// subscribers whose writes are blocked are closed [default: 536870912].
+    #[arg(long, env = "HERALD_MAX_OWED_BYTES")]
+    pub max_owed_bytes: Option<usize>,
+    /// Seconds a client has to send each request head; also how long a keep-alive connection
+    /// may idle between requests [default: 30].
+    #[arg(long, env = "HERALD_HEADER_TIMEOUT")]
+    pub header_timeout: Option<u64>,
+    /// Seconds a client has to send a whole publish body [default: 30].
+    #[arg(long, env = "HERALD_BODY_TIMEOUT")]
+    pub body_timeout: Option<u64>,
+    /// Seconds of silence before TCP keepalive probes look for a vanished peer; 0 turns them
+    /// off [default: 60].
+    #[arg(long, env = "HERALD_TCP_KEEPALIVE")]
+    pub tcp_keepalive: Option<u64>,
+    /// Most `topic` selectors in one subscribe request [default: 100].
+    #[arg(long, env = "HERALD_MAX_TOPICS")]
+    pub max_topics: Option<usize>,
 }
 
 /// Which history backend to use.
@@ -116,7 +142,14 @@ impl ServeConfig {
             heartbeat,
             subscriptions,
             max_body,
-            queue_size
+            queue_size,
+            queue_bytes,
+            write_timeout,
+            max_owed_bytes,
+            header_timeout,
+            body_timeout,
+            tcp_keepalive,
+            max_topics
         );
         if self.cors_origin.is_empty() {
             self.cors_origin = file.cors_origin;
@@ -158,8 +191,32 @@ impl ServeConfig {
             subscriptions: self.subscriptions.unwrap_or(defaults.subscriptions),
             max_body: self.max_body.unwrap_or(defaults.max_body),
             queue_size: self.queue_size.unwrap_or(defaults.queue_size),
-            max_topics: defaults.max_topics,
+            max_topics: self.max_topics.unwrap_or(defaults.max_topics),
+            queue_bytes: self.queue_bytes.unwrap_or(defaults.queue_bytes),
+            write_timeout: secs(self.write_timeout).unwrap_or(defaults.write_timeout),
+            max_owed_bytes: self.max_owed_bytes.unwrap_or(defaults.max_owed_bytes),
+            header_timeout: secs(self.header_timeout).unwrap_or(defaults.header_timeout),
+            body_timeout: secs(self.body_timeout).unwrap_or(defaults.body_timeout),
+            tcp_keepalive: match self.tcp_keepalive {
+                Some(0) => None,
+                Some(s) => Some(std::time::Duration::from_secs(s)),
+                None => defaults.tcp_keepalive,
+            },
         }
+    }
+
+    /// Checks what `settings` cannot express: a zero timeout would close every connection.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (flag, value) in [
+            ("--write-timeout", self.write_timeout),
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+        ] {
+            if value == Some(0) {
+                bail!("{flag} must be at least 1 second");
+            }
+        }
+        Ok(())
     }
 
     pub fn history_size(&self) -> usize {
@@ -171,4 +228,8 @@ impl ServeConfig {
             .filter(|&secs| secs > 0)
             .map(std::time::Duration::from_secs)
     }
+}
+
+fn secs(value: Option<u64>) -> Option<std::time::Duration> {
+    value.map(std::time::Duration::from_secs)
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let config = config.merge_file()?;
+    config.validate()?;
     let alg: Algorithm = config
         .jwt_alg
         .as_deref()

@@ -102,7 +102,7 @@ const HEARTBEAT_SLICES: u64 = 16;
 #[derive(Debug, Default)]
 pub struct Signals {
     /// Updates dispatched to the subscriber and not yet written (bounded by the queue size).
-    queue: Mutex<VecDeque<Arc<Update>>>,
+    queue: Mutex<Queue>,
     /// Set when an update could not be queued: the subscriber must catch up from history.
     pub lagged: AtomicBool,
     /// Set when the hub shuts down: the stream ends.
@@ -112,24 +112,46 @@ pub struct Signals {
     waker: AtomicWaker,
 }
 
+/// A subscriber's queue and the bytes of the updates in it.
+#[derive(Debug, Default)]
+struct Queue {
+    updates: VecDeque<Arc<Update>>,
+    bytes: usize,
+}
+
+/// How much a subscriber's queue may hold.
+#[derive(Debug, Clone, Copy)]
+struct Capacity {
+    updates: usize,
+    bytes: usize,
+}
+
 impl Signals {
-    /// Queues `update` unless `capacity` updates are already waiting.
-    fn push(&self, update: Arc<Update>, capacity: usize) -> bool {
+    /// Queues `update` unless the queue is full (an update that alone exceeds the byte bound
+    /// is queued into an empty queue, or it could never be delivered live).
+    fn push(&self, update: Arc<Update>, capacity: Capacity) -> bool {
         let mut queue = lock(&self.queue);
-        if queue.len() >= capacity {
+        let size = update.encoded.len();
+        if queue.updates.len() >= capacity.updates
+            || (!queue.updates.is_empty() && queue.bytes + size > capacity.bytes)
+        {
             return false;
         }
-        queue.push_back(update);
+        queue.bytes += size;
+        queue.updates.push_back(update);
         true
     }
 
     /// The oldest queued update.
     pub fn pop(&self) -> Option<Arc<Update>> {
         let mut queue = lock(&self.queue);
-        let update = queue.pop_front();
+        let update = queue.updates.pop_front();
+        if let Some(update) = &update {
+            queue.bytes -= update.encoded.len();
+        }
         // A burst may have grown the queue; an idle subscriber should not keep that memory.
-        if queue.is_empty() && queue.capacity() > 64 {
-            queue.shrink_to(8);
+        if queue.updates.is_empty() && queue.updates.capacity() > 64 {
+            queue.updates.shrink_to(8);
         }
         update
     }
@@ -193,7 +215,7 @@ struct Backlog {
 pub struct Dispatcher {
     registry: Arc<Mutex<Registry>>,
     backlog: Arc<Backlog>,
-    queue_size: usize,
+    capacity: Capacity,
     metrics: Arc<Metrics>,
 }
 
@@ -238,13 +260,16 @@ impl Registry {
 impl Dispatcher {
     /// A dispatcher whose subscribers each queue up to `queue_size` updates. Starts the
     /// template stage's thread, which ends when the dispatcher and its registrations are gone.
-    pub fn new(queue_size: usize, metrics: Arc<Metrics>) -> Self {
-        let queue_size = queue_size.max(1);
+    pub fn new(queue_size: usize, queue_bytes: usize, metrics: Arc<Metrics>) -> Self {
+        let capacity = Capacity {
+            updates: queue_size.max(1),
+            bytes: queue_bytes,
+        };
         let (stage, inbox) = mpsc::channel();
         let backlog = Arc::new(Backlog::default());
         let template_stage = TemplateStage {
             entries: HashMap::new(),
-            queue_size,
+            capacity,
             metrics: metrics.clone(),
             backlog: backlog.clone(),
         };
@@ -262,7 +287,7 @@ impl Dispatcher {
                 stage,
             })),
             backlog,
-            queue_size,
+            capacity,
             metrics,
         }
     }
@@ -380,7 +405,7 @@ impl Dispatcher {
 
     /// Queues `update` for one subscriber, or flags it as lagging; true if queued.
     fn push(&self, entry: &Entry, update: &Arc<Update>) -> bool {
-        push(entry, update, self.queue_size, &self.metrics)
+        push(entry, update, self.capacity, &self.metrics)
     }
 
     /// Ends every subscription, now and registered later (the hub is shutting down).
@@ -424,8 +449,8 @@ impl Dispatcher {
 }
 
 /// Queues `update` for one subscriber, or flags it as lagging; true if queued.
-fn push(entry: &Entry, update: &Arc<Update>, queue_size: usize, metrics: &Metrics) -> bool {
-    let queued = entry.signals.push(update.clone(), queue_size);
+fn push(entry: &Entry, update: &Arc<Update>, capacity: Capacity, metrics: &Metrics) -> bool {
+    let queued = entry.signals.push(update.clone(), capacity);
     if !queued {
         metrics.lagged.inc();
         entry.signals.lagged.store(true, Ordering::Release);
@@ -447,7 +472,7 @@ fn heartbeat(entries: &HashMap<u64, Entry>, slice: u64) {
 /// thread.
 struct TemplateStage {
     entries: HashMap<u64, Entry>,
-    queue_size: usize,
+    capacity: Capacity,
     metrics: Arc<Metrics>,
     backlog: Arc<Backlog>,
 }
@@ -502,7 +527,7 @@ impl TemplateStage {
         let mut delivered = 0u64;
         for entry in self.entries.values() {
             if entry.filter.accepts_with(update, &mut cache) {
-                delivered += u64::from(push(entry, update, self.queue_size, &self.metrics));
+                delivered += u64::from(push(entry, update, self.capacity, &self.metrics));
             }
         }
         self.metrics.queued.inc_by(delivered);
@@ -543,7 +568,7 @@ mod tests {
 
     #[test]
     fn both_stages_get_what_is_dispatched_after_registration() {
-        let dispatcher = Dispatcher::new(16, Arc::default());
+        let dispatcher = Dispatcher::new(16, usize::MAX, Arc::default());
         dispatcher.dispatch(update(1, "https://a/1"));
         let exact = dispatcher.register(filter(&["https://a/1"]));
         let template = dispatcher.register(filter(&["https://a/{id}"]));
@@ -571,7 +596,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_flags_the_subscriber_in_either_stage() {
-        let dispatcher = Dispatcher::new(1, Arc::default());
+        let dispatcher = Dispatcher::new(1, usize::MAX, Arc::default());
         let exact = dispatcher.register(filter(&["t"]));
         let template = dispatcher.register(filter(&["{x}"]));
         dispatcher.dispatch(update(1, "t"));
@@ -590,7 +615,7 @@ mod tests {
 
     #[test]
     fn shutdown_reaches_both_stages_and_later_subscriptions() {
-        let dispatcher = Dispatcher::new(4, Arc::default());
+        let dispatcher = Dispatcher::new(4, usize::MAX, Arc::default());
         let exact = dispatcher.register(filter(&["t"]));
         let template = dispatcher.register(filter(&["*"]));
         dispatcher.close_all();

@@ -307,10 +307,18 @@ async fn subscribe(
 ) -> Result<Response, HttpError> {
     let opened = open_subscription(&hub, request.uri(), &headers).await?;
     let mut subscriber = opened.subscriber;
+    // hyper takes one buffer per frame: the parts of a chunk are sent as frames of their own.
+    let mut parts = std::collections::VecDeque::new();
     let body = futures_util::stream::poll_fn(move |cx| {
-        subscriber
-            .poll_next_chunk(cx)
-            .map(|chunk| chunk.map(Ok::<_, std::convert::Infallible>))
+        loop {
+            if let Some(part) = parts.pop_front() {
+                return std::task::Poll::Ready(Some(Ok::<_, std::convert::Infallible>(part)));
+            }
+            match std::task::ready!(subscriber.poll_next_chunk(cx)) {
+                Some(chunk) => parts.extend(chunk.into_parts()),
+                None => return std::task::Poll::Ready(None),
+            }
+        }
     });
     let mut response = Response::new(Body::from_stream(body));
     let h = response.headers_mut();
@@ -362,7 +370,8 @@ pub(crate) async fn open_subscription(
     let settings = &hub.inner.settings;
     if query.topics.len() > settings.max_topics {
         return Err(HttpError::bad_request(format!(
-            "too many \"topic\" parameters: {} given, at most {} allowed",
+            "too many \"topic\" parameters: {} given, at most {} allowed (the hub's \
+             --max-topics)",
             query.topics.len(),
             settings.max_topics
         )));
@@ -504,20 +513,30 @@ async fn publish(
         }
     }
     let max_body = hub.inner.settings.max_body;
-    let body = Limited::new(request.into_body(), max_body)
-        .collect()
-        .await
-        .map_err(|err| {
-            if err.is::<http_body_util::LengthLimitError>() {
-                HttpError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body larger than the limit of {max_body} bytes"),
-                )
-            } else {
-                HttpError::bad_request(format!("could not read the request body: {err}"))
-            }
-        })?
-        .to_bytes();
+    let body_timeout = hub.inner.settings.body_timeout;
+    // A body that stops half-way must not hold its connection and buffer forever.
+    let body = tokio::time::timeout(
+        body_timeout,
+        Limited::new(request.into_body(), max_body).collect(),
+    )
+    .await
+    .map_err(|_| {
+        HttpError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {body_timeout:?}"),
+        )
+    })?
+    .map_err(|err| {
+        if err.is::<http_body_util::LengthLimitError>() {
+            HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than the limit of {max_body} bytes"),
+            )
+        } else {
+            HttpError::bad_request(format!("could not read the request body: {err}"))
+        }
+    })?
+    .to_bytes();
     let update = parse_publish_form(&body)?;
     if let Some(topic) = update
         .topics

@@ -5,6 +5,7 @@ use crate::auth::Verifier;
 use crate::dispatch::Dispatcher;
 use crate::history::History;
 use crate::metrics::Metrics;
+use crate::stream::WriteLimits;
 use crate::subscriptions::Subscriptions;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,22 @@ pub struct Settings {
     pub queue_size: usize,
     /// Most `topic` selectors in one request.
     pub max_topics: usize,
+    /// Bytes of updates queued per subscriber before it falls back to catching up from
+    /// history (as `queue_size` counts them).
+    pub queue_bytes: usize,
+    /// A subscriber whose socket takes no byte for this long is closed (it resumes with
+    /// `Last-Event-ID`).
+    pub write_timeout: Duration,
+    /// Most bytes owed to all subscribers together (taken for them, not yet written); beyond,
+    /// subscribers whose writes are blocked are closed.
+    pub max_owed_bytes: usize,
+    /// TCP keepalive idle time, so that vanished peers are found; `None` disables it.
+    pub tcp_keepalive: Option<Duration>,
+    /// Time a client has to send each request head, counted from when the hub starts waiting
+    /// for it: this is also how long a keep-alive connection may stay idle between requests.
+    pub header_timeout: Duration,
+    /// Time a client has to send a whole request body (a publish).
+    pub body_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -39,6 +56,12 @@ impl Default for Settings {
             max_body: 1 << 20,
             queue_size: 1024,
             max_topics: 100,
+            queue_bytes: 4 << 20,
+            write_timeout: Duration::from_secs(60),
+            max_owed_bytes: 512 << 20,
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -58,6 +81,7 @@ pub(crate) struct Inner {
     pub shutdown: watch::Sender<bool>,
     /// Present when subscription events and the subscriptions API are enabled.
     pub subscriptions: Option<Arc<Subscriptions>>,
+    pub write_limits: Arc<WriteLimits>,
 }
 
 impl Hub {
@@ -67,7 +91,8 @@ impl Hub {
     /// If `history`'s feed was already taken (a history backs exactly one hub).
     pub fn start(history: Arc<dyn History>, verifier: Verifier, settings: Settings) -> Hub {
         let metrics = Arc::new(Metrics::default());
-        let dispatcher = Dispatcher::new(settings.queue_size, metrics.clone());
+        let dispatcher =
+            Dispatcher::new(settings.queue_size, settings.queue_bytes, metrics.clone());
         let feed = history
             .take_feed()
             .expect("a history backend serves exactly one hub");
@@ -97,6 +122,10 @@ impl Hub {
         let (shutdown, _) = watch::channel(false);
         Hub {
             inner: Arc::new(Inner {
+                write_limits: Arc::new(WriteLimits {
+                    timeout: settings.write_timeout,
+                    max_owed: settings.max_owed_bytes,
+                }),
                 subscriptions,
                 history,
                 dispatcher,

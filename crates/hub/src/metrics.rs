@@ -26,6 +26,12 @@ pub struct Metrics {
     pub closed_slow: Counter,
     /// Publishes refused because the history store failed (`503`).
     pub store_errors: Counter,
+    /// Bytes taken for subscribers (from their queues or history) and not yet written.
+    pub owed_bytes: Gauge,
+    /// Subscribers closed because their socket took no bytes for the write timeout.
+    pub closed_stalled: Counter,
+    /// Subscribers closed while blocked because the bytes owed to all were over budget.
+    pub closed_budget: Counter,
 }
 
 impl Default for Metrics {
@@ -41,6 +47,9 @@ impl Default for Metrics {
             lagged: Counter::default(),
             closed_slow: Counter::default(),
             store_errors: Counter::default(),
+            owed_bytes: Gauge::default(),
+            closed_stalled: Counter::default(),
+            closed_budget: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -87,6 +96,21 @@ impl Default for Metrics {
             "store_errors",
             "Publishes refused because the history store failed",
             metrics.store_errors.clone(),
+        );
+        registry.register(
+            "owed_bytes",
+            "Bytes taken for subscribers and not yet written to their sockets",
+            metrics.owed_bytes.clone(),
+        );
+        registry.register(
+            "subscriber_closed_stalled",
+            "Subscribers closed because their socket took no bytes for the write timeout",
+            metrics.closed_stalled.clone(),
+        );
+        registry.register(
+            "subscriber_closed_budget",
+            "Blocked subscribers closed because the bytes owed to all subscribers were over budget",
+            metrics.closed_budget.clone(),
         );
         Metrics {
             registry,

@@ -6,7 +6,7 @@
 
 use crate::hub::Hub;
 use crate::stream::{self, Outcome};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
@@ -26,8 +26,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     // Shared, so that a connection task holds one pointer to them, not copies.
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Every request head has a deadline, not only the first (which `stream.rs` reads), and
+    // since hyper starts it when it waits for the next request, idle keep-alive connections
+    // end too. Without a timer hyper applies no timeout at all.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(hub.inner.settings.header_timeout);
     let http: Http = Arc::new((
-        auto::Builder::new(TokioExecutor::new()),
+        builder,
         TowerToHyperService::new(crate::http::router(hub.clone())),
     ));
     let graceful = GracefulShutdown::new();
@@ -47,6 +55,15 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        if let Some(idle) = hub.inner.settings.tcp_keepalive {
+            // A peer that vanished (no FIN, no RST) is found by keepalive probes, so its
+            // connection and whatever it holds go away.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(Duration::from_secs(10))
+                .with_retries(6);
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        }
         tokio::spawn(connection(
             stream,
             peer,

@@ -13,11 +13,12 @@
 
 use crate::http::{LINK, Opened, SSE_HEADERS, cors_simple_headers, open_subscription};
 use crate::hub::Hub;
-use crate::subscriber::Subscriber;
+use crate::subscriber::{Chunk, Subscriber};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -27,8 +28,6 @@ use tokio::net::TcpStream;
 const MAX_HEAD: usize = 16 * 1024;
 /// Headers parsed by the direct path; a request with more goes to hyper.
 const MAX_HEADERS: usize = 32;
-/// A client that has not sent a complete request head by then is disconnected.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What became of a connection after its first request head.
 pub enum Outcome {
@@ -46,7 +45,12 @@ pub async fn serve(hub: &Hub, stream: TcpStream) -> Outcome {
     // history lookup) takes far more state than streaming, and it is freed before the stream
     // starts.
     match accept(hub, &stream).await {
-        Accepted::Stream(head, opened) => Outcome::Stream(Streaming::new(stream, head, opened)),
+        Accepted::Stream(head, opened) => Outcome::Stream(Streaming::new(
+            stream,
+            head,
+            opened,
+            hub.inner.write_limits.clone(),
+        )),
         Accepted::Hyper(prefix) => Outcome::Hyper(Prefixed::new(prefix, stream)),
         Accepted::Gone => Outcome::Gone,
     }
@@ -62,7 +66,10 @@ async fn accept(hub: &Hub, stream: &TcpStream) -> Accepted {
     let mut head = BytesMut::with_capacity(1024);
     let mut shutdown = hub.shutdown_signal();
     let parsed = tokio::select! {
-        read = tokio::time::timeout(HEAD_TIMEOUT, read_head(stream, &mut head)) => match read {
+        read = tokio::time::timeout(
+            hub.inner.settings.header_timeout,
+            read_head(stream, &mut head),
+        ) => match read {
             Err(_) | Ok(Err(_)) => return Accepted::Gone,
             Ok(Ok(parsed)) => parsed,
         },
@@ -189,8 +196,13 @@ fn response_head(hub: &Hub, request: &Head, opened: &Opened) -> Vec<u8> {
 /// A subscription being streamed: writes the response head, then every chunk the subscriber
 /// produces, until the subscriber ends (shutdown, expired token, fell out of history) or the
 /// client goes away. Hand-written rather than an `async fn` because it is what every idle
-/// subscriber holds: this is about 280 bytes, the equivalent `async fn` with its write futures
+/// subscriber holds: this is about 300 bytes, the equivalent `async fn` with its write futures
 /// was about 970 (`-Zprint-type-sizes`).
+///
+/// What a client that stops reading may cost is bounded: a write that makes no progress for
+/// the hub's write timeout closes the stream, and so does a blocked write while the bytes
+/// owed to all subscribers (taken from their queues or history, not yet written) exceed the
+/// hub's budget. Either way the client resumes with `Last-Event-ID`.
 pub struct Streaming {
     stream: TcpStream,
     subscriber: Subscriber,
@@ -198,13 +210,28 @@ pub struct Streaming {
     out: Option<Out>,
     /// The terminating chunk is being written: the stream is over once it is out.
     ending: bool,
+    limits: Arc<WriteLimits>,
+    /// Runs while a write is blocked; reset whenever the socket takes bytes. Only a
+    /// subscriber with a blocked write holds one.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// What a blocked subscriber may hold, shared by every stream of a hub.
+#[derive(Debug)]
+pub(crate) struct WriteLimits {
+    /// A write that makes no progress for this long closes the stream.
+    pub timeout: Duration,
+    /// Most bytes owed to all subscribers together before blocked ones are closed.
+    pub max_owed: usize,
 }
 
 /// One write in progress: an optional chunk-size line, the data, and the chunk's CRLF.
 struct Out {
     size_line: [u8; 18],
     size_len: u8,
-    data: Bytes,
+    data: Chunk,
+    /// Bytes of `data`, counted in the hub's owed bytes while this write lives.
+    len: usize,
     framed: bool,
     written: usize,
 }
@@ -215,20 +242,28 @@ impl Out {
         Out {
             size_line: [0; 18],
             size_len: 0,
-            data,
+            len: data.len(),
+            data: Chunk::One(data),
             framed: false,
             written: 0,
         }
     }
 
     /// The data as one chunk of the chunked transfer coding.
-    fn chunk(data: Bytes) -> Self {
+    fn chunk(data: Chunk) -> Self {
         use std::io::Write;
-        let mut out = Out::raw(data);
+        let len = data.len();
+        let mut out = Out {
+            size_line: [0; 18],
+            size_len: 0,
+            data,
+            len,
+            framed: true,
+            written: 0,
+        };
         let mut cursor = std::io::Cursor::new(&mut out.size_line[..]);
-        let _ = write!(cursor, "{:x}\r\n", out.data.len());
+        let _ = write!(cursor, "{len:x}\r\n");
         out.size_len = cursor.position() as u8;
-        out.framed = true;
         out
     }
 
@@ -239,14 +274,24 @@ impl Out {
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
         let crlf: &[u8] = if self.framed { b"\r\n" } else { b"" };
-        let total = self.size_len as usize + self.data.len() + crlf.len();
+        let total = self.size_len as usize + self.len + crlf.len();
+        let parts = self.data.parts();
         while self.written < total {
-            let mut slices = [
-                IoSlice::new(&self.size_line[..self.size_len as usize]),
-                IoSlice::new(&self.data),
-                IoSlice::new(crlf),
-            ];
-            let mut slices = &mut slices[..];
+            let head = IoSlice::new(&self.size_line[..self.size_len as usize]);
+            let tail = IoSlice::new(crlf);
+            // The common case, one update, without allocating.
+            let mut one;
+            let mut many: Vec<IoSlice<'_>>;
+            let mut slices: &mut [IoSlice<'_>] = if let [part] = parts {
+                one = [head, IoSlice::new(part), tail];
+                &mut one
+            } else {
+                many = std::iter::once(head)
+                    .chain(parts.iter().map(|p| IoSlice::new(p)))
+                    .chain(std::iter::once(tail))
+                    .collect();
+                &mut many
+            };
             IoSlice::advance_slices(&mut slices, self.written);
             // Try first: the socket is almost always writable, and asking for readiness first
             // would cost a registration per chunk.
@@ -264,12 +309,63 @@ impl Out {
 }
 
 impl Streaming {
-    fn new(stream: TcpStream, head: Vec<u8>, opened: Opened) -> Self {
-        Streaming {
+    fn new(stream: TcpStream, head: Vec<u8>, opened: Opened, limits: Arc<WriteLimits>) -> Self {
+        let mut streaming = Streaming {
             stream,
             subscriber: opened.subscriber,
-            out: Some(Out::raw(Bytes::from(head))),
+            out: None,
             ending: false,
+            limits,
+            stalled: None,
+        };
+        streaming.start(Out::raw(Bytes::from(head)));
+        streaming
+    }
+
+    /// Starts writing `out`, counting its bytes as owed until it is written or dropped.
+    fn start(&mut self, out: Out) {
+        self.subscriber.metrics().owed_bytes.inc_by(out.len as i64);
+        if let Some(done) = self.out.replace(out) {
+            self.subscriber.metrics().owed_bytes.dec_by(done.len as i64);
+        }
+    }
+
+    fn finish_write(&mut self) {
+        if let Some(done) = self.out.take() {
+            self.subscriber.metrics().owed_bytes.dec_by(done.len as i64);
+        }
+        // An idle subscriber holds no timer.
+        self.stalled = None;
+    }
+
+    /// A write is blocked: whether to give up on this client.
+    fn poll_stalled(&mut self, cx: &mut Context<'_>, progressed: bool) -> bool {
+        let metrics = self.subscriber.metrics();
+        if metrics.owed_bytes.get() > self.limits.max_owed as i64 {
+            metrics.closed_budget.inc();
+            tracing::debug!("bytes owed to subscribers over budget; closing a blocked one");
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + self.limits.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if progressed {
+            stalled.as_mut().reset(deadline);
+        }
+        if stalled.as_mut().poll(cx).is_ready() {
+            metrics.closed_stalled.inc();
+            tracing::debug!("subscriber took no bytes for the write timeout; closing");
+            return true;
+        }
+        false
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        if let Some(out) = &self.out {
+            self.subscriber.metrics().owed_bytes.dec_by(out.len as i64);
         }
     }
 }
@@ -281,10 +377,18 @@ impl Future for Streaming {
         let this = self.get_mut();
         loop {
             if let Some(out) = &mut this.out {
+                let before = out.written;
                 match out.poll_write(&this.stream, cx) {
-                    Poll::Ready(Ok(())) => this.out = None,
+                    Poll::Ready(Ok(())) => this.finish_write(),
                     Poll::Ready(Err(_)) => return Poll::Ready(()),
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        let progressed = out.written != before;
+                        return if this.poll_stalled(cx, progressed) {
+                            Poll::Ready(())
+                        } else {
+                            Poll::Pending
+                        };
+                    }
                 }
                 if this.ending {
                     return Poll::Ready(());
@@ -297,10 +401,10 @@ impl Future for Streaming {
                 // An empty chunk would end the body; the subscriber never makes one, but a
                 // zero-length write must not be framed as the terminator.
                 Poll::Ready(Some(chunk)) if chunk.is_empty() => {}
-                Poll::Ready(Some(chunk)) => this.out = Some(Out::chunk(chunk)),
+                Poll::Ready(Some(chunk)) => this.start(Out::chunk(chunk)),
                 Poll::Ready(None) => {
                     // The last chunk: a clean end the client can tell from a broken connection.
-                    this.out = Some(Out::raw(Bytes::from_static(b"0\r\n\r\n")));
+                    this.start(Out::raw(Bytes::from_static(b"0\r\n\r\n")));
                     this.ending = true;
                 }
                 Poll::Pending => return Poll::Pending,

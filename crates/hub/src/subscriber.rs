@@ -17,7 +17,7 @@ use crate::history::{History, StoreError};
 use crate::metrics::Metrics;
 use crate::subscriptions::SubscriptionGuard;
 use crate::update::Update;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use std::future::Future;
 use std::pin::Pin;
@@ -26,14 +26,71 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// Updates read from history per step of a replay.
+/// Most updates read from history per step of a replay.
 const REPLAY_BATCH: usize = 256;
+/// Bytes a replay step aims at: the next read asks for about this much given the size of the
+/// updates just read, so a history of large updates is replayed a few at a time. (A backend
+/// that reads from disk makes this subscriber its own copies; shared ones cost nothing.)
+const REPLAY_BYTES: usize = 1 << 20;
 /// Queued updates written together in one chunk: fewer, larger writes under load.
 const COALESCE: usize = 64;
+/// Bytes of queued updates written together in one chunk.
+const COALESCE_BYTES: usize = 256 << 10;
 /// The comment that opens a stream and serves as heartbeat.
 const COMMENT: Bytes = Bytes::from_static(b":\n");
 
 type Read = BoxFuture<'static, Result<Vec<Arc<Update>>, StoreError>>;
+
+/// Bytes for the response body, as the shared encoded updates they are made of: several
+/// updates are written together with one vectored write, never copied into a buffer of their
+/// own (a copy per subscriber is what took a hub with 500 slow readers of 1 MB updates to
+/// 8.2 GB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl Chunk {
+    /// The number of bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::One(bytes) => bytes.len(),
+            Chunk::Many(parts) => parts.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The parts, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        match self {
+            Chunk::One(bytes) => std::slice::from_ref(bytes),
+            Chunk::Many(parts) => parts,
+        }
+    }
+
+    /// The parts, owned (for a transport that sends them one by one).
+    pub fn into_parts(self) -> Vec<Bytes> {
+        match self {
+            Chunk::One(bytes) => vec![bytes],
+            Chunk::Many(parts) => parts,
+        }
+    }
+
+    fn push(chunk: &mut Option<Chunk>, bytes: Bytes) {
+        *chunk = Some(match chunk.take() {
+            None => Chunk::One(bytes),
+            Some(Chunk::One(first)) => Chunk::Many(vec![first, bytes]),
+            Some(Chunk::Many(mut parts)) => {
+                parts.push(bytes);
+                Chunk::Many(parts)
+            }
+        });
+    }
+}
 
 /// The state of one subscriber's stream.
 pub struct Subscriber {
@@ -53,6 +110,8 @@ pub struct Subscriber {
     started: bool,
     /// A history read in flight while catching up.
     reading: Option<Read>,
+    /// How many updates the next history read asks for (see [`REPLAY_BYTES`]).
+    batch: u16,
     /// The subscriber's token expires then; the stream ends so the client must re-authorize.
     expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Announces the end of the subscription when the connection goes away.
@@ -91,6 +150,7 @@ impl Subscriber {
             metrics,
             started: false,
             reading: None,
+            batch: 16,
             _subscription: None,
         }
     }
@@ -108,16 +168,16 @@ impl Subscriber {
     }
 
     /// The next chunk of the response body; `None` ends the stream.
-    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+    pub async fn next_chunk(&mut self) -> Option<Chunk> {
         std::future::poll_fn(|cx| self.poll_next_chunk(cx)).await
     }
 
     /// The next chunk of the response body; `Ready(None)` ends the stream.
-    pub fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    pub fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
         if !self.started {
             self.started = true;
             // An initial comment makes proxies and clients see the response start at once.
-            return Poll::Ready(Some(COMMENT));
+            return Poll::Ready(Some(Chunk::One(COMMENT)));
         }
         // Registered before the flags and the queue are looked at, so no wake-up is lost. (The
         // caller polls again after writing a chunk, so more queued than one chunk takes is not
@@ -153,7 +213,7 @@ impl Subscriber {
                 .heartbeat_due
                 .swap(false, Ordering::AcqRel)
             {
-                return Poll::Ready(Some(COMMENT));
+                return Poll::Ready(Some(Chunk::One(COMMENT)));
             }
             if let Some(expiry) = &mut self.expiry
                 && expiry.as_mut().poll(cx).is_ready()
@@ -165,13 +225,16 @@ impl Subscriber {
         }
     }
 
-    /// Writes the queued updates (up to [`COALESCE`]) as one chunk, skipping updates already
-    /// sent by a catch-up.
-    fn drain_queue(&mut self) -> Option<Bytes> {
+    /// Writes the queued updates (up to [`COALESCE`] and [`COALESCE_BYTES`]) as one chunk,
+    /// skipping updates already sent by a catch-up.
+    fn drain_queue(&mut self) -> Option<Chunk> {
         let signals = &self.registration.signals;
-        let mut buf: Option<BytesMut> = None;
-        let mut single: Option<Bytes> = None;
+        let mut chunk: Option<Chunk> = None;
+        let mut bytes = 0;
         for _ in 0..COALESCE {
+            if bytes >= COALESCE_BYTES {
+                break;
+            }
             let Some(update) = signals.pop() else { break };
             // The dispatcher sets `lagged` after a push failed and before any later push, so
             // an update popped while the flag is set may come after a dropped one: writing it
@@ -184,18 +247,10 @@ impl Subscriber {
             }
             self.last = update.position;
             self.metrics.delivered.inc();
-            match (&mut buf, &single) {
-                (None, None) => single = Some(update.encoded.clone()),
-                (None, Some(s)) => {
-                    let mut b = BytesMut::with_capacity(s.len() * 4 + update.encoded.len());
-                    b.extend_from_slice(s);
-                    b.extend_from_slice(&update.encoded);
-                    buf = Some(b);
-                }
-                (Some(b), _) => b.extend_from_slice(&update.encoded),
-            }
+            bytes += update.encoded.len();
+            Chunk::push(&mut chunk, update.encoded.clone());
         }
-        buf.map(BytesMut::freeze).or(single)
+        chunk
     }
 
     fn poll_catch_up(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
@@ -204,8 +259,8 @@ impl Subscriber {
             self.reread = false;
         }
         let reading = self.reading.get_or_insert_with(|| {
-            let (history, after) = (self.history.clone(), self.last);
-            Box::pin(async move { history.read_after(after, REPLAY_BATCH).await })
+            let (history, after, limit) = (self.history.clone(), self.last, self.batch);
+            Box::pin(async move { history.read_after(after, usize::from(limit)).await })
         });
         let result = std::task::ready!(reading.as_mut().poll(cx));
         self.reading = None;
@@ -246,22 +301,31 @@ impl Subscriber {
             );
             return Poll::Ready(Step::Close);
         }
-        let mut buf = BytesMut::new();
+        let mut chunk = None;
+        let mut bytes = 0;
         for update in &batch {
+            bytes += update.encoded.len();
             if self.filter.accepts(update) {
-                buf.extend_from_slice(&update.encoded);
+                Chunk::push(&mut chunk, update.encoded.clone());
                 self.metrics.delivered.inc();
             }
         }
+        // Aim the next read at REPLAY_BYTES, from the size of the updates just read.
+        let average = (bytes / batch.len()).max(1);
+        self.batch = (REPLAY_BYTES / average).clamp(1, REPLAY_BATCH) as u16;
         self.last = batch.last().map_or(self.last, |u| u.position);
-        Poll::Ready(if buf.is_empty() {
-            Step::Continue
-        } else {
-            Step::Chunk(buf.freeze())
+        Poll::Ready(match chunk {
+            None => Step::Continue,
+            Some(chunk) => Step::Chunk(chunk),
         })
     }
 
-    fn sent(&self, chunk: Bytes) -> Bytes {
+    /// The hub's metrics (the stream's writer counts owed bytes and closes there).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn sent(&self, chunk: Chunk) -> Chunk {
         self.metrics.bytes_sent.inc_by(chunk.len() as u64);
         chunk
     }
@@ -274,7 +338,7 @@ impl Drop for Subscriber {
 }
 
 enum Step {
-    Chunk(Bytes),
+    Chunk(Chunk),
     Continue,
     Done,
     Close,

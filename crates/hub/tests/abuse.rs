@@ -240,3 +240,174 @@ async fn template_subscribers_do_not_delay_an_exact_subscriber() {
         );
     }
 }
+
+/// Reads until the hub closes the connection; the time it took, or `None` if it stayed open
+/// for `wait`.
+async fn closed_within(stream: &mut TcpStream, wait: Duration) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    let mut sink = vec![0u8; 64 << 10];
+    tokio::time::timeout(wait, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+fn timeouts(header: u64, body: u64) -> Settings {
+    Settings {
+        header_timeout: Duration::from_secs(header),
+        body_timeout: Duration::from_secs(body),
+        ..anonymous()
+    }
+}
+
+/// Finding 5: only the first request head had a deadline. A keep-alive connection idled
+/// forever after one `GET /healthz`, a second head sent byte by byte was never cut off, and a
+/// publish body that stopped half-way held its connection indefinitely.
+#[tokio::test]
+async fn every_request_head_and_body_has_a_deadline() {
+    let hub = TestHub::start(timeouts(1, 1)).await;
+    // Idle keep-alive.
+    let mut idle = TcpStream::connect(hub.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut idle, WAIT).await;
+    assert!(took.is_some(), "an idle keep-alive connection is closed");
+
+    // A second head, sent slowly: a header line every 250 ms, for up to 10 s.
+    let slow = TcpStream::connect(hub.addr).await.unwrap();
+    let (mut read, mut write) = slow.into_split();
+    write
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: h\r\n\r\nGET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if write.write_all(b"x-slow: y\r\n").await.is_err() {
+                break;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut answers = Vec::new();
+    let closed = tokio::time::timeout(WAIT, read.read_to_end(&mut answers)).await;
+    writer.abort();
+    assert!(
+        closed.is_ok() && started.elapsed() < Duration::from_secs(5),
+        "a head sent slowly is cut off by the header timeout (took {:?})",
+        started.elapsed()
+    );
+    let answers = String::from_utf8_lossy(&answers);
+    assert_eq!(answers.matches("HTTP/1.1 200").count(), 1, "{answers}");
+
+    // A publish body that stops half-way.
+    let token = publisher_token(&["*"]);
+    let mut half = TcpStream::connect(hub.addr).await.unwrap();
+    half.write_all(
+        format!(
+            "POST /.well-known/mercure HTTP/1.1\r\nhost: h\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/x-www-form-urlencoded\r\ncontent-length: 1000\r\n\r\n\
+             topic=t&data="
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, half.read(&mut answer))
+        .await
+        .expect("the hub answers a stalled body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+/// A subscriber that reads its response head and then nothing more, with a 4 KiB receive
+/// buffer (as finding 3's slow consumers).
+async fn stuck_subscriber(hub: &TestHub) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(hub.addr).await.unwrap();
+    stream
+        .write_all(b"GET /.well-known/mercure?topic=big HTTP/1.1\r\nhost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 512];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    stream
+}
+
+async fn publish_big(hub: &TestHub, count: usize) {
+    let data = "x".repeat(256 << 10);
+    for _ in 0..count {
+        hub.publish(&[("topic", "big"), ("data", &data)]).await;
+    }
+}
+
+async fn wait_for_metric(hub: &TestHub, name: &str, at_least: f64) -> f64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, _, text) = hub.get("/metrics").await;
+        let value = metric(&text, name);
+        if value >= at_least || tokio::time::Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Finding 3: subscribers that never read were never disconnected while 1 MB updates piled up
+/// for them. A socket that takes no byte for the write timeout is now closed.
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_closed_after_the_write_timeout() {
+    let hub = TestHub::start(Settings {
+        write_timeout: Duration::from_secs(1),
+        ..anonymous()
+    })
+    .await;
+    let mut stuck = stuck_subscriber(&hub).await;
+    // Enough to fill the loopback socket's buffers several times over.
+    publish_big(&hub, 48).await;
+    assert_eq!(
+        wait_for_metric(&hub, "herald_subscriber_closed_stalled_total", 1.0).await,
+        1.0
+    );
+    // The client finds a closed stream once it reads what the kernel had buffered.
+    assert!(closed_within(&mut stuck, WAIT).await.is_some());
+    let (_, _, text) = hub.get("/metrics").await;
+    assert_eq!(metric(&text, "herald_owed_bytes"), 0.0, "nothing left owed");
+}
+
+/// Finding 3: what is owed to blocked subscribers together is bounded by a budget; beyond it
+/// they are closed (here well before the write timeout).
+#[tokio::test]
+async fn blocked_subscribers_are_closed_when_owed_bytes_exceed_the_budget() {
+    let hub = TestHub::start(Settings {
+        max_owed_bytes: 1 << 20,
+        ..anonymous()
+    })
+    .await;
+    let mut stuck = Vec::new();
+    for _ in 0..6 {
+        stuck.push(stuck_subscriber(&hub).await);
+    }
+    publish_big(&hub, 48).await;
+    assert!(wait_for_metric(&hub, "herald_subscriber_closed_budget_total", 1.0).await >= 1.0);
+    let (_, _, text) = hub.get("/metrics").await;
+    let owed = metric(&text, "herald_owed_bytes");
+    assert!(
+        owed <= f64::from(2 << 20),
+        "owed bytes stay near the budget: {owed}"
+    );
+}
