@@ -101,6 +101,18 @@ pub struct ServeConfig {
     /// Most `topic` selectors in one subscribe request [default: 100].
     #[arg(long, env = "HERALD_MAX_TOPICS")]
     pub max_topics: Option<usize>,
+    /// Most connections open at once; beyond, new ones get 503 [default: the open-file limit
+    /// minus 128, kept for the store's files and for accepting].
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Connections kept for health checks, publishers and the API: subscriptions get 503 with
+    /// Retry-After once the others are taken [default: 64].
+    #[arg(long, env = "HERALD_RESERVED_CONNECTIONS")]
+    pub reserved_connections: Option<usize>,
+    /// Most connections from one client address; 0 for no limit (behind a proxy every client
+    /// has the proxy's address) [default: 0].
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// Which history backend to use.
@@ -149,7 +161,10 @@ impl ServeConfig {
             header_timeout,
             body_timeout,
             tcp_keepalive,
-            max_topics
+            max_topics,
+            max_connections,
+            reserved_connections,
+            max_connections_per_ip
         );
         if self.cors_origin.is_empty() {
             self.cors_origin = file.cors_origin;
@@ -178,8 +193,13 @@ impl ServeConfig {
         }
     }
 
-    pub fn settings(&self) -> herald_hub::Settings {
+    /// The hub's settings; `nofile` is the process's open-file limit.
+    pub fn settings(&self, nofile: u64) -> herald_hub::Settings {
         let defaults = herald_hub::Settings::default();
+        let fd_bound = usize::try_from(nofile)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(128)
+            .max(16);
         herald_hub::Settings {
             anonymous: self.anonymous.unwrap_or(defaults.anonymous),
             heartbeat: match self.heartbeat {
@@ -202,6 +222,11 @@ impl ServeConfig {
                 Some(s) => Some(std::time::Duration::from_secs(s)),
                 None => defaults.tcp_keepalive,
             },
+            max_connections: self.max_connections.unwrap_or(fd_bound),
+            reserved_connections: self
+                .reserved_connections
+                .unwrap_or(defaults.reserved_connections),
+            max_connections_per_ip: self.max_connections_per_ip.filter(|&n| n > 0),
         }
     }
 

@@ -62,7 +62,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // below what the machine can hold, so take what the hard limit allows.
     let nofile = crate::bench::procstat::raise_nofile_limit();
     tracing::info!(nofile, "open file limit");
-    let hub = herald_hub::Hub::start(history, verifier, config.settings());
+    let hub = herald_hub::Hub::start(history, verifier, config.settings(nofile));
     let listener = herald_hub::server::bind(config.listen())
         .await
         .with_context(|| format!("cannot listen on {}", config.listen()))?;

@@ -53,6 +53,12 @@ impl HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let mut response = (self.status, format!("{}\n", self.message)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 here is a passing condition (a full hub, a store outage).
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -368,6 +374,20 @@ pub(crate) async fn open_subscription(
         ));
     }
     let settings = &hub.inner.settings;
+    let open = usize::try_from(hub.metrics().connections.get()).unwrap_or(0);
+    let for_subscribers = settings
+        .max_connections
+        .saturating_sub(settings.reserved_connections);
+    if open > for_subscribers {
+        // The rest is kept so that health checks and publishers always get in.
+        return Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this hub holds all the subscriptions it may ({for_subscribers} connections); \
+                 retry later or on another node"
+            ),
+        ));
+    }
     if query.topics.len() > settings.max_topics {
         return Err(HttpError::bad_request(format!(
             "too many \"topic\" parameters: {} given, at most {} allowed (the hub's \

@@ -44,6 +44,17 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Time a client has to send a whole request body (a publish).
     pub body_timeout: Duration,
+    /// Most connections open at once; beyond, new ones get `503` and are closed. Keep it below
+    /// the process's file descriptor limit, so that the hub can always accept, answer and
+    /// open its own files.
+    pub max_connections: usize,
+    /// Connections kept for everything but subscriptions (health checks, publishers, the
+    /// API): a subscription is refused with `503` and `Retry-After` once the open connections
+    /// reach `max_connections - reserved_connections`.
+    pub reserved_connections: usize,
+    /// Most connections open at once from one client address; `None` for no limit (behind a
+    /// proxy every client has the proxy's address).
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for Settings {
@@ -62,6 +73,9 @@ impl Default for Settings {
             tcp_keepalive: Some(Duration::from_secs(60)),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
+            max_connections: usize::MAX,
+            reserved_connections: 64,
+            max_connections_per_ip: None,
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub closed_stalled: Counter,
     /// Subscribers closed while blocked because the bytes owed to all were over budget.
     pub closed_budget: Counter,
+    /// Connections refused at accept (connection limit, or per-address limit).
+    pub refused_connections: Counter,
 }
 
 impl Default for Metrics {
@@ -50,6 +52,7 @@ impl Default for Metrics {
             owed_bytes: Gauge::default(),
             closed_stalled: Counter::default(),
             closed_budget: Counter::default(),
+            refused_connections: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -111,6 +114,11 @@ impl Default for Metrics {
             "subscriber_closed_budget",
             "Blocked subscribers closed because the bytes owed to all subscribers were over budget",
             metrics.closed_budget.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused at accept by the total or per-address connection limit",
+            metrics.refused_connections.clone(),
         );
         Metrics {
             registry,

@@ -40,19 +40,41 @@ pub async fn serve(
     ));
     let graceful = GracefulShutdown::new();
     let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let per_ip = Arc::new(PerIp::default());
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    accepted
+                }
                 Err(err) => {
-                    // Out of file descriptors and the like: keep serving the connections we have.
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: keep serving the connections we
+                    // have, and retry later rather than spin on a failing accept.
+                    tracing::warn!(%err, retry_in = ?backoff, "accept failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = &mut shutdown => break,
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
             () = &mut shutdown => break,
+        };
+        let settings = &hub.inner.settings;
+        let open = usize::try_from(hub.metrics().connections.get()).unwrap_or(0);
+        if open >= settings.max_connections {
+            hub.metrics().refused_connections.inc();
+            tokio::spawn(refuse(stream, REFUSED_FULL));
+            continue;
+        }
+        let Some(slot) = per_ip.take(peer.ip(), settings.max_connections_per_ip) else {
+            hub.metrics().refused_connections.inc();
+            tokio::spawn(refuse(stream, REFUSED_PER_IP));
+            continue;
         };
         let _ = stream.set_nodelay(true);
         if let Some(idle) = hub.inner.settings.tcp_keepalive {
@@ -70,7 +92,12 @@ pub async fn serve(
             hub.clone(),
             http.clone(),
             graceful.watcher(),
-            open_tx.clone(),
+            // Counted here, not in the task, so that a burst of accepts sees every one.
+            (
+                open_tx.clone(),
+                Counted::new(hub.metrics().connections.clone()),
+                slot,
+            ),
         ));
     }
     tracing::info!("shutting down: closing streams");
@@ -109,11 +136,9 @@ fn connection(
     hub: Hub,
     http: Http,
     watcher: Watcher,
-    open: tokio::sync::mpsc::Sender<()>,
+    open: (tokio::sync::mpsc::Sender<()>, Counted, Option<Box<IpSlot>>),
 ) -> impl Future<Output = ()> {
     async move {
-        // Uncounted by the guard's drop, also if the task unwinds.
-        let _counted = Counted::new(hub.metrics().connections.clone());
         tracing::debug!(%peer, "connection open");
         let mut outcome = Box::pin(stream::serve(&hub, stream)).await;
         match &mut outcome {
@@ -138,7 +163,75 @@ fn connection(
     }
 }
 
-/// Counts one in a gauge for as long as it lives.
+/// The accept loop's pause after a failed accept (out of descriptors), doubled each time.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+const REFUSED_FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 50\r\n\r\n\
+this hub is at its connection limit; retry later\r\n";
+const REFUSED_PER_IP: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 53\r\n\r\n\
+too many connections from this address; retry later\r\n";
+
+/// Answers a connection that may not be served, without reading its request, and closes it.
+async fn refuse(stream: tokio::net::TcpStream, answer: &'static [u8]) {
+    // Bounded: a client that does not read its refusal does not hold the descriptor.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.writable().await?;
+        stream.try_write(answer)
+    })
+    .await;
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl PerIp {
+    /// Counts a connection from `ip` unless it has `limit` already; `Some(None)` when there is
+    /// no limit (nothing is counted).
+    fn take(
+        self: &Arc<Self>,
+        ip: std::net::IpAddr,
+        limit: Option<usize>,
+    ) -> Option<Option<Box<IpSlot>>> {
+        let Some(limit) = limit else {
+            return Some(None);
+        };
+        let mut counts = crate::lock(&self.0);
+        let count = counts.entry(ip).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Some(Box::new(IpSlot {
+            ip,
+            counts: self.clone(),
+        })))
+    }
+}
+
+/// One connection counted for its address until dropped.
+struct IpSlot {
+    ip: std::net::IpAddr,
+    counts: Arc<PerIp>,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = crate::lock(&self.counts.0);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Counts one in a gauge for as long as it lives (uncounted by its drop, also if the task
+/// holding it unwinds).
 struct Counted(prometheus_client::metrics::gauge::Gauge);
 
 impl Counted {

@@ -411,3 +411,88 @@ async fn blocked_subscribers_are_closed_when_owed_bytes_exceed_the_budget() {
         "owed bytes stay near the budget: {owed}"
     );
 }
+
+/// Finding 6: at the descriptor limit, `/healthz` and publishers timed out behind idle
+/// subscribers. Connections are now limited below it, with a reserve that subscriptions cannot
+/// take: a refused subscriber gets `503` and `Retry-After` at once, health checks and
+/// publishers still get in, and beyond the total limit a connection gets `503`, not a hang.
+#[tokio::test]
+async fn subscribers_cannot_take_the_connections_kept_for_others() {
+    let hub = TestHub::start(Settings {
+        max_connections: 12,
+        reserved_connections: 4,
+        ..anonymous()
+    })
+    .await;
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..12 {
+        let mut stream = TcpStream::connect(hub.addr).await.unwrap();
+        stream
+            .write_all(b"GET /.well-known/mercure?topic=t HTTP/1.1\r\nhost: h\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = vec![0u8; 1024];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut head))
+            .await
+            .expect("an answer, not a hang")
+            .unwrap();
+        let head = String::from_utf8_lossy(&head[..n]).into_owned();
+        if head.starts_with("HTTP/1.1 200") {
+            held.push(stream);
+        } else {
+            refused = Some(head);
+            break;
+        }
+    }
+    assert_eq!(held.len(), 8, "12 connections minus 4 kept for the rest");
+    let refused = refused.expect("the ninth subscription is refused");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("retry-after: 1"), "{refused}");
+    assert!(
+        refused.contains("all the subscriptions it may"),
+        "{refused}"
+    );
+    // The reserve lets health checks and publishers in.
+    let (status, _, _) = hub.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    hub.publish(&[("topic", "t"), ("data", "still served")])
+        .await;
+    // Past the total limit, a connection is answered 503 at once.
+    let mut extra = Vec::new();
+    for _ in 0..4 {
+        extra.push(TcpStream::connect(hub.addr).await.unwrap());
+    }
+    let answer = raw(&hub, b"GET /healthz HTTP/1.1\r\nhost: h\r\n\r\n", WAIT).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("connection limit"), "{answer}");
+}
+
+#[tokio::test]
+async fn connections_per_address_are_limited_when_configured() {
+    let hub = TestHub::start(Settings {
+        max_connections_per_ip: Some(2),
+        ..anonymous()
+    })
+    .await;
+    let _a = TcpStream::connect(hub.addr).await.unwrap();
+    let _b = TcpStream::connect(hub.addr).await.unwrap();
+    let answer = raw(&hub, b"GET /healthz HTTP/1.1\r\nhost: h\r\n\r\n", WAIT).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    drop(_a);
+    // Once one leaves, the address may connect again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = raw(
+            &hub,
+            b"GET /healthz HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n",
+            WAIT,
+        )
+        .await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
