@@ -5,7 +5,9 @@
 #   scripts/test.sh lint unit  only the named tiers
 #
 # Tiers: lint (fmt, clippy -D warnings), unit (cargo tests over the whole workspace: unit,
-# integration over real sockets, property tests, doc tests), browser (headless Chromium's native
+# integration over real sockets, property tests, doc tests), abuse (the hardening review's
+# attacks replayed against the built `herald`, asserting memory, latency and timeout bounds:
+# crates/herald/tests/abuse.rs, one test at a time), browser (headless Chromium's native
 # EventSource against the built `herald`, driven by playwright-core under node --test),
 # services (several `herald serve` nodes on a real redis-server, and again on a real nats-server
 # with JetStream, each started by the tests on a free loopback port with a temporary data
@@ -59,6 +61,17 @@ tier_browser() {
       node --test tests/browser/
 }
 
+tier_abuse() {
+  # The hardening review's attacks against the built binary; each test loads the machine and
+  # measures the hub process, so they run one at a time.
+  if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run -p herald --locked --test abuse --run-ignored only --no-fail-fast \
+      --test-threads 1
+  else
+    cargo test -p herald --locked --test abuse -- --ignored --test-threads 1
+  fi
+}
+
 tier_services() {
   if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run -p herald --locked --test cluster --run-ignored only --no-fail-fast
@@ -68,18 +81,19 @@ tier_services() {
 }
 
 tiers=("$@")
-[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit browser services)
+[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit abuse browser services)
 for tier in "${tiers[@]}"; do
   case "$tier" in
     lint) require cargo lint && run_tier lint tier_lint ;;
     unit) require cargo unit && run_tier unit tier_unit ;;
+    abuse) require cargo abuse && run_tier abuse tier_abuse ;;
     browser)
       require node browser && require npm browser && require chromium browser &&
         run_tier browser tier_browser ;;
     services)
       require redis-server services && require nats-server services && require nginx services &&
         run_tier services tier_services ;;
-    *) echo "unknown tier '$tier' (known: lint unit browser services)" >&2; exit 2 ;;
+    *) echo "unknown tier '$tier' (known: lint unit abuse browser services)" >&2; exit 2 ;;
   esac
 done
 

@@ -113,6 +113,10 @@ pub struct ServeConfig {
     /// has the proxy's address) [default: 0].
     #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
+    /// Bytes all distinct compiled URI template selectors may take together; a subscription
+    /// that would compile one more gets 503 [default: 268435456].
+    #[arg(long, env = "HERALD_TEMPLATE_BUDGET")]
+    pub template_budget: Option<usize>,
 }
 
 /// Which history backend to use.
@@ -164,7 +168,8 @@ impl ServeConfig {
             max_topics,
             max_connections,
             reserved_connections,
-            max_connections_per_ip
+            max_connections_per_ip,
+            template_budget
         );
         if self.cors_origin.is_empty() {
             self.cors_origin = file.cors_origin;
@@ -227,6 +232,7 @@ impl ServeConfig {
                 .reserved_connections
                 .unwrap_or(defaults.reserved_connections),
             max_connections_per_ip: self.max_connections_per_ip.filter(|&n| n > 0),
+            template_budget: self.template_budget.unwrap_or(defaults.template_budget),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::history::{EARLIEST, Start, StoreError};
 use crate::hub::Hub;
 use crate::subscriber::Subscriber;
 use crate::subscriptions::{SUBSCRIPTIONS_PATH, SubscriptionGuard, SubscriptionList};
-use crate::topic::SelectorSet;
+use crate::topic::{SelectorError, SelectorSet};
 use crate::update::{NewUpdate, new_id};
 use axum::Router;
 use axum::body::Body;
@@ -262,7 +262,12 @@ fn grants(
             .verifier
             .verify(role, token)
             .map(Some)
-            .map_err(|err| HttpError::unauthorized(format!("{err}"))),
+            .map_err(|err| match err {
+                auth::AuthError::Selector(SelectorError::OverBudget { .. }) => {
+                    HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+                }
+                err => HttpError::unauthorized(format!("{err}")),
+            }),
     }
 }
 
@@ -408,8 +413,12 @@ pub(crate) async fn open_subscription(
              mercureAuthorization cookie or in the authorization query parameter",
         ));
     }
-    let topics = SelectorSet::parse(&query.topics)
-        .map_err(|err| HttpError::bad_request(format!("invalid topic selector: {err}")))?;
+    let topics = SelectorSet::parse(&query.topics).map_err(|err| match err {
+        SelectorError::OverBudget { .. } => {
+            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+        }
+        err => HttpError::bad_request(format!("invalid topic selector: {err}")),
+    })?;
     let last_event_id = headers
         .get(LAST_EVENT_ID)
         .and_then(|v| v.to_str().ok())

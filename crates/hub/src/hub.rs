@@ -55,6 +55,9 @@ pub struct Settings {
     /// Most connections open at once from one client address; `None` for no limit (behind a
     /// proxy every client has the proxy's address).
     pub max_connections_per_ip: Option<usize>,
+    /// Memory all distinct compiled URI templates may take (process-wide, see
+    /// [`crate::topic::set_template_budget`]).
+    pub template_budget: usize,
 }
 
 impl Default for Settings {
@@ -76,6 +79,7 @@ impl Default for Settings {
             max_connections: usize::MAX,
             reserved_connections: 64,
             max_connections_per_ip: None,
+            template_budget: crate::topic::DEFAULT_TEMPLATE_BUDGET,
         }
     }
 }
@@ -104,6 +108,7 @@ impl Hub {
     /// # Panics
     /// If `history`'s feed was already taken (a history backs exactly one hub).
     pub fn start(history: Arc<dyn History>, verifier: Verifier, settings: Settings) -> Hub {
+        crate::topic::set_template_budget(settings.template_budget);
         let metrics = Arc::new(Metrics::default());
         let dispatcher =
             Dispatcher::new(settings.queue_size, settings.queue_bytes, metrics.clone());

@@ -69,10 +69,11 @@
 //! Mercure topics may be any string, and only braces are ambiguous. A `}` in a selector without
 //! any `{` is an exact selector, as for the reference.
 
-use regex::{Regex, RegexBuilder};
+use regex_automata::meta::{self, Regex};
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Longest selector accepted, in bytes.
@@ -90,13 +91,38 @@ pub const MAX_PREFIX_TOTAL: u32 = 64;
 /// Most variables in one expression whose number of appearances the regex bounds; beyond,
 /// the bound (a counted repetition) would cost more than it is worth.
 const MAX_COUNTED_VARS: usize = 4;
-/// Size limit of one compiled template's program; a backstop behind the limits above, which
-/// keep every accepted template far below it.
+/// Size limit of one compiled template's automata; a backstop behind the limits above, which
+/// keep every accepted template below it (the costliest measured about 90 KB).
 const REGEX_SIZE_LIMIT: usize = 256 << 10;
-/// Size limit of one compiled template's lazy DFA cache (per thread that matches with it):
-/// a topic that makes the DFA thrash gets the slower, still linear, fallback instead of more
-/// memory.
+/// Size of one compiled template's lazy DFA cache (one per thread that matches with it, and
+/// per direction): a topic that makes the DFA thrash gets the slower, still linear, fallback
+/// instead of more memory.
 const DFA_SIZE_LIMIT: usize = 64 << 10;
+/// What a compiled template is charged against the budget besides its automata, for its lazy
+/// DFA caches. They grow with the variety of topics matched, up to [`DFA_SIZE_LIMIT`] each;
+/// topics come from publishers, who hold a token, so the typical use is charged (measured:
+/// a `{id}` template's caches stay under 16 KB), not the most a hostile publisher could make.
+const CACHE_CHARGE: usize = 16 << 10;
+
+/// Bytes charged by every compiled template alive in this process, and the most allowed.
+static TEMPLATE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static TEMPLATE_BUDGET: AtomicUsize = AtomicUsize::new(DEFAULT_TEMPLATE_BUDGET);
+/// The default of [`set_template_budget`].
+pub const DEFAULT_TEMPLATE_BUDGET: usize = 256 << 20;
+
+/// Sets the memory all distinct compiled templates of this process may take together (they
+/// are shared by every hub of the process, so the budget is too). A subscription or token that
+/// would compile a template beyond it is refused ([`SelectorError::OverBudget`]) until others
+/// are gone: templates cost up to ~200 KB each, and a hostile client could otherwise make
+/// the hub compile distinct ones without end.
+pub fn set_template_budget(bytes: usize) {
+    TEMPLATE_BUDGET.store(bytes, Ordering::Relaxed);
+}
+
+/// Bytes charged by the compiled templates alive now.
+pub fn template_bytes() -> usize {
+    TEMPLATE_BYTES.load(Ordering::Relaxed)
+}
 
 /// Unreserved characters, for a regex character class.
 const UNRESERVED: &str = r"A-Za-z0-9\-._~";
@@ -162,12 +188,19 @@ pub enum SelectorError {
          limit is {MAX_PREFIX_TOTAL} per selector: use shorter prefixes or none"
     )]
     PrefixBudget { selector: String, total: u32 },
+    #[error(
+        "the hub holds as many compiled URI templates as its memory budget allows \
+         ({budget} bytes); retry later, or subscribe with exact topics"
+    )]
+    OverBudget { budget: usize },
 }
 
 /// A compiled URI template.
 pub struct Template {
     source: Box<str>,
     regex: Regex,
+    /// What it is charged against the process's template budget.
+    charge: usize,
 }
 
 /// Every compiled template alive, by text, so that equal selectors share one compiled copy.
@@ -185,9 +218,21 @@ impl Template {
         }
         // Compiled without the lock held: compiling takes up to a millisecond, and other
         // requests must not queue behind it.
+        let regex = compile(source)?;
+        let charge = regex.memory_usage() + CACHE_CHARGE + 2 * source.len();
+        let budget = TEMPLATE_BUDGET.load(Ordering::Relaxed);
+        if TEMPLATE_BYTES
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + charge <= budget).then_some(used + charge)
+            })
+            .is_err()
+        {
+            return Err(SelectorError::OverBudget { budget });
+        }
         let compiled = Arc::new(Template {
             source: source.into(),
-            regex: compile(source)?,
+            regex,
+            charge,
         });
         let mut interned = crate::lock(&INTERNED);
         match interned.get(source).and_then(Weak::upgrade) {
@@ -219,6 +264,7 @@ impl Template {
 
 impl Drop for Template {
     fn drop(&mut self) {
+        TEMPLATE_BYTES.fetch_sub(self.charge, Ordering::AcqRel);
         let mut interned = crate::lock(&INTERNED);
         // The entry may already name a newer copy of the same text; remove only a dead one.
         if interned
@@ -234,7 +280,7 @@ impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Template")
             .field("source", &self.source)
-            .field("regex", &self.regex.as_str())
+            .field("charge", &self.charge)
             .finish()
     }
 }
@@ -391,7 +437,7 @@ fn compile(template: &str) -> Result<Regex, SelectorError> {
     let (mut expressions, mut prefix_total) = (0usize, 0u32);
     while let Some(i) = template[pos..].find(['{', '}']) {
         let at = pos + i;
-        pattern.push_str(&regex::escape(&template[pos..at]));
+        pattern.push_str(&regex_syntax::escape(&template[pos..at]));
         if template.as_bytes()[at] == b'}' {
             return Err(SelectorError::StrayClose {
                 selector: template.to_owned(),
@@ -427,17 +473,20 @@ fn compile(template: &str) -> Result<Regex, SelectorError> {
             total: prefix_total,
         });
     }
-    pattern.push_str(&regex::escape(&template[pos..]));
+    pattern.push_str(&regex_syntax::escape(&template[pos..]));
     pattern.push('$');
-    RegexBuilder::new(&pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(DFA_SIZE_LIMIT)
-        .build()
+    Regex::builder()
+        .configure(
+            meta::Config::new()
+                .nfa_size_limit(Some(REGEX_SIZE_LIMIT))
+                .hybrid_cache_capacity(DFA_SIZE_LIMIT),
+        )
+        .build(&pattern)
         .map_err(|err| {
             // The pattern is built from escaped literals and fixed fragments: only its size can
             // be wrong.
             debug_assert!(
-                matches!(err, regex::Error::CompiledTooBig(_)),
+                err.size_limit().is_some(),
                 "bug: template {template:?} compiled to invalid pattern {pattern:?}: {err}"
             );
             SelectorError::TooComplex {
@@ -600,7 +649,7 @@ impl<'a> Expression<'a> {
                 // key, which covers the variable's name.
                 op.value("")
             } else {
-                regex::escape(name)
+                regex_syntax::escape(name)
             };
             match alternatives.iter_mut().find(|(v, _)| *v == value) {
                 Some((_, names)) if !names.contains(&name) => names.push(name),
@@ -618,8 +667,8 @@ impl<'a> Expression<'a> {
             })
             .collect();
         let var = format!("(?:{})", alternatives.join("|"));
-        let first = regex::escape(op.first);
-        let sep = regex::escape(op.sep.encode_utf8(&mut [0; 4]));
+        let first = regex_syntax::escape(op.first);
+        let sep = regex_syntax::escape(op.sep.encode_utf8(&mut [0; 4]));
         let n = self.vars.len();
         let explode = self.vars.iter().any(|&(_, m)| m == Modifier::Explode);
         // Every variable may be undefined, and then the whole expression expands to nothing.

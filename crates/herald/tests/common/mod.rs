@@ -18,7 +18,22 @@ impl Serve {
     /// Starts `herald serve --listen 127.0.0.1:0 --jwt-key KEY --anonymous ARGS…` and waits for
     /// the address it listens on.
     pub fn start(key: &str, args: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        Serve::spawn(Command::new(env!("CARGO_BIN_EXE_herald")), key, args)
+    }
+
+    /// [`Serve::start`] with an open-file limit (soft and hard) of `nofile`.
+    pub fn start_with_nofile(key: &str, args: &[&str], nofile: u32) -> Serve {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_herald"));
+        Serve::spawn(command, key, args)
+    }
+
+    /// Runs `command` (which ends up executing the binary) as `serve` on a free port.
+    fn spawn(mut command: Command, key: &str, args: &[&str]) -> Serve {
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
