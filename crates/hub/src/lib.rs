@@ -29,6 +29,13 @@ pub mod update;
 
 pub use hub::{Hub, Settings};
 
+/// Entry points for the fuzz targets (`fuzz/`) into parsers that are otherwise private.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::stream::fuzz_head as head;
+}
+
 /// Locks a mutex, also after a panic elsewhere poisoned it: every structure the hub guards
 /// stays consistent between statements, so serving on beats stopping the hub. Public for the
 /// history backends of other crates.

@@ -86,7 +86,7 @@ async fn accept(hub: &Hub, stream: &TcpStream) -> Accepted {
 }
 
 /// The parts of a request head the direct path needs.
-struct Head {
+pub(crate) struct Head {
     method: http::Method,
     uri: http::Uri,
     version_1_1: bool,
@@ -131,14 +131,42 @@ async fn read_head(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Op
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(buf) {
-            Ok(httparse::Status::Complete(_)) => return Ok(to_head(&request)),
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            // Too long, too many headers or malformed: hyper answers with the right error.
-            _ => return Ok(None),
+        match parse_head(buf) {
+            Parsed::Partial => continue,
+            Parsed::Done(head) => return Ok(head),
         }
+    }
+}
+
+/// What the bytes read so far make of a request head.
+pub(crate) enum Parsed {
+    /// Not complete yet, and still short enough to wait for the rest.
+    Partial,
+    /// A complete head this path can parse, or `None` for anything else (too long, too many
+    /// headers, malformed: hyper answers it with the right error).
+    Done(Option<Head>),
+}
+
+/// Parses the bytes read so far of a connection's first request head. Pure, so the fuzz
+/// target can drive it with any bytes.
+pub(crate) fn parse_head(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Parsed::Done(to_head(&request)),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Parsed::Partial,
+        _ => Parsed::Done(None),
+    }
+}
+
+/// For the fuzz target: parses `bytes` as a first request head; `Some(true)` if the direct
+/// path would stream it as a subscription, `Some(false)` if it goes to hyper, `None` if more
+/// bytes are needed.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_head(bytes: &[u8]) -> Option<bool> {
+    match parse_head(bytes) {
+        Parsed::Partial => None,
+        Parsed::Done(head) => Some(head.is_some_and(|h| h.is_plain_subscribe())),
     }
 }
 
