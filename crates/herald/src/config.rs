@@ -48,6 +48,11 @@ pub struct ServeConfig {
     /// [default: file:./herald-data].
     #[arg(long, env = "HERALD_STORE")]
     pub store: Option<String>,
+    /// Start even if the file store holds less than it acknowledged (a truncated journal, deleted
+    /// files, a deleted store directory, an older backup): log what is lost, serve what is left,
+    /// and record the loss so later starts go on normally. Without it such a start fails.
+    #[arg(long, env = "HERALD_ACCEPT_HISTORY_LOSS", num_args = 0..=1, default_missing_value = "true")]
+    pub accept_history_loss: Option<bool>,
     /// Updates kept in history [default: 10000].
     #[arg(long, env = "HERALD_HISTORY_SIZE")]
     pub history_size: Option<usize>,
@@ -153,6 +158,7 @@ impl ServeConfig {
             jwt_alg,
             anonymous,
             store,
+            accept_history_loss,
             history_size,
             history_max_age,
             heartbeat,
@@ -248,6 +254,10 @@ impl ServeConfig {
             }
         }
         Ok(())
+    }
+
+    pub fn accept_history_loss(&self) -> bool {
+        self.accept_history_loss.unwrap_or(false)
     }
 
     pub fn history_size(&self) -> usize {

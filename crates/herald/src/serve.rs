@@ -3,7 +3,7 @@
 use crate::config::{ServeConfig, Store};
 use anyhow::{Context, bail};
 use herald_hub::auth::{Claims, KeySource, MercureClaim, Verifier, sign_hmac};
-use herald_hub::history::{FileHistory, FileOptions, History, MemoryHistory};
+use herald_hub::history::{FileHistory, FileOptions, History, MemoryHistory, StoreError};
 use jsonwebtoken::Algorithm;
 use std::sync::Arc;
 
@@ -31,9 +31,20 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 FileOptions {
                     max_updates: config.history_size(),
                     max_age: config.history_max_age(),
+                    accept_loss: config.accept_history_loss(),
                 },
             )
-            .with_context(|| format!("cannot open the history store in {}", path.display()))?,
+            .map_err(|err| match err {
+                StoreError::Damaged(_) => anyhow::Error::new(err).context(
+                    "refusing to start on a history store that lost acknowledged updates \
+                     (restore the store directory and its record from a backup, or start once \
+                     with --accept-history-loss to serve what is left)",
+                ),
+                _ => anyhow::Error::new(err).context(format!(
+                    "cannot open the history store in {}",
+                    path.display()
+                )),
+            })?,
         ),
         Store::Redis(url) => Arc::new(
             herald_cluster::RedisHistory::open(

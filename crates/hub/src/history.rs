@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 pub mod file;
 pub mod memory;
 
-pub use file::{FileHistory, FileOptions};
+pub use file::{Damage, FileHistory, FileOptions};
 pub use memory::MemoryHistory;
 
 /// Committed updates in position order, for the dispatcher.
@@ -44,6 +44,9 @@ pub enum StoreError {
     DuplicateId(String),
     #[error("update cannot be encoded: {0}")]
     Invalid(#[from] herald_sse::EncodeError),
+    /// At start: the store recovered less than it had acknowledged (see [`Damage`]).
+    #[error(transparent)]
+    Damaged(Box<Damage>),
 }
 
 /// Where a resuming subscriber starts.

@@ -505,7 +505,8 @@ fn store_error(err: StoreError) -> HttpError {
     match err {
         StoreError::DuplicateId(_) => HttpError::new(StatusCode::CONFLICT, err.to_string()),
         StoreError::Invalid(_) => HttpError::bad_request(err.to_string()),
-        StoreError::Unavailable(_) => HttpError::new(
+        // `Damaged` only comes from opening a store, never from a request.
+        StoreError::Unavailable(_) | StoreError::Damaged(_) => HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{err}; retry later"),
         ),

@@ -16,12 +16,14 @@ use std::time::Duration;
 async fn publish_gets_503_while_the_store_fails_then_recovers() {
     let dir = std::env::temp_dir().join(format!("herald-store-failure-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(FileHistory::record_path(&dir).unwrap());
     let history = Arc::new(
         FileHistory::open(
             &dir,
             FileOptions {
                 max_updates: 1000,
                 max_age: None,
+                accept_loss: false,
             },
         )
         .unwrap(),

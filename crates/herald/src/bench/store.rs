@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 fn open(dir: &std::path::Path, name: &str, max_updates: usize) -> anyhow::Result<Arc<FileHistory>> {
     let path = dir.join(name);
     let _ = std::fs::remove_dir_all(&path);
+    // Its record too: a fresh store, not a lost one.
+    let _ = std::fs::remove_file(FileHistory::record_path(&path)?);
     let history = FileHistory::open(
         &path,
         FileOptions {
             max_updates,
             max_age: None,
+            accept_loss: false,
         },
     )
     .with_context(|| format!("opening a store in {}", path.display()))?;

@@ -16,20 +16,37 @@
 //!   refuses writes after a failed journal write until reopened), so the hub recovers by itself
 //!   once the disk works again.
 //! - **Retention** by count and by age runs on its own thread, so publishes never wait for it.
+//! - **Damage is refused, not served.** fjall opens whatever its files still hold, silently (a
+//!   truncated journal just ends early; without `keyspaces/0` it drops every keyspace). So a
+//!   record beside the directory (`PATH.head`, see [`record`]) keeps what was acknowledged: a
+//!   head and the start of the range retention has not dropped. The retention thread rewrites it
+//!   at most every [`RECORD_PERIOD`] and before it deletes anything, and a clean shutdown writes
+//!   it last, so publishes never wait for it. A start that recovers less than the record (a lower
+//!   head, a missing directory, the kept range short at either end or with holes) fails with
+//!   [`Damage`], unless [`FileOptions::accept_loss`]: then it warns, serves what is left, fills
+//!   lost positions with placeholders no subscriber receives (positions stay dense) and keeps
+//!   the recorded head as the floor of new positions, so none is given twice. Not seen: a loss
+//!   of only the updates acknowledged since the last record write (up to about a second before
+//!   a crash), or damage that fjall's counts do not show (see [`record`]).
 //! - **Tail cache.** The newest updates stay in memory (the same window the memory backend uses),
 //!   so live subscribers catching up after a burst do not touch the disk.
+
+mod record;
+
+pub use record::Damage;
 
 use super::{EARLIEST, Feed, History, Start, StoreError, Window};
 use crate::lock;
 use crate::update::{NewUpdate, Update};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use futures_util::future::{BoxFuture, FutureExt};
+use record::{Finding, Found, Record};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most updates written in one group commit.
@@ -41,6 +58,9 @@ const TAIL_CACHE_BYTES: usize = 32 << 20;
 const RETENTION_PERIOD: Duration = Duration::from_millis(250);
 /// Most updates one retention pass deletes, so a pass stays short.
 const RETENTION_BATCH: usize = 10_000;
+/// How often, at most, the record follows the head: each write costs two fsyncs, kept off the
+/// publish path. Updates acknowledged since the last write are the window a start cannot check.
+const RECORD_PERIOD: Duration = Duration::from_secs(1);
 const HEAD_KEY: &[u8] = b"head";
 
 /// Settings of the file backend.
@@ -50,6 +70,10 @@ pub struct FileOptions {
     pub max_updates: usize,
     /// Updates older than this are dropped.
     pub max_age: Option<Duration>,
+    /// Open even if the store recovered less than its record says was acknowledged: warn, serve
+    /// what is left, and rewrite the record. Without it such a store is refused with
+    /// [`StoreError::Damaged`].
+    pub accept_loss: bool,
 }
 
 /// The open fjall database and its keyspaces.
@@ -83,6 +107,21 @@ impl Store {
             None => 0,
         };
         Ok(from_meta.max(last))
+    }
+
+    /// What the store holds, for the check against the record: no scan, only the ends and
+    /// fjall's approximate count.
+    fn found(&self) -> Result<Found, StoreError> {
+        let last = match self.updates.last_key_value() {
+            Some(kv) => Some(decode_position(&kv.key().map_err(unavailable)?)?),
+            None => None,
+        };
+        Ok(Found {
+            head: self.head()?,
+            range: self.first_position()?.zip(last),
+            approximate_len: self.updates.approximate_len() as u64,
+            approximate_ids: self.ids.approximate_len() as u64,
+        })
     }
 
     fn first_position(&self) -> Result<Option<u64>, StoreError> {
@@ -134,6 +173,15 @@ struct Shared {
     ready: AtomicBool,
     /// Test hook: makes the writer fail its commits as a broken disk would.
     fail_writes: AtomicBool,
+    record: Mutex<RecordKeeper>,
+}
+
+/// The record beside the store and when it was last written.
+struct RecordKeeper {
+    path: PathBuf,
+    written: Record,
+    at: Instant,
+    failed: bool,
 }
 
 /// A durable history in a directory.
@@ -141,6 +189,9 @@ pub struct FileHistory {
     shared: Arc<Shared>,
     requests: std_mpsc::Sender<Request>,
     feed: Mutex<Option<Feed>>,
+    /// The handle `open` returned (not one of the clones blocking reads use): its drop is the
+    /// store's clean shutdown, which brings the record up to date.
+    primary: bool,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> StoreError {
@@ -203,16 +254,123 @@ impl Shared {
         *self.store.write().unwrap_or_else(|e| e.into_inner()) = Some(store.clone());
         Ok(store)
     }
+
+    /// Brings the record up to date with the head, at most every [`RECORD_PERIOD`] unless
+    /// `force`; when retention wants to drop the updates below `drop_below`, first makes the
+    /// record stop vouching for them. Returns the position below which retention may drop.
+    fn keep_record(&self, drop_below: u64, force: bool) -> u64 {
+        let mut keeper = lock(&self.record);
+        // The tail's head moves only after the batch was synced: the record is never ahead
+        // of the disk.
+        let head = lock(&self.tail).head.max(keeper.written.head);
+        let wanted = Record {
+            head,
+            intact_from: keeper.written.intact_from.max(drop_below),
+        };
+        let waited = keeper.at.elapsed() >= RECORD_PERIOD;
+        let due = if force {
+            true
+        } else if keeper.failed && !waited {
+            false // retry a failing disk once per period, not on every pass
+        } else {
+            wanted.intact_from > keeper.written.intact_from || waited
+        };
+        if due && wanted != keeper.written {
+            keeper.at = Instant::now();
+            match wanted.write(&keeper.path) {
+                Ok(()) => {
+                    keeper.written = wanted;
+                    keeper.failed = false;
+                }
+                Err(err) => {
+                    keeper.failed = true;
+                    tracing::warn!(
+                        %err,
+                        record = %keeper.path.display(),
+                        "cannot update the history record; retention waits for it"
+                    );
+                }
+            }
+        }
+        keeper.written.intact_from
+    }
 }
 
 impl FileHistory {
-    /// Opens (or creates) the history in `path`.
+    /// Opens (or creates) the history in `path`, and its record beside it
+    /// ([`FileHistory::record_path`]). Fails with [`StoreError::Damaged`] if it holds less than
+    /// the record says was acknowledged, unless `options.accept_loss`.
     pub fn open(path: impl AsRef<Path>, options: FileOptions) -> Result<FileHistory, StoreError> {
         let path = path.as_ref().to_path_buf();
+        let record_path = FileHistory::record_path(&path)?;
+        let damage = |finding| {
+            StoreError::Damaged(Box::new(Damage {
+                store: path.clone(),
+                record: record_path.clone(),
+                finding,
+            }))
+        };
+        let recorded = match Record::read(&record_path) {
+            Ok(recorded) => recorded,
+            Err(err) if options.accept_loss => {
+                tracing::warn!(
+                    "{}; accepted: starting without it",
+                    damage(Finding::RecordUnreadable(err))
+                );
+                None
+            }
+            Err(err) => return Err(damage(Finding::RecordUnreadable(err))),
+        };
+        let existed = path
+            .try_exists()
+            .map_err(|e| unavailable(format!("cannot look for {}: {e}", path.display())))?;
+        // Checked before the directory is made again, so that a refused start leaves it as found.
+        let directory_missing = recorded
+            .filter(|r| !existed && r.head > 0)
+            .map(|r| Finding::DirectoryMissing { head: r.head });
+        if let Some(finding) = &directory_missing
+            && !options.accept_loss
+        {
+            return Err(damage(finding.clone()));
+        }
         std::fs::create_dir_all(&path)
             .map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?;
         let store = Store::open(&path)
             .map_err(|e| unavailable(format!("cannot open history in {}: {e}", path.display())))?;
+        let found = store.found()?;
+        let checked = match directory_missing {
+            Some(finding) => Err(finding),
+            None => record::check(recorded, &found),
+        };
+        let record = match checked {
+            Ok(record) => record,
+            Err(finding) if options.accept_loss => {
+                // New positions continue after the recorded head: an id index entry that
+                // outlived its update must not come to point at another update.
+                let head = recorded.map_or(0, |r| r.head).max(found.head);
+                let filled = fill_lost(&store, head)?;
+                tracing::warn!(
+                    "{}; the loss was accepted: serving what is left, {filled} lost positions \
+                     are now empty placeholders, new positions continue after {head}",
+                    damage(finding)
+                );
+                // Whole again: every position from the oldest kept one to the head is there.
+                Record {
+                    head,
+                    intact_from: store.first_position()?.unwrap_or(head + 1),
+                }
+            }
+            Err(finding) => return Err(damage(finding)),
+        };
+        if recorded != Some(record) {
+            record.write(&record_path).map_err(|e| {
+                unavailable(format!(
+                    "cannot write the history record {} (the directory holding the store \
+                     directory must be writable): {e}",
+                    record_path.display()
+                ))
+            })?;
+        }
         let mut tail = Window {
             head: store.head()?,
             ..Window::default()
@@ -228,6 +386,12 @@ impl FileHistory {
             tail: Mutex::new(tail),
             ready: AtomicBool::new(true),
             fail_writes: AtomicBool::new(false),
+            record: Mutex::new(RecordKeeper {
+                path: record_path,
+                written: record,
+                at: Instant::now(),
+                failed: false,
+            }),
         });
         let (requests, inbox) = std_mpsc::channel();
         let (feed_tx, feed_rx) = Feed::channel(lock(&shared.tail).head);
@@ -245,6 +409,7 @@ impl FileHistory {
                     if let Err(err) = retain(&shared) {
                         tracing::warn!(%err, "history retention pass failed");
                     }
+                    shared.keep_record(0, false);
                     drop(shared);
                     std::thread::sleep(RETENTION_PERIOD);
                 }
@@ -254,6 +419,19 @@ impl FileHistory {
             shared,
             requests,
             feed: Mutex::new(Some(feed_rx)),
+            primary: true,
+        })
+    }
+
+    /// Where the record of the store in `path` is kept: `PATH.head`, beside the directory, so
+    /// that it outlives the directory. Whoever deletes a store on purpose deletes this too.
+    pub fn record_path(path: impl AsRef<Path>) -> Result<PathBuf, StoreError> {
+        let path = path.as_ref();
+        record::path_beside(path).map_err(|e| {
+            unavailable(format!(
+                "cannot place the record of the history store {}: {e}",
+                path.display()
+            ))
         })
     }
 
@@ -371,6 +549,17 @@ impl FileHistory {
             shared: self.shared.clone(),
             requests: self.requests.clone(),
             feed: Mutex::new(None),
+            primary: false,
+        }
+    }
+}
+
+impl Drop for FileHistory {
+    fn drop(&mut self) {
+        if self.primary {
+            // A clean shutdown: the record then holds the exact head, so the next start checks
+            // everything that was acknowledged.
+            self.shared.keep_record(0, true);
         }
     }
 }
@@ -466,6 +655,77 @@ fn write_batch(
     Ok(outcomes)
 }
 
+/// After an accepted loss: makes the store whole up to `head`. Every position missing between
+/// the oldest update kept and `head` gets a placeholder that no subscriber receives (no topic),
+/// because positions in history must stay dense: a subscriber resuming across a gap would be
+/// closed as owed what is gone, again at every reconnection. Then `head` is stored, so new
+/// positions continue after it. Returns how many placeholders were written. This scans what is
+/// kept, once, when an operator accepted a loss; an interrupted fill is redone by the next start.
+fn fill_lost(store: &Store, head: u64) -> Result<u64, StoreError> {
+    let time = now_ms();
+    let mut batch = store.db.batch();
+    let mut pending = 0;
+    let mut filled = 0;
+    if let Some(first) = store.first_position()? {
+        let mut expected = first;
+        for kv in store.updates.iter() {
+            let position = decode_position(&kv.key().map_err(unavailable)?)?;
+            pending += placeholders(store, &mut batch, expected..position, time)?;
+            expected = position + 1;
+            // Bounded batches: the gap may be as long as the history.
+            if pending >= RETENTION_BATCH {
+                std::mem::replace(&mut batch, store.db.batch())
+                    .commit()
+                    .map_err(unavailable)?;
+                filled += pending;
+                pending = 0;
+            }
+        }
+        pending += placeholders(store, &mut batch, expected..head + 1, time)?;
+    }
+    batch.insert(&store.meta, HEAD_KEY, head.to_be_bytes());
+    batch.commit().map_err(unavailable)?;
+    store
+        .db
+        .persist(PersistMode::SyncAll)
+        .map_err(unavailable)?;
+    Ok((filled + pending) as u64)
+}
+
+/// Adds a placeholder at each of `positions` to `batch`; how many.
+fn placeholders(
+    store: &Store,
+    batch: &mut fjall::OwnedWriteBatch,
+    positions: std::ops::Range<u64>,
+    time: u64,
+) -> Result<usize, StoreError> {
+    let mut count = 0;
+    for position in positions {
+        let placeholder = NewUpdate {
+            id: format!("herald:lost:{position}"),
+            topics: Vec::new(),
+            data: String::new(),
+            private: true,
+            event_type: None,
+            retry: None,
+        };
+        // Indexed like any update, so that a client resuming from one resumes right after it.
+        batch.insert(
+            &store.ids,
+            placeholder.id.as_bytes(),
+            position.to_be_bytes(),
+        );
+        let stored = Stored {
+            update: placeholder,
+            time,
+        };
+        let json = serde_json::to_vec(&stored).map_err(unavailable)?;
+        batch.insert(&store.updates, position.to_be_bytes(), json);
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// One retention pass: drops the oldest updates beyond the count limit or the age limit.
 fn retain(shared: &Shared) -> Result<(), StoreError> {
     let Ok(store) = shared.store() else {
@@ -477,9 +737,7 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
         .options
         .max_age
         .map(|age| now_ms().saturating_sub(age.as_millis() as u64));
-    let mut batch = store.db.batch();
-    let mut dropped = 0usize;
-    let mut last_dropped = 0;
+    let mut doomed = Vec::new();
     for kv in store.updates.iter().take(RETENTION_BATCH) {
         let (key, value) = kv.into_inner().map_err(unavailable)?;
         let position = decode_position(&key)?;
@@ -490,8 +748,21 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
         if !too_many && !too_old {
             break;
         }
+        doomed.push((position, key, stored.update.id));
+    }
+    // The record stops vouching for these before they go, so that a start after a crash does
+    // not take them for lost; if it cannot be written, they stay.
+    let drop_below = doomed.last().map_or(0, |(position, ..)| position + 1);
+    let allowed = shared.keep_record(drop_below, false);
+    let mut batch = store.db.batch();
+    let mut dropped = 0usize;
+    let mut last_dropped = 0;
+    for (position, key, id) in doomed {
+        if position >= allowed {
+            break;
+        }
         batch.remove(&store.updates, key);
-        batch.remove(&store.ids, stored.update.id.as_bytes());
+        batch.remove(&store.ids, id.as_bytes());
         dropped += 1;
         last_dropped = position;
     }
@@ -520,6 +791,7 @@ mod tests {
         FileOptions {
             max_updates,
             max_age: None,
+            accept_loss: false,
         }
     }
 
@@ -536,7 +808,22 @@ mod tests {
     fn tempdir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("herald-file-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(FileHistory::record_path(&dir).unwrap());
         dir
+    }
+
+    /// Drops the history and waits until its threads have let go of the database.
+    fn close(h: FileHistory) {
+        drop(h);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+
+    fn damage(result: Result<FileHistory, StoreError>) -> String {
+        match result {
+            Err(StoreError::Damaged(damage)) => damage.to_string(),
+            Err(err) => panic!("another error: {err}"),
+            Ok(_) => panic!("a damaged store opened"),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,6 +926,7 @@ mod tests {
             FileOptions {
                 max_updates: 1000,
                 max_age: Some(Duration::from_millis(300)),
+                accept_loss: false,
             },
         )
         .unwrap();
@@ -648,5 +936,108 @@ mod tests {
         assert_eq!(ids(&h.read_after(0, 10).await.unwrap()), ["new"]);
         assert_eq!(h.resolve("old").await.unwrap(), Start::Unknown);
         assert_eq!(h.append(update("newer")).await.unwrap().position, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn less_than_recorded_is_refused_until_accepted_and_positions_stay_above() {
+        let dir = tempdir("loss");
+        let h = FileHistory::open(&dir, options(100)).unwrap();
+        for i in 1..=5 {
+            h.append(update(&format!("l{i}"))).await.unwrap();
+        }
+        close(h);
+        let record = FileHistory::record_path(&dir).unwrap();
+        let text = std::fs::read_to_string(&record).unwrap();
+        assert!(
+            text.contains("\nhead 5\n"),
+            "a clean shutdown records the head: {text}"
+        );
+        // As if positions 6..=9 had been acknowledged and then lost with the journal's end.
+        Record {
+            head: 9,
+            intact_from: 1,
+        }
+        .write(&record)
+        .unwrap();
+        let refused = damage(FileHistory::open(&dir, options(100)));
+        assert!(
+            refused.contains("recovered positions 1..=5")
+                && refused.contains("positions 6..=9 are missing"),
+            "{refused}"
+        );
+        let accepting = FileOptions {
+            accept_loss: true,
+            ..options(100)
+        };
+        let h = FileHistory::open(&dir, accepting).unwrap();
+        assert_eq!(
+            ids(&h.read_after(0, 10).await.unwrap()),
+            ["l1", "l2", "l3", "l4", "l5"]
+                .into_iter()
+                .map(String::from)
+                .chain((6..=9).map(|p| format!("herald:lost:{p}")))
+                .collect::<Vec<_>>(),
+            "what is left, then placeholders that keep positions dense"
+        );
+        let next = h.append(update("after")).await.unwrap();
+        assert_eq!(
+            next.position, 10,
+            "positions never go back below the recorded head"
+        );
+        assert_eq!(h.resolve("l5").await.unwrap(), Start::After(5));
+        close(h);
+        let h = FileHistory::open(&dir, options(100)).expect("accepted once, fine after");
+        assert_eq!(h.append(update("later")).await.unwrap().position, 11);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_directory_is_refused_unless_the_record_goes_too() {
+        let dir = tempdir("gone");
+        let h = FileHistory::open(&dir, options(100)).unwrap();
+        h.append(update("g1")).await.unwrap();
+        close(h);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let refused = damage(FileHistory::open(&dir, options(100)));
+        assert!(refused.contains("is missing"), "{refused}");
+        assert!(
+            !dir.exists(),
+            "a refused start leaves things as it found them"
+        );
+        std::fs::remove_file(FileHistory::record_path(&dir).unwrap()).unwrap();
+        let h = FileHistory::open(&dir, options(100)).expect("a deliberate reset");
+        assert_eq!(h.append(update("g1")).await.unwrap().position, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_is_not_loss() {
+        let dir = tempdir("kept");
+        let h = FileHistory::open(&dir, options(3)).unwrap();
+        for i in 1..=8 {
+            h.append(update(&format!("k{i}"))).await.unwrap();
+        }
+        tokio::time::sleep(RETENTION_PERIOD * 3).await;
+        assert_eq!(h.resolve(EARLIEST).await.unwrap(), Start::After(5));
+        close(h);
+        let h = FileHistory::open(&dir, options(3)).expect("dropped by retention, not lost");
+        assert_eq!(ids(&h.read_after(0, 10).await.unwrap()), ["k6", "k7", "k8"]);
+        close(h);
+        // The record vouches for 6..=8 only: losing one of them is loss.
+        let text = std::fs::read_to_string(FileHistory::record_path(&dir).unwrap()).unwrap();
+        assert!(text.contains("\nintact-from 6\n"), "{text}");
+
+        let dir = tempdir("aged");
+        let by_age = FileOptions {
+            max_updates: 1000,
+            max_age: Some(Duration::from_millis(200)),
+            accept_loss: false,
+        };
+        let h = FileHistory::open(&dir, by_age.clone()).unwrap();
+        h.append(update("a1")).await.unwrap();
+        h.append(update("a2")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(h.read_after(0, 10).await.unwrap().is_empty());
+        close(h);
+        let h = FileHistory::open(&dir, by_age).expect("all aged out, nothing lost");
+        assert_eq!(h.append(update("a3")).await.unwrap().position, 3);
     }
 }
