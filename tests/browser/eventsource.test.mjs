@@ -183,8 +183,11 @@ test('survives a hub restart: reconnects and receives what was published meanwhi
       ['restart-1=before', 'restart-2=while away', 'restart-3=live again']);
   } finally {
     await page.close();
+    const exited = first.child.exitCode !== null || first.child.signalCode !== null;
     first.child.kill('SIGTERM');
+    if (!exited) await new Promise((r) => first.child.once('exit', r));
     rmSync(dir, { recursive: true, force: true });
+    rmSync(`${dir}.head`, { force: true }); // the store's record, kept beside it
   }
 });
 

@@ -143,3 +143,186 @@ fn sigkill_never_loses_an_acknowledged_update() {
         );
     }
 }
+
+/// Publishes `n` updates of about 500 bytes from 8 concurrent publishers (so the journal fills
+/// with group commits), then stops the hub cleanly. Positions are then exactly 1..=n.
+fn fill(dir: &Path, n: usize) {
+    let mut hub = start_hub(dir, &["--history-size", "1000000"]);
+    let token = token();
+    let data = "x".repeat(500);
+    let threads: Vec<_> = (0..8)
+        .map(|p| {
+            let (addr, token, data) = (hub.addr.clone(), token.clone(), data.clone());
+            std::thread::spawn(move || {
+                for k in (p..n).step_by(8) {
+                    let body = format!("topic=t&id=f{k}&data={data}");
+                    let head = format!(
+                        "POST /.well-known/mercure HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: Bearer {token}\r\n"
+                    );
+                    let status = common::request(&addr, &head, &body).map(|(s, _)| s);
+                    assert_eq!(status, Some(200), "publish f{k}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    hub.kill("-TERM");
+}
+
+/// Runs `herald serve` on the store in `dir`, expecting it to refuse to start: its stderr.
+fn refused(dir: &Path, extra: &[&str]) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--jwt-key", KEY])
+        .arg("--store")
+        .arg(format!("file:{}", dir.display()))
+        .args(extra)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap())) {
+        let line = line.unwrap();
+        if line.starts_with("herald listening on") {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("herald started on a damaged store; it said:\n{stderr}");
+        }
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "exited successfully: {stderr}");
+    assert!(
+        stderr.contains("--accept-history-loss"),
+        "the refusal says how to go on: {stderr}"
+    );
+    stderr
+}
+
+/// After an accepted loss: the hub serves what is left, takes new updates, and later starts
+/// without the flag. Returns what history held after the accepting start.
+fn accept_then_restart(dir: &Path) -> Vec<String> {
+    let token = token();
+    let mut hub = start_hub(dir, &["--accept-history-loss"]);
+    let left = history_after(&hub.addr, "earliest");
+    assert_eq!(publish(&hub.addr, &token, "after-loss"), Some(200));
+    hub.kill("-TERM");
+    let hub = start_hub(dir, &[]);
+    let mut expected = left.clone();
+    expected.push("after-loss".into());
+    assert_eq!(history_after(&hub.addr, "earliest"), expected);
+    left
+}
+
+const FILLED: usize = 2000;
+
+#[test]
+fn a_truncated_journal_is_refused_until_the_loss_is_accepted() {
+    let dir = tempdir("truncated");
+    fill(&dir, FILLED);
+    let mut journals = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jnl") {
+            // fjall preallocates journals (64 MiB of zeros): halve what is written, or
+            // nothing would be cut.
+            let bytes = std::fs::read(&path).unwrap();
+            let used = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(used as u64 / 2).unwrap();
+            journals += 1;
+        }
+    }
+    assert!(journals > 0, "no journal in {}", dir.display());
+    let message = refused(&dir, &[]);
+    assert!(
+        message.contains(&format!(
+            "but {}.head records that updates up to position {FILLED} were acknowledged",
+            dir.display()
+        )) && message.contains("recovered positions 1..="),
+        "{message}"
+    );
+    let left = accept_then_restart(&dir);
+    assert!(
+        !left.is_empty() && left.len() < FILLED,
+        "{} left",
+        left.len()
+    );
+}
+
+#[test]
+fn a_deleted_keyspace_catalogue_is_refused_until_the_loss_is_accepted() {
+    let dir = tempdir("catalogue");
+    fill(&dir, FILLED);
+    // fjall's keyspace 0 names the others; without it, fjall deletes them all as unreferenced.
+    std::fs::remove_dir_all(dir.join("keyspaces/0")).unwrap();
+    let message = refused(&dir, &[]);
+    assert!(
+        message.contains("recovered no updates")
+            && message.contains(&format!("positions 1..={FILLED} are missing")),
+        "{message}"
+    );
+    assert_eq!(accept_then_restart(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn a_deleted_store_directory_is_refused_until_the_loss_is_accepted() {
+    let dir = tempdir("deleted");
+    fill(&dir, 100);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let message = refused(&dir, &[]);
+    assert!(
+        message.contains(&format!(
+            "the history store directory {} is missing, but {}.head records that updates up to \
+             position 100 were acknowledged",
+            dir.display(),
+            dir.display()
+        )),
+        "{message}"
+    );
+    assert!(!dir.exists(), "a refused start does not make the directory");
+    assert_eq!(accept_then_restart(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn retention_and_restarts_are_not_taken_for_loss() {
+    let token = token();
+    // By count, with a smaller limit on the next start, and across a SIGKILL.
+    let dir = tempdir("retained");
+    let mut hub = start_hub(&dir, &["--history-size", "50"]);
+    for i in 1..=120 {
+        assert_eq!(publish(&hub.addr, &token, &format!("k{i}")), Some(200));
+    }
+    std::thread::sleep(Duration::from_millis(700)); // a retention pass or two
+    hub.kill("-TERM");
+    let mut hub = start_hub(&dir, &["--history-size", "20"]);
+    let kept = history_after(&hub.addr, "earliest");
+    assert_eq!(kept.last().map(String::as_str), Some("k120"), "{kept:?}");
+    std::thread::sleep(Duration::from_millis(1500)); // retention, then the record follows
+    for i in 121..=130 {
+        assert_eq!(publish(&hub.addr, &token, &format!("k{i}")), Some(200));
+    }
+    hub.kill("-KILL");
+    let hub = start_hub(&dir, &["--history-size", "20"]);
+    std::thread::sleep(Duration::from_millis(700)); // retention catches up on what it had not done
+    let kept = history_after(&hub.addr, "earliest");
+    assert_eq!(kept.first().map(String::as_str), Some("k111"), "{kept:?}");
+    assert_eq!(kept.len(), 20);
+    drop(hub);
+
+    // By age: everything dropped, only the head is left.
+    let dir = tempdir("aged");
+    let mut hub = start_hub(&dir, &["--history-max-age", "1"]);
+    for i in 1..=20 {
+        assert_eq!(publish(&hub.addr, &token, &format!("a{i}")), Some(200));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(history_after(&hub.addr, "earliest"), Vec::<String>::new());
+    hub.kill("-TERM");
+    let hub = start_hub(&dir, &["--history-max-age", "1"]);
+    assert_eq!(publish(&hub.addr, &token, "a21"), Some(200));
+    assert_eq!(history_after(&hub.addr, "earliest"), ["a21"]);
+}

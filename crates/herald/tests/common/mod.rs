@@ -115,9 +115,12 @@ pub fn publish(addr: &str, token: &str, id: &str) -> Option<u16> {
     request(addr, &head, &body).map(|(status, _)| status)
 }
 
-/// A fresh, absent temporary path for this test process.
+/// A fresh, absent temporary path for this test process (and no file store record beside it).
 pub fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("herald-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(
+        dir.with_file_name(format!("herald-test-{name}-{}.head", std::process::id())),
+    );
     dir
 }
