@@ -17,17 +17,17 @@
 //!   once the disk works again.
 //! - **Retention** by count and by age runs on its own thread, so publishes never wait for it.
 //! - **Damage is refused, not served.** fjall opens whatever its files still hold, silently (a
-//!   truncated journal just ends early; without `keyspaces/0` it drops every keyspace). So a
-//!   record beside the directory (`PATH.head`, see [`record`]) keeps what was acknowledged: a
-//!   head and the start of the range retention has not dropped. The retention thread rewrites it
-//!   at most every [`RECORD_PERIOD`] and before it deletes anything, and a clean shutdown writes
-//!   it last, so publishes never wait for it. A start that recovers less than the record (a lower
-//!   head, a missing directory, the kept range short at either end or with holes) fails with
-//!   [`Damage`], unless [`FileOptions::accept_loss`]: then it warns, serves what is left, fills
-//!   lost positions with placeholders no subscriber receives (positions stay dense) and keeps
-//!   the recorded head as the floor of new positions, so none is given twice. Not seen: a loss
-//!   of only the updates acknowledged since the last record write (up to about a second before
-//!   a crash), or damage that fjall's counts do not show (see [`record`]).
+//!   truncated journal just ends early; without `keyspaces/0` it drops every keyspace). So a record
+//!   beside the directory (`PATH.head`, see `file/record.rs`) keeps what was acknowledged: a head
+//!   and the start of the range retention has not dropped. The retention thread rewrites it at most
+//!   once a second and before it deletes anything, and a clean shutdown writes it last, so
+//!   publishes never wait for it. A start that recovers less than the record (a lower head, a
+//!   missing directory, the kept range short at either end or with holes) fails with [`Damage`],
+//!   unless [`FileOptions::accept_loss`]: then it warns, serves what is left, fills lost positions
+//!   with placeholders no subscriber receives (positions stay dense) and keeps the recorded head as
+//!   the floor of new positions, so none is given twice. Not seen: a loss of only the updates
+//!   acknowledged since the last record write (up to about a second before a crash), or damage that
+//!   fjall's counts do not show (see `file/record.rs`).
 //! - **Tail cache.** The newest updates stay in memory (the same window the memory backend uses),
 //!   so live subscribers catching up after a burst do not touch the disk.
 
