@@ -2,11 +2,11 @@
 # Soak: one herald hub holding many subscribers for a long time while publishing, watched from
 # outside. See bench/README.md ("Soak").
 #
-#   bench/soak.sh [--minutes 60] [--subscribers 18000]
+#   bench/soak.sh [--minutes 60] [--subscribers 18000] [--rate 2]
 #
 # Load, all on loopback against one `herald serve` (release build, durable file store):
-#   - `herald bench fanout`: SUBSCRIBERS - 1000 steady subscribers of one topic, 10 updates/s of
-#     200 bytes for the whole run; it counts every lost, duplicate or reordered delivery;
+#   - `herald bench fanout`: SUBSCRIBERS - 1000 steady subscribers of one topic, RATE updates/s
+#     of 200 bytes for the whole run; it counts every lost, duplicate or reordered delivery;
 #   - bench/soak_clients.py: 500 subscribers that disconnect every 5-30 s and resume with
 #     Last-Event-ID (gaps and duplicates counted, p50/p99 latency per minute), 500 slow readers
 #     (1 KB every 2 s), and a publisher of mixed sizes (100 B to 64 KB) at 5 updates/s;
@@ -18,10 +18,12 @@ set -euo pipefail
 
 MINUTES=60
 SUBSCRIBERS=18000
+RATE=2
 while [ $# -gt 0 ]; do
     case "$1" in
         --minutes) MINUTES=$2; shift 2 ;;
         --subscribers) SUBSCRIBERS=$2; shift 2 ;;
+        --rate) RATE=$2; shift 2 ;;
         -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -78,7 +80,7 @@ python3 "$BENCH_DIR/soak_clients.py" --port "$PORT" --publisher-token "$PUB" \
 CLIENTS=$!
 
 "$HERALD_BIN" bench fanout --url "http://127.0.0.1:$PORT" --jwt-key "$KEY" \
-    --server-pid "$HUB" --conns "$STEADY" --rate 10 --messages $((SECONDS_TOTAL * 10)) \
+    --server-pid "$HUB" --conns "$STEADY" --rate "$RATE" --messages $((SECONDS_TOTAL * RATE)) \
     --size 200 --timeout 60 --floor-us 1 --json >"$RUN_DIR/fanout.json" 2>"$RUN_DIR/fanout.err" || true
 wait $CLIENTS || true
 log "done; summary:"
