@@ -1,0 +1,148 @@
+//! Fuzzes the hub's two Mercure requests end to end, in process, through the real router
+//! (`herald_hub::http::router` over a memory-history hub with default settings): the publish
+//! form and the subscribe query string.
+//!
+//! Input: one mode byte, then the body or query. Mode bit 0: publish (0) or subscribe (1).
+//! Bit 1 picks the token:
+//! - publish: a publisher token for `*`, or one for `https://example.com/books/{id}` and
+//!   `https://example.com/public` only (so 403 is reachable);
+//!   `POST /.well-known/mercure`, `content-type: application/x-www-form-urlencoded`, the rest
+//!   of the input as the body. Status must be 200/400/403/409/413/415/503 (never 500, no
+//!   panic); a 200's body is the update's id, the form's last non-empty `id` when it has one.
+//! - subscribe: a subscriber token in `Authorization`, or none (then only an `authorization`
+//!   parameter in the query can authorize); `GET /.well-known/mercure?<rest of the input>`,
+//!   skipped unless that is a valid URI whose query is exactly the input. Status must be
+//!   200/400/401/403; only the response head is read (the stream is dropped).
+#![no_main]
+
+use axum::body::Body;
+use herald_fuzz::{PUBLISHER_SECRET, SUBSCRIBER_SECRET, router, runtime, token};
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::BodyExt as _;
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+use tower::ServiceExt as _;
+
+struct Tokens {
+    publish_any: String,
+    publish_some: String,
+    subscribe: String,
+}
+
+fn tokens() -> &'static Tokens {
+    static TOKENS: OnceLock<Tokens> = OnceLock::new();
+    TOKENS.get_or_init(|| Tokens {
+        publish_any: token(PUBLISHER_SECRET, &["*"], &[], None),
+        publish_some: token(
+            PUBLISHER_SECRET,
+            &[
+                "https://example.com/books/{id}",
+                "https://example.com/public",
+            ],
+            &[],
+            None,
+        ),
+        subscribe: token(
+            SUBSCRIBER_SECRET,
+            &[],
+            &["https://example.com/books/{id}"],
+            Some(4_102_444_800),
+        ),
+    })
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
+    if mode & 1 == 0 {
+        publish(mode & 2 == 0, rest);
+    } else {
+        subscribe(mode & 2 == 0, rest);
+    }
+});
+
+fn publish(any_topic: bool, body: &[u8]) {
+    let t = tokens();
+    let token = if any_topic {
+        &t.publish_any
+    } else {
+        &t.publish_some
+    };
+    let request = Request::post("/.well-known/mercure")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body.to_vec()))
+        .expect("a valid request");
+    let (status, response_body) = runtime().block_on(async {
+        let response = router().clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a buffered body")
+            .to_bytes();
+        (status, body)
+    });
+    assert!(
+        matches!(
+            status,
+            StatusCode::OK
+                | StatusCode::BAD_REQUEST
+                | StatusCode::FORBIDDEN
+                | StatusCode::CONFLICT
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::UNSUPPORTED_MEDIA_TYPE
+                | StatusCode::SERVICE_UNAVAILABLE
+        ),
+        "publish answered {status}: {}",
+        String::from_utf8_lossy(&response_body)
+    );
+    if status == StatusCode::OK {
+        let id = form_urlencoded::parse(body)
+            .filter(|(k, _)| k == "id")
+            .last()
+            .map(|(_, v)| v.into_owned())
+            .filter(|id| !id.is_empty());
+        let answered = std::str::from_utf8(&response_body).expect("an id is UTF-8");
+        match id {
+            Some(id) => assert_eq!(answered, id),
+            None => assert!(answered.starts_with("urn:uuid:"), "{answered:?}"),
+        }
+    }
+}
+
+fn subscribe(with_token: bool, query: &[u8]) {
+    let mut uri = b"/.well-known/mercure?".to_vec();
+    uri.extend_from_slice(query);
+    let Ok(uri) = Uri::from_maybe_shared(uri) else {
+        return;
+    };
+    if uri.query().map(str::as_bytes) != Some(query) {
+        return;
+    }
+    let mut request = Request::get(uri);
+    if with_token {
+        request = request.header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", tokens().subscribe),
+        );
+    }
+    let request = request.body(Body::empty()).expect("a valid request");
+    let status = runtime().block_on(async {
+        let response = router().clone().oneshot(request).await.expect("infallible");
+        response.status()
+        // The response, and with it an accepted subscription, is dropped here.
+    });
+    assert!(
+        matches!(
+            status,
+            StatusCode::OK
+                | StatusCode::BAD_REQUEST
+                | StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+        ),
+        "subscribe answered {status}"
+    );
+}

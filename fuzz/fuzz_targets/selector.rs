@@ -1,0 +1,170 @@
+//! Fuzzes topic selectors: compiling one (exact, `*` or an RFC 6570 URI template compiled to a
+//! regex) and matching a topic against it, with time and memory bounds.
+//!
+//! Input: `selector \0 topic` (without a `\0`, the topic is empty); both lossy UTF-8, as a
+//! query string or a JWT claim could carry any text. Checks:
+//! - nothing panics (built with `--debug-assertions`, the hub's `debug_assert!` that a
+//!   template only fails on size, and overflow checks, are on);
+//! - a selector that compiles keeps its text and matches it (a template matches its own text);
+//! - the selector's length limit is the only reason a long selector is refused;
+//! - compiling takes less than `HERALD_FUZZ_COMPILE_MS` milliseconds (default 1000), the two
+//!   matches (topic, own text) less than `HERALD_FUZZ_MATCH_MS` (default 100: the hub matches
+//!   every update against every subscriber's templates), and both together allocate at most
+//!   `HERALD_FUZZ_SELECTOR_MB` MiB at their peak (default 64), counted by the allocator below,
+//!   so a pathological template is a finding, not a slow run. The times are those of the
+//!   instrumented build, several times slower than a release build.
+//!   libFuzzer's `-rss_limit_mb` / `-malloc_limit_mb` bound the process too (fuzz/README.md).
+#![no_main]
+
+use herald_hub::topic::{MAX_SELECTOR_LEN, Selector, SelectorError};
+use libfuzzer_sys::fuzz_target;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// The system allocator, counting live bytes and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+            PEAK.fetch_max(live, Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(p, layout) };
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let q = unsafe { System.realloc(p, layout, new_size) };
+        if !q.is_null() {
+            if new_size >= layout.size() {
+                let live =
+                    LIVE.fetch_add(new_size - layout.size(), Relaxed) + new_size - layout.size();
+                PEAK.fetch_max(live, Relaxed);
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Relaxed);
+            }
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The bounds: compile time, match time (both matches together), peak heap bytes.
+struct Limits {
+    compile: Duration,
+    matching: Duration,
+    bytes: usize,
+}
+
+fn limits() -> &'static Limits {
+    static LIMITS: OnceLock<Limits> = OnceLock::new();
+    LIMITS.get_or_init(|| {
+        let var = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        Limits {
+            compile: Duration::from_millis(var("HERALD_FUZZ_COMPILE_MS", 1000)),
+            matching: Duration::from_millis(var("HERALD_FUZZ_MATCH_MS", 100)),
+            bytes: usize::try_from(var("HERALD_FUZZ_SELECTOR_MB", 64)).unwrap() << 20,
+        }
+    })
+}
+
+fuzz_target!(|input: &[u8]| {
+    let limits = limits();
+    let (selector, topic) = match input.iter().position(|&b| b == 0) {
+        Some(i) => (&input[..i], &input[i + 1..]),
+        None => (input, &[][..]),
+    };
+    let selector = String::from_utf8_lossy(selector);
+    let topic = String::from_utf8_lossy(topic);
+
+    let base = LIVE.load(Relaxed);
+    PEAK.store(base, Relaxed);
+    let start = Instant::now();
+    let parsed = Selector::parse(&selector);
+    let compiled = start.elapsed();
+    let start = Instant::now();
+    let (matches_topic, matches_itself) = match &parsed {
+        Ok(s) => (s.matches(&topic), s.matches(&selector)),
+        Err(_) => (false, false),
+    };
+    let matched = start.elapsed();
+    let peak = PEAK.load(Relaxed).saturating_sub(base);
+
+    let what = || {
+        format!(
+            "a {}-byte selector and a {}-byte topic (compile {compiled:?}, match {matched:?}, \
+             peak heap {} KiB)",
+            selector.len(),
+            topic.len(),
+            peak >> 10
+        )
+    };
+    assert!(
+        compiled < limits.compile,
+        "compiling is too slow: {}",
+        what()
+    );
+    assert!(
+        matched < limits.matching,
+        "matching is too slow: {}",
+        what()
+    );
+    assert!(
+        peak <= limits.bytes,
+        "compiling and matching use too much memory: {}",
+        what()
+    );
+
+    match parsed {
+        Ok(s) => {
+            assert!(selector.len() <= MAX_SELECTOR_LEN);
+            assert_eq!(s.as_str(), selector);
+            assert_eq!(s.to_string(), selector);
+            assert!(matches_itself, "{selector:?} does not match its own text");
+            if topic == selector {
+                assert!(matches_topic);
+            }
+            match &s {
+                Selector::Any => assert_eq!(selector, "*"),
+                Selector::Exact(exact) => {
+                    assert!(!selector.contains('{') && selector != "*");
+                    assert_eq!(matches_topic, *exact == topic);
+                }
+                Selector::Template(t) => {
+                    assert!(selector.contains('{'));
+                    // Anchored at both ends: a template matches whole topics only.
+                    let regex = t.regex().as_str();
+                    assert!(regex.starts_with('^') && regex.ends_with('$'), "{regex}");
+                }
+            }
+        }
+        Err(SelectorError::TooLong { len }) => {
+            assert_eq!(len, selector.len());
+            assert!(len > MAX_SELECTOR_LEN);
+        }
+        Err(err) => {
+            assert!(selector.len() <= MAX_SELECTOR_LEN);
+            assert!(selector.contains('{'), "{err}");
+            // Every error message names the selector, so a client can find it.
+            let _ = err.to_string();
+        }
+    }
+});

@@ -1,0 +1,106 @@
+//! Shared pieces of the fuzz targets: the keys and tokens, a hand-made HS256 signer (so claims
+//! the hub's own types could never serialize still carry a valid signature), and one in-process
+//! hub on one current-thread tokio runtime, reused by every execution.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use herald_hub::auth::{Claims, KeySource, MercureClaim, Verifier, sign_hmac};
+use herald_hub::history::MemoryHistory;
+use herald_hub::{Hub, Settings};
+use hmac::{Hmac, Mac};
+use jsonwebtoken::Algorithm;
+use sha2::Sha256;
+use std::sync::{Arc, OnceLock};
+use tokio::runtime::Runtime;
+
+pub const PUBLISHER_SECRET: &[u8] = b"herald-fuzz-publisher-secret";
+pub const SUBSCRIBER_SECRET: &[u8] = b"herald-fuzz-subscriber-secret";
+/// The JOSE header of every token signed here, unless a target fuzzes the header too.
+pub const HS256_HEADER: &[u8] = br#"{"alg":"HS256","typ":"JWT"}"#;
+
+/// HS256 verifier with distinct publisher and subscriber secrets, as `herald serve` builds it.
+pub fn verifier() -> Verifier {
+    Verifier::new(
+        Algorithm::HS256,
+        &KeySource::Secret(PUBLISHER_SECRET.to_vec()),
+        &KeySource::Secret(SUBSCRIBER_SECRET.to_vec()),
+    )
+    .expect("HS256 with secrets is a valid configuration")
+}
+
+/// A compact JWS: base64url(header) . base64url(payload) . base64url(HMAC-SHA256), over any
+/// bytes, JSON or not.
+pub fn sign_raw(secret: &[u8], header: &[u8], payload: &[u8]) -> String {
+    let mut token = URL_SAFE_NO_PAD.encode(header);
+    token.push('.');
+    token.push_str(&URL_SAFE_NO_PAD.encode(payload));
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(token.as_bytes());
+    let signature = mac.finalize().into_bytes();
+    token.push('.');
+    token.push_str(&URL_SAFE_NO_PAD.encode(signature));
+    token
+}
+
+/// A token signed by the hub's own `sign_hmac`, granting `publish` and `subscribe`.
+pub fn token(secret: &[u8], publish: &[&str], subscribe: &[&str], exp: Option<u64>) -> String {
+    let claims = Claims {
+        mercure: Some(MercureClaim {
+            publish: Some(publish.iter().map(|s| s.to_string()).collect()),
+            subscribe: Some(subscribe.iter().map(|s| s.to_string()).collect()),
+            payload: Some(serde_json::json!({"user": "fuzz"})),
+        }),
+        exp,
+    };
+    sign_hmac(Algorithm::HS256, secret, &claims).expect("HS256 signing cannot fail")
+}
+
+/// The runtime every execution of a target runs on: created once, current-thread (libFuzzer
+/// runs the target on one thread; the hub's tasks run whenever a request is driven).
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime")
+    })
+}
+
+/// The hub's router, over one hub (memory history of 1000 updates, default settings) started
+/// once on [`runtime`]. Clone it for each request.
+pub fn router() -> &'static axum::Router {
+    static ROUTER: OnceLock<axum::Router> = OnceLock::new();
+    ROUTER.get_or_init(|| {
+        let _guard = runtime().enter();
+        let hub = Hub::start(
+            Arc::new(MemoryHistory::new(1000)),
+            verifier(),
+            Settings::default(),
+        );
+        herald_hub::http::router(hub)
+    })
+}
+
+/// Sends `request` to the hub and returns the response status; the body (a live SSE stream
+/// for an accepted subscription) is dropped unread, which ends the subscription.
+pub fn send(request: http::Request<axum::body::Body>) -> http::StatusCode {
+    use tower::ServiceExt as _;
+    runtime().block_on(async {
+        let response = router()
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        response.status()
+    })
+}
+
+/// Whether to check for known, reported findings too (`HERALD_FUZZ_STRICT=1`). By default the
+/// targets step around them (each is listed in fuzz/README.md with its input in
+/// `fuzz/regressions/<target>/`), so a run can look for new ones; the fix of a finding removes
+/// its exception.
+pub fn strict() -> bool {
+    static STRICT: OnceLock<bool> = OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var("HERALD_FUZZ_STRICT").is_ok_and(|v| v == "1"))
+}
