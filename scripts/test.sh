@@ -11,9 +11,13 @@
 # EventSource against the built `herald`, driven by playwright-core under node --test),
 # services (several `herald serve` nodes on a real redis-server, and again on a real nats-server
 # with JetStream, each started by the tests on a free loopback port with a temporary data
-# directory, and deploy/nginx.conf in front of them: crates/herald/tests/cluster.rs).
+# directory, and deploy/nginx.conf in front of them: crates/herald/tests/cluster.rs),
+# fuzz (a 30 s libFuzzer smoke of each target in fuzz/, on its committed corpus and regressions:
+# fuzz/run.sh).
 # A tier that needs an external program (node, npm, chromium, redis-server, nats-server, nginx)
 # fails the run when the program is missing and CI=true, and is skipped with a notice otherwise.
+# The fuzz tier needs a nightly toolchain and cargo-fuzz, which are optional: it is skipped
+# with a notice when they are missing, CI or not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,6 +76,26 @@ tier_abuse() {
   fi
 }
 
+# require_fuzz: true if `cargo +nightly` and cargo-fuzz work; else skip the fuzz tier, also
+# under CI=true (nightly is optional for this project).
+require_fuzz() {
+  if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "tier fuzz: skipped, needs a nightly toolchain and cargo-fuzz (rustup toolchain install nightly; cargo install --locked cargo-fuzz)" >&2
+  skipped+=(fuzz)
+  return 1
+}
+
+tier_fuzz() {
+  local target ok=0
+  for target in $(cd fuzz && cargo +nightly fuzz list); do
+    echo "--- fuzz $target: 30 s" >&2
+    fuzz/run.sh --scratch "$target" -max_total_time=30 || ok=1
+  done
+  return $ok
+}
+
 tier_services() {
   if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run -p herald --locked --test cluster --run-ignored only --no-fail-fast
@@ -81,7 +105,7 @@ tier_services() {
 }
 
 tiers=("$@")
-[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit abuse browser services)
+[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit abuse browser services fuzz)
 for tier in "${tiers[@]}"; do
   case "$tier" in
     lint) require cargo lint && run_tier lint tier_lint ;;
@@ -93,7 +117,8 @@ for tier in "${tiers[@]}"; do
     services)
       require redis-server services && require nats-server services && require nginx services &&
         run_tier services tier_services ;;
-    *) echo "unknown tier '$tier' (known: lint unit abuse browser services)" >&2; exit 2 ;;
+    fuzz) require_fuzz && run_tier fuzz tier_fuzz ;;
+    *) echo "unknown tier '$tier' (known: lint unit abuse browser services fuzz)" >&2; exit 2 ;;
   esac
 done
 
