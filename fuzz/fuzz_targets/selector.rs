@@ -11,17 +11,19 @@
 //!   matches (topic, own text) less than `HERALD_FUZZ_MATCH_MS` (default 100: the hub matches
 //!   every update against every subscriber's templates), and both together allocate at most
 //!   `HERALD_FUZZ_SELECTOR_MB` MiB at their peak (default 64), counted by the allocator below,
-//!   so a pathological template is a finding, not a slow run. The times are those of the
-//!   instrumented build, several times slower than a release build.
+//!   so a pathological template is a finding, not a slow run. Times are the thread's CPU time
+//!   (not the wall clock, which a loaded machine stretches) in the instrumented build, several
+//!   times slower than a release build.
 //!   libFuzzer's `-rss_limit_mb` / `-malloc_limit_mb` bound the process too (fuzz/README.md).
 #![no_main]
 
+use herald_fuzz::strict;
 use herald_hub::topic::{MAX_SELECTOR_LEN, Selector, SelectorError};
 use libfuzzer_sys::fuzz_target;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The system allocator, counting live bytes and their peak.
 struct Counting;
@@ -62,6 +64,39 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// CPU time of this thread: unlike the wall clock, it does not count the time other processes
+/// of a loaded machine take, so the bounds hold on a busy CI machine too.
+fn cpu_time() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec; the clock id is a constant Linux supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Known finding (fuzz/README.md): matching a template with several `:N` prefixes (bounded
+/// repetitions, which make the regex's lazy DFA thrash) against a long topic takes tens of
+/// milliseconds even in a release build. Outside `HERALD_FUZZ_STRICT=1` such templates are
+/// exempt from the match-time bound (not from the others).
+fn known_slow_match(selector: &str) -> bool {
+    let prefixes = selector
+        .split('{')
+        .skip(1)
+        .map(|expression| {
+            expression
+                .split('}')
+                .next()
+                .unwrap_or("")
+                .matches(':')
+                .count()
+        })
+        .sum::<usize>();
+    !strict() && prefixes >= 2
+}
+
 /// The bounds: compile time, match time (both matches together), peak heap bytes.
 struct Limits {
     compile: Duration,
@@ -97,15 +132,15 @@ fuzz_target!(|input: &[u8]| {
 
     let base = LIVE.load(Relaxed);
     PEAK.store(base, Relaxed);
-    let start = Instant::now();
+    let start = cpu_time();
     let parsed = Selector::parse(&selector);
-    let compiled = start.elapsed();
-    let start = Instant::now();
+    let compiled = cpu_time() - start;
+    let start = cpu_time();
     let (matches_topic, matches_itself) = match &parsed {
         Ok(s) => (s.matches(&topic), s.matches(&selector)),
         Err(_) => (false, false),
     };
-    let matched = start.elapsed();
+    let matched = cpu_time() - start;
     let peak = PEAK.load(Relaxed).saturating_sub(base);
 
     let what = || {
@@ -123,7 +158,7 @@ fuzz_target!(|input: &[u8]| {
         what()
     );
     assert!(
-        matched < limits.matching,
+        matched < limits.matching || known_slow_match(&selector),
         "matching is too slow: {}",
         what()
     );
