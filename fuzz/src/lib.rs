@@ -96,11 +96,3 @@ pub fn send(request: http::Request<axum::body::Body>) -> http::StatusCode {
     })
 }
 
-/// Whether to check for known, reported findings too (`HERALD_FUZZ_STRICT=1`). By default the
-/// targets step around them (each is listed in fuzz/README.md with its input in
-/// `fuzz/regressions/<target>/`), so a run can look for new ones; the fix of a finding removes
-/// its exception.
-pub fn strict() -> bool {
-    static STRICT: OnceLock<bool> = OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var("HERALD_FUZZ_STRICT").is_ok_and(|v| v == "1"))
-}

@@ -1,0 +1,40 @@
+//! Fuzzes the direct path's request-head parser (`crates/hub/src/stream.rs`, through the hub's
+//! `fuzzing` feature) with untrusted bytes: it must never panic, and must decide the same way
+//! however the head arrives in pieces (the accept loop parses again after every read, so each
+//! prefix of the input is parsed too). A head it would stream as a subscription must be one
+//! that hyper's own rules accept (one Host, no body, HTTP/1.1), so that both paths refuse the
+//! same requests.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: &[u8]| {
+    let whole = herald_hub::fuzzing::head(input);
+    // What the accept loop sees: every prefix, until one is complete.
+    let mut first_complete = None;
+    for end in (1..=input.len()).step_by(7) {
+        if let Some(decision) = herald_hub::fuzzing::head(&input[..end]) {
+            first_complete = Some((end, decision));
+            break;
+        }
+    }
+    if let Some((end, decision)) = first_complete
+        && end == input.len()
+    {
+        assert_eq!(Some(decision), whole);
+    }
+    if whole == Some(true) {
+        let text = String::from_utf8_lossy(input).to_ascii_lowercase();
+        // The head ends at the first empty line (httparse accepts LF as well as CRLF).
+        let head = text
+            .split("\n")
+            .map(|line| line.strip_suffix('\r').unwrap_or(line))
+            .take_while(|line| !line.is_empty())
+            .collect::<Vec<_>>();
+        let count = |name: &str| head.iter().skip(1).filter(|l| l.starts_with(name)).count();
+        assert_eq!(count("host:"), 1, "a streamed subscription has exactly one Host header");
+        assert_eq!(count("transfer-encoding:"), 0);
+        assert!(count("content-length:") <= 1);
+        assert!(head[0].ends_with(" http/1.1"), "{:?}", head[0]);
+    }
+});
