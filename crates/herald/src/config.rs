@@ -89,7 +89,7 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_WRITE_TIMEOUT")]
     pub write_timeout: Option<u64>,
     /// Most bytes owed to all subscribers together (taken for them, not yet written); beyond,
-    /// subscribers whose writes are blocked are closed [default: 536870912].
+    /// subscribers whose writes are blocked are closed [default: 67108864].
     #[arg(long, env = "HERALD_MAX_OWED_BYTES")]
     pub max_owed_bytes: Option<usize>,
     /// Seconds a client has to send each request head; also how long a keep-alive connection

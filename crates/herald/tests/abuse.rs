@@ -302,3 +302,83 @@ fn slow_heads_are_cut_off() {
     assert_eq!(open, 0, "every slow head is cut off");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// Found by the soak (bench/soak.sh): 500 slow readers resuming with `Last-Event-ID` from a
+/// position only the disk still holds each read their own copy of history (1 MiB steps) and
+/// held it while blocked, under a budget too large to stop them: RSS +1.2 GB. Here 300 such
+/// readers (4 KiB receive buffers) resume from the start of 80 MB of history on the file store
+/// (its tail cache holds 32 MB): the owed-bytes budget (default) and small catch-up steps keep
+/// the peak growth far below what they ask for.
+#[test]
+#[ignore = "abuse tier: scripts/test.sh abuse"]
+fn slow_readers_resuming_from_disk_cannot_blow_up_memory() {
+    let dir = tempdir("abuse-disk");
+    let store = format!("file:{}", dir.display());
+    let hub = Serve::start(
+        KEY,
+        &[
+            "--store",
+            &store,
+            "--history-size",
+            "100000",
+            "--write-timeout",
+            "30",
+            "--max-body",
+            "200000",
+        ],
+    );
+    let pid = hub.child.id();
+    let token = publisher_token(KEY);
+    // 1,248 updates of 64 KB (the soak's largest), from 8 publishers at once (group commit).
+    let data = "x".repeat(64 << 10);
+    std::thread::scope(|scope| {
+        for p in 0..8 {
+            let (addr, token, data) = (&hub.addr, &token, &data);
+            scope.spawn(move || {
+                for i in 0..156 {
+                    let id = format!("d{p}-{i}");
+                    let body = format!("topic=t&id={id}&data={data}");
+                    let head = format!(
+                        "POST /.well-known/mercure HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: Bearer {token}\r\n"
+                    );
+                    assert_eq!(request(addr, &head, &body).map(|r| r.0), Some(200));
+                }
+            });
+        }
+    });
+    let (before, before_peak) = memory(pid);
+    let readers: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let (stream, status) = subscribe(&hub.addr, "topic=t&lastEventID=d0-0", Some(4096));
+            assert!(status.contains("200"), "{status}");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    let (during, peak) = memory(pid);
+    let health = Instant::now();
+    assert_eq!(
+        request(&hub.addr, "GET /healthz HTTP/1.1\r\n", "").map(|r| r.0),
+        Some(200)
+    );
+    eprintln!(
+        "slow readers from disk: RSS {} MB (peak {} MB) after 80 MB of history; {} MB with 300 \
+         readers blocked, peak {} MB; /healthz in {:?}",
+        before / MB,
+        before_peak / MB,
+        during / MB,
+        peak / MB,
+        health.elapsed()
+    );
+    drop(readers);
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut record = dir.clone().into_os_string();
+    record.push(".head");
+    let _ = std::fs::remove_file(record);
+    // 300 readers x 1 MiB steps, copied from disk, would be 300+ MB; the budget is 64 MiB.
+    assert!(
+        peak.saturating_sub(before_peak.max(before)) < 200 * MB,
+        "peak grew by {} MB",
+        peak.saturating_sub(before_peak.max(before)) / MB
+    );
+}

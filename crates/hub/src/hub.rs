@@ -72,7 +72,7 @@ impl Default for Settings {
             max_topics: 100,
             queue_bytes: 4 << 20,
             write_timeout: Duration::from_secs(60),
-            max_owed_bytes: 512 << 20,
+            max_owed_bytes: 64 << 20,
             tcp_keepalive: Some(Duration::from_secs(60)),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),

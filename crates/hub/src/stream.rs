@@ -133,7 +133,7 @@ async fn read_head(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Op
         }
         match parse_head(buf) {
             Parsed::Partial => continue,
-            Parsed::Done(head) => return Ok(head),
+            Parsed::Done(head) => return Ok(head.map(|head| *head)),
         }
     }
 }
@@ -144,7 +144,7 @@ pub(crate) enum Parsed {
     Partial,
     /// A complete head this path can parse, or `None` for anything else (too long, too many
     /// headers, malformed: hyper answers it with the right error).
-    Done(Option<Head>),
+    Done(Option<Box<Head>>),
 }
 
 /// Parses the bytes read so far of a connection's first request head. Pure, so the fuzz
@@ -153,7 +153,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buf) {
-        Ok(httparse::Status::Complete(_)) => Parsed::Done(to_head(&request)),
+        Ok(httparse::Status::Complete(_)) => Parsed::Done(to_head(&request).map(Box::new)),
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Parsed::Partial,
         _ => Parsed::Done(None),
     }
