@@ -25,10 +25,12 @@ fuzz_target!(|input: &[u8]| {
     }
     if whole == Some(true) {
         let text = String::from_utf8_lossy(input).to_ascii_lowercase();
-        // The head ends at the first empty line (httparse accepts LF as well as CRLF).
+        // Empty lines before the request line are skipped (RFC 9112 section 2.2, as httparse
+        // does); the head ends at the next empty line (LF as well as CRLF).
         let head = text
             .split("\n")
             .map(|line| line.strip_suffix('\r').unwrap_or(line))
+            .skip_while(|line| line.is_empty())
             .take_while(|line| !line.is_empty())
             .collect::<Vec<_>>();
         let count = |name: &str| head.iter().skip(1).filter(|l| l.starts_with(name)).count();

@@ -164,9 +164,13 @@ fuzz_target!(|input: &[u8]| {
                 }
                 Selector::Template(t) => {
                     assert!(selector.contains('{'));
-                    // Anchored at both ends: a template matches whole topics only.
-                    let regex = t.regex().as_str();
-                    assert!(regex.starts_with('^') && regex.ends_with('$'), "{regex}");
+                    // Anchored at both ends: a template matches whole topics only. The selector
+                    // has no NUL (the input is split at the first one) and no expression
+                    // matches one, so a NUL before or after a matching topic must not match.
+                    if t.is_match(&topic) {
+                        assert!(!t.is_match(&format!("{topic}\0")), "not anchored at the end");
+                        assert!(!t.is_match(&format!("\0{topic}")), "not anchored at the start");
+                    }
                 }
             }
         }
