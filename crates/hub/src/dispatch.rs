@@ -198,6 +198,9 @@ struct Registry {
     /// To the template stage; sent to only with this registry locked, which orders
     /// subscriptions and updates alike.
     stage: mpsc::Sender<Msg>,
+    /// Subscriptions the template stage serves: while there are none, updates are not passed
+    /// to it (a subscription added later is live only after what was dispatched before it).
+    templated: usize,
 }
 
 /// What the stages share about the template stage's backlog.
@@ -234,6 +237,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut reg = lock(&self.registry);
         if self.templated {
+            reg.templated -= 1;
             let _ = reg.stage.send(Msg::Remove(self.key));
         } else {
             reg.remove(self.key);
@@ -285,6 +289,7 @@ impl Dispatcher {
                 dispatched: 0,
                 closed: false,
                 stage,
+                templated: 0,
             })),
             backlog,
             capacity,
@@ -315,6 +320,7 @@ impl Dispatcher {
         };
         if templated {
             // Sent under the lock: the stage sees it after every update up to `dispatched`.
+            reg.templated += 1;
             let _ = reg.stage.send(Msg::Add(key, entry));
         } else {
             for topic in filter.topics.iter().filter_map(Selector::exact) {
@@ -349,10 +355,7 @@ impl Dispatcher {
                 to = update.position - 1,
                 "the feed skipped positions; subscribers catch up from history"
             );
-            for entry in reg.entries.values() {
-                entry.signals.lagged.store(true, Ordering::Release);
-                entry.signals.wake();
-            }
+            flag_all(&reg.entries, |s| &s.lagged);
             lag_stage = true;
         }
         reg.dispatched = update.position;
@@ -377,15 +380,18 @@ impl Dispatcher {
             if update.private() && !entry.filter.accepts_with(&update, &mut cache) {
                 continue;
             }
-            delivered += u64::from(self.push(entry, &update));
+            delivered += u64::from(push(entry, &update, self.capacity, &self.metrics));
         }
         self.metrics.queued.inc_by(delivered);
         self.pass_on(&reg, update, lag_stage);
     }
 
     /// Passes `update` to the template stage, or, when the stage is too far behind, a `Lag`
-    /// in its place.
+    /// in its place; nothing while the stage serves no subscription.
     fn pass_on(&self, reg: &Registry, update: Arc<Update>, lag: bool) {
+        if reg.templated == 0 {
+            return;
+        }
         let backlog = &self.backlog;
         let size = update.encoded.len();
         let behind = backlog.updates.load(Ordering::Acquire) >= STAGE_BACKLOG
@@ -403,19 +409,11 @@ impl Dispatcher {
         let _ = reg.stage.send(Msg::Update(update));
     }
 
-    /// Queues `update` for one subscriber, or flags it as lagging; true if queued.
-    fn push(&self, entry: &Entry, update: &Arc<Update>) -> bool {
-        push(entry, update, self.capacity, &self.metrics)
-    }
-
     /// Ends every subscription, now and registered later (the hub is shutting down).
     pub fn close_all(&self) {
         let mut reg = lock(&self.registry);
         reg.closed = true;
-        for entry in reg.entries.values() {
-            entry.signals.closed.store(true, Ordering::Release);
-            entry.signals.wake();
-        }
+        flag_all(&reg.entries, |s| &s.closed);
         let _ = reg.stage.send(Msg::Close);
     }
 
@@ -457,6 +455,14 @@ fn push(entry: &Entry, update: &Arc<Update>, capacity: Capacity, metrics: &Metri
     }
     entry.signals.wake();
     queued
+}
+
+/// Sets one of the signals of every subscriber in `entries` and wakes it.
+fn flag_all(entries: &HashMap<u64, Entry>, flag: impl Fn(&Signals) -> &AtomicBool) {
+    for entry in entries.values() {
+        flag(&entry.signals).store(true, Ordering::Release);
+        entry.signals.wake();
+    }
 }
 
 fn heartbeat(entries: &HashMap<u64, Entry>, slice: u64) {
@@ -504,19 +510,13 @@ impl TemplateStage {
                     // one not passed on before it was committed before these flags are set,
                     // so the catch-up they start reads it.
                     self.backlog.lag_pending.store(false, Ordering::Release);
-                    for entry in self.entries.values() {
-                        self.metrics.lagged.inc();
-                        entry.signals.lagged.store(true, Ordering::Release);
-                        entry.signals.wake();
-                    }
+                    self.metrics.lagged.inc_by(self.entries.len() as u64);
+                    flag_all(&self.entries, |s| &s.lagged);
                 }
                 Msg::Heartbeat(slice) => heartbeat(&self.entries, slice),
                 Msg::Close => {
                     closed = true;
-                    for entry in self.entries.values() {
-                        entry.signals.closed.store(true, Ordering::Release);
-                        entry.signals.wake();
-                    }
+                    flag_all(&self.entries, |s| &s.closed);
                 }
             }
         }
