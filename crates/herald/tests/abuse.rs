@@ -164,10 +164,7 @@ fn slow_consumers_cannot_blow_up_memory() {
     while started.elapsed() < Duration::from_secs(10) {
         let tick = Instant::now();
         let body = format!("topic=t&data={data}");
-        let head = format!(
-            "POST /.well-known/mercure HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: Bearer {token}\r\n"
-        );
-        assert_eq!(request(&hub.addr, &head, &body).map(|r| r.0), Some(200));
+        assert_eq!(publish_form(&hub.addr, &token, &body), Some(200));
         published += 1;
         // /healthz answers promptly throughout.
         let health = Instant::now();
@@ -338,10 +335,7 @@ fn slow_readers_resuming_from_disk_cannot_blow_up_memory() {
                 for i in 0..156 {
                     let id = format!("d{p}-{i}");
                     let body = format!("topic=t&id={id}&data={data}");
-                    let head = format!(
-                        "POST /.well-known/mercure HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: Bearer {token}\r\n"
-                    );
-                    assert_eq!(request(addr, &head, &body).map(|r| r.0), Some(200));
+                    assert_eq!(publish_form(addr, token, &body), Some(200));
                 }
             });
         }

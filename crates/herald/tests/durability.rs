@@ -156,10 +156,7 @@ fn fill(dir: &Path, n: usize) {
             std::thread::spawn(move || {
                 for k in (p..n).step_by(8) {
                     let body = format!("topic=t&id=f{k}&data={data}");
-                    let head = format!(
-                        "POST /.well-known/mercure HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: Bearer {token}\r\n"
-                    );
-                    let status = common::request(&addr, &head, &body).map(|(s, _)| s);
+                    let status = common::publish_form(&addr, &token, &body);
                     assert_eq!(status, Some(200), "publish f{k}");
                 }
             })

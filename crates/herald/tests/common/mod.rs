@@ -108,11 +108,15 @@ pub fn request(addr: &str, head: &str, body: &str) -> Option<(u16, String)> {
 
 /// Publishes an update with this id (and the id as its data) on topic `t`; the status.
 pub fn publish(addr: &str, token: &str, id: &str) -> Option<u16> {
-    let body = format!("topic=t&data={id}&id={id}");
+    publish_form(addr, token, &format!("topic=t&data={id}&id={id}"))
+}
+
+/// Publishes the form `body` with `token`; the status.
+pub fn publish_form(addr: &str, token: &str, body: &str) -> Option<u16> {
     let head = format!(
         "POST /.well-known/mercure HTTP/1.1\r\ncontent-type: application/x-www-form-urlencoded\r\nauthorization: Bearer {token}\r\n"
     );
-    request(addr, &head, &body).map(|(status, _)| status)
+    request(addr, &head, body).map(|(status, _)| status)
 }
 
 /// A fresh, absent temporary path for this test process (and no file store record beside it).
