@@ -34,7 +34,11 @@ fuzz_target!(|input: &[u8]| {
             .take_while(|line| !line.is_empty())
             .collect::<Vec<_>>();
         let count = |name: &str| head.iter().skip(1).filter(|l| l.starts_with(name)).count();
-        assert_eq!(count("host:"), 1, "a streamed subscription has exactly one Host header");
+        assert_eq!(
+            count("host:"),
+            1,
+            "a streamed subscription has exactly one Host header"
+        );
         assert_eq!(count("transfer-encoding:"), 0);
         assert!(count("content-length:") <= 1);
         assert!(head[0].ends_with(" http/1.1"), "{:?}", head[0]);

@@ -168,8 +168,14 @@ fuzz_target!(|input: &[u8]| {
                     // has no NUL (the input is split at the first one) and no expression
                     // matches one, so a NUL before or after a matching topic must not match.
                     if t.is_match(&topic) {
-                        assert!(!t.is_match(&format!("{topic}\0")), "not anchored at the end");
-                        assert!(!t.is_match(&format!("\0{topic}")), "not anchored at the start");
+                        assert!(
+                            !t.is_match(&format!("{topic}\0")),
+                            "not anchored at the end"
+                        );
+                        assert!(
+                            !t.is_match(&format!("\0{topic}")),
+                            "not anchored at the start"
+                        );
                     }
                 }
             }

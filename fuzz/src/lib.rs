@@ -96,3 +96,17 @@ pub fn send(request: http::Request<axum::body::Body>) -> http::StatusCode {
     })
 }
 
+/// The answers a subscribe request may get, whatever it carries: never a 5xx.
+pub fn assert_subscribe_answer(status: http::StatusCode, what: &str) {
+    use http::StatusCode;
+    assert!(
+        matches!(
+            status,
+            StatusCode::OK
+                | StatusCode::BAD_REQUEST
+                | StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+        ),
+        "{what} answered {status}"
+    );
+}
