@@ -22,14 +22,7 @@ pub(crate) fn decode(position: u64, json: &[u8]) -> Arc<Update> {
         Ok(update) => Arc::new(update),
         Err(err) => {
             tracing::error!(position, %err, "an undecodable history entry is skipped");
-            let placeholder = NewUpdate {
-                id: format!("herald:undecodable:{position}"),
-                topics: Vec::new(),
-                data: String::new(),
-                private: true,
-                event_type: None,
-                retry: None,
-            };
+            let placeholder = NewUpdate::placeholder(format!("herald:undecodable:{position}"));
             Arc::new(
                 placeholder
                     .into_update(position)

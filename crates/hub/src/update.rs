@@ -34,6 +34,19 @@ impl NewUpdate {
         }
     }
 
+    /// An update that stands in for a position whose real update is gone (lost, undecodable):
+    /// no topic, so nobody receives it, yet it keeps positions dense and can be resumed from.
+    pub fn placeholder(id: String) -> Self {
+        NewUpdate {
+            id,
+            topics: Vec::new(),
+            data: String::new(),
+            private: true,
+            event_type: None,
+            retry: None,
+        }
+    }
+
     /// The SSE event this update is sent as.
     pub fn event(&self) -> Event {
         Event {

@@ -701,14 +701,7 @@ fn placeholders(
 ) -> Result<usize, StoreError> {
     let mut count = 0;
     for position in positions {
-        let placeholder = NewUpdate {
-            id: format!("herald:lost:{position}"),
-            topics: Vec::new(),
-            data: String::new(),
-            private: true,
-            event_type: None,
-            retry: None,
-        };
+        let placeholder = NewUpdate::placeholder(format!("herald:lost:{position}"));
         // Indexed like any update, so that a client resuming from one resumes right after it.
         batch.insert(
             &store.ids,
