@@ -352,18 +352,22 @@ impl Streaming {
 
     /// Starts writing `out`, counting its bytes as owed until it is written or dropped.
     fn start(&mut self, out: Out) {
+        self.release();
         self.subscriber.metrics().owed_bytes.inc_by(out.len as i64);
-        if let Some(done) = self.out.replace(out) {
-            self.subscriber.metrics().owed_bytes.dec_by(done.len as i64);
-        }
+        self.out = Some(out);
     }
 
     fn finish_write(&mut self) {
+        self.release();
+        // An idle subscriber holds no timer.
+        self.stalled = None;
+    }
+
+    /// Drops the write in progress, if any, and its bytes from the owed count.
+    fn release(&mut self) {
         if let Some(done) = self.out.take() {
             self.subscriber.metrics().owed_bytes.dec_by(done.len as i64);
         }
-        // An idle subscriber holds no timer.
-        self.stalled = None;
     }
 
     /// A write is blocked: whether to give up on this client.
@@ -392,9 +396,7 @@ impl Streaming {
 
 impl Drop for Streaming {
     fn drop(&mut self) {
-        if let Some(out) = &self.out {
-            self.subscriber.metrics().owed_bytes.dec_by(out.len as i64);
-        }
+        self.release();
     }
 }
 
