@@ -53,6 +53,12 @@ pub struct ServeConfig {
     /// and record the loss so later starts go on normally. Without it such a start fails.
     #[arg(long, env = "HERALD_ACCEPT_HISTORY_LOSS", num_args = 0..=1, default_missing_value = "true")]
     pub accept_history_loss: Option<bool>,
+    /// Bytes of memory the file store may use for its caches and write buffers: a quarter each
+    /// for the newest updates, older updates read back for catch-up (shared by the subscribers
+    /// reading them), the database's block cache and its write buffers; at least 4194304
+    /// [default: 67108864].
+    #[arg(long, env = "HERALD_STORE_MEMORY")]
+    pub store_memory: Option<usize>,
     /// Updates kept in history [default: 10000].
     #[arg(long, env = "HERALD_HISTORY_SIZE")]
     pub history_size: Option<usize>,
@@ -159,6 +165,7 @@ impl ServeConfig {
             anonymous,
             store,
             accept_history_loss,
+            store_memory,
             history_size,
             history_max_age,
             heartbeat,
@@ -253,7 +260,23 @@ impl ServeConfig {
                 bail!("{flag} must be at least 1 second");
             }
         }
+        if self.store_memory.is_some() && !matches!(self.store()?, Store::File(_)) {
+            bail!("--store-memory applies to the file store (--store file:PATH)");
+        }
+        if let Some(bytes) = self.store_memory
+            && bytes < herald_hub::history::file::MIN_MEMORY
+        {
+            bail!(
+                "--store-memory {bytes} is too small: the file store needs at least {} bytes",
+                herald_hub::history::file::MIN_MEMORY
+            );
+        }
         Ok(())
+    }
+
+    pub fn store_memory(&self) -> usize {
+        self.store_memory
+            .unwrap_or(herald_hub::history::file::DEFAULT_MEMORY)
     }
 
     pub fn accept_history_loss(&self) -> bool {

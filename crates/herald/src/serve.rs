@@ -32,6 +32,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                     max_updates: config.history_size(),
                     max_age: config.history_max_age(),
                     accept_loss: config.accept_history_loss(),
+                    memory: config.store_memory(),
                 },
             )
             .map_err(|err| match err {

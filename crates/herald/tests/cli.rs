@@ -303,6 +303,20 @@ fn bad_configuration_is_a_clear_error() {
         "{}",
         text(&out.stderr)
     );
+    for (args, says) in [
+        (
+            &["--store-memory", "1000"][..],
+            "--store-memory 1000 is too small",
+        ),
+        (
+            &["--store", "memory", "--store-memory", "8388608"][..],
+            "--store-memory applies to the file store",
+        ),
+    ] {
+        let out = herald(&[&["serve", "--listen", "127.0.0.1:0"][..], args].concat());
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
     let dir = std::env::temp_dir().join(format!("herald-cli-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.toml");

@@ -101,7 +101,7 @@ pub(crate) struct Window {
 }
 
 /// What an update costs a window in memory, roughly: its data and its encoded bytes.
-fn footprint(update: &Update) -> usize {
+pub(crate) fn footprint(update: &Update) -> usize {
     update.update.data.len() + update.encoded.len() + 128
 }
 

@@ -24,6 +24,7 @@ async fn publish_gets_503_while_the_store_fails_then_recovers() {
                 max_updates: 1000,
                 max_age: None,
                 accept_loss: false,
+                ..FileOptions::default()
             },
         )
         .unwrap(),

@@ -20,6 +20,7 @@ fn open(dir: &std::path::Path, name: &str, max_updates: usize) -> anyhow::Result
             max_updates,
             max_age: None,
             accept_loss: false,
+            ..FileOptions::default()
         },
     )
     .with_context(|| format!("opening a store in {}", path.display()))?;

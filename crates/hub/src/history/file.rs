@@ -29,8 +29,12 @@
 //!   acknowledged since the last record write (up to about a second before a crash), or damage that
 //!   fjall's counts do not show (see `file/record.rs`).
 //! - **Tail cache.** The newest updates stay in memory (the same window the memory backend uses),
-//!   so live subscribers catching up after a burst do not touch the disk.
+//!   so live subscribers catching up after a burst do not touch the disk. Older updates read back
+//!   for catch-up are decoded once and shared through a read cache (`file/read_cache.rs`).
+//! - **Memory** is bounded by [`FileOptions::memory`], shared out by [`MemoryPlan`] between the
+//!   tail cache, the read cache, fjall's block cache and its memtables.
 
+mod read_cache;
 mod record;
 
 pub use record::Damage;
@@ -40,6 +44,7 @@ use crate::lock;
 use crate::update::{NewUpdate, Update};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use futures_util::future::{BoxFuture, FutureExt};
+use read_cache::ReadCache;
 use record::{Finding, Found, Record};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -51,9 +56,13 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most updates written in one group commit.
 pub const MAX_BATCH: usize = 1024;
-/// Updates kept in memory for replay without disk reads, at most this many and bytes.
+/// Updates kept in memory for replay without disk reads, at most this many (and
+/// [`MemoryPlan::tail_bytes`]).
 const TAIL_CACHE: usize = 4096;
-const TAIL_CACHE_BYTES: usize = 32 << 20;
+/// Default of [`FileOptions::memory`].
+pub const DEFAULT_MEMORY: usize = 64 << 20;
+/// Smallest [`FileOptions::memory`]: below, fjall flushes tiny tables all the time.
+pub const MIN_MEMORY: usize = 4 << 20;
 /// How often retention looks for updates to drop.
 const RETENTION_PERIOD: Duration = Duration::from_millis(250);
 /// Most updates one retention pass deletes, so a pass stays short.
@@ -74,6 +83,48 @@ pub struct FileOptions {
     /// what is left, and rewrite the record. Without it such a store is refused with
     /// [`StoreError::Damaged`].
     pub accept_loss: bool,
+    /// Bytes of memory the store may use for caches and write buffers, shared out by
+    /// [`MemoryPlan`] (at least [`MIN_MEMORY`]).
+    pub memory: usize,
+}
+
+impl Default for FileOptions {
+    fn default() -> FileOptions {
+        FileOptions {
+            max_updates: 10_000,
+            max_age: None,
+            accept_loss: false,
+            memory: DEFAULT_MEMORY,
+        }
+    }
+}
+
+/// How [`FileOptions::memory`] is shared out, a quarter each: the tail cache (newest updates,
+/// decoded), the read cache (older updates read back for catch-up, decoded), fjall's block cache
+/// (raw blocks read from its tables), and fjall's memtables (writes not yet flushed to a table:
+/// three quarters of that for the `updates` keyspace, one for `ids`). A memtable being flushed
+/// is held until its table is written, so for a moment the write part may be twice its share;
+/// fjall's journal is on disk and not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    pub tail_bytes: usize,
+    pub read_cache_bytes: usize,
+    pub block_cache_bytes: u64,
+    pub updates_memtable_bytes: u64,
+    pub ids_memtable_bytes: u64,
+}
+
+impl MemoryPlan {
+    pub fn new(memory: usize) -> MemoryPlan {
+        let quarter = memory.max(MIN_MEMORY) / 4;
+        MemoryPlan {
+            tail_bytes: quarter,
+            read_cache_bytes: quarter,
+            block_cache_bytes: quarter as u64,
+            updates_memtable_bytes: (quarter / 4 * 3) as u64,
+            ids_memtable_bytes: (quarter / 4) as u64,
+        }
+    }
 }
 
 /// The open fjall database and its keyspaces.
@@ -84,12 +135,19 @@ struct Store {
     meta: Keyspace,
 }
 
+/// The `meta` keyspace holds one small key: its memtable never needs more.
+const META_MEMTABLE: u64 = 1 << 20;
+
 impl Store {
-    fn open(path: &Path) -> Result<Store, fjall::Error> {
-        let db = Database::builder(path).worker_threads(1).open()?;
-        let updates = db.keyspace("updates", KeyspaceCreateOptions::default)?;
-        let ids = db.keyspace("ids", KeyspaceCreateOptions::default)?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+    fn open(path: &Path, plan: MemoryPlan) -> Result<Store, fjall::Error> {
+        let db = Database::builder(path)
+            .worker_threads(1)
+            .cache_size(plan.block_cache_bytes)
+            .open()?;
+        let memtable = |bytes| move || KeyspaceCreateOptions::default().max_memtable_size(bytes);
+        let updates = db.keyspace("updates", memtable(plan.updates_memtable_bytes))?;
+        let ids = db.keyspace("ids", memtable(plan.ids_memtable_bytes))?;
+        let meta = db.keyspace("meta", memtable(META_MEMTABLE))?;
         Ok(Store {
             db,
             updates,
@@ -167,9 +225,11 @@ struct Request {
 struct Shared {
     path: PathBuf,
     options: FileOptions,
+    plan: MemoryPlan,
     /// `None` while the database is being reopened after a failure.
     store: RwLock<Option<Arc<Store>>>,
     tail: Mutex<Window>,
+    read_cache: Mutex<ReadCache>,
     ready: AtomicBool,
     /// Test hook: makes the writer fail its commits as a broken disk would.
     fail_writes: AtomicBool,
@@ -242,7 +302,7 @@ impl Shared {
         // fjall's background workers release the lock file shortly after the drop.
         let mut attempt = 0;
         let store = loop {
-            match Store::open(&self.path) {
+            match Store::open(&self.path, self.plan) {
                 Ok(store) => break Arc::new(store),
                 Err(fjall::Error::Locked) if attempt < 100 => {
                     attempt += 1;
@@ -335,7 +395,8 @@ impl FileHistory {
         }
         std::fs::create_dir_all(&path)
             .map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?;
-        let store = Store::open(&path)
+        let plan = MemoryPlan::new(options.memory);
+        let store = Store::open(&path, plan)
             .map_err(|e| unavailable(format!("cannot open history in {}: {e}", path.display())))?;
         let found = store.found()?;
         let checked = match directory_missing {
@@ -377,13 +438,15 @@ impl FileHistory {
         };
         let cached = store.read_after(tail.head.saturating_sub(TAIL_CACHE as u64), TAIL_CACHE)?;
         for update in cached {
-            tail.push(update, TAIL_CACHE, TAIL_CACHE_BYTES);
+            tail.push(update, TAIL_CACHE, plan.tail_bytes);
         }
         let shared = Arc::new(Shared {
             path,
             options,
+            plan,
             store: RwLock::new(Some(Arc::new(store))),
             tail: Mutex::new(tail),
+            read_cache: Mutex::new(ReadCache::new(plan.read_cache_bytes)),
             ready: AtomicBool::new(true),
             fail_writes: AtomicBool::new(false),
             record: Mutex::new(RecordKeeper {
@@ -448,7 +511,18 @@ impl FileHistory {
                 return Ok(tail.read_after(after, limit));
             }
         }
-        self.shared.store()?.read_after(after, limit)
+        // What another reader brought in lately, then the rest from disk, kept for the next.
+        let mut out = Vec::with_capacity(limit.min(1024));
+        lock(&self.shared.read_cache).run_after(after, limit, &mut out);
+        if out.len() < limit {
+            let read = self
+                .shared
+                .store()?
+                .read_after(after + out.len() as u64, limit - out.len())?;
+            let mut cache = lock(&self.shared.read_cache);
+            out.extend(read.into_iter().map(|update| cache.share(update)));
+        }
+        Ok(out)
     }
 
     fn resolve_blocking(&self, id: &str) -> Result<Start, StoreError> {
@@ -583,7 +657,7 @@ fn write_loop(
                 let mut tail = lock(&shared.tail);
                 for (request, outcome) in requests.into_iter().zip(accepted) {
                     if let Ok(update) = &outcome {
-                        tail.push(update.clone(), TAIL_CACHE, TAIL_CACHE_BYTES);
+                        tail.push(update.clone(), TAIL_CACHE, shared.plan.tail_bytes);
                         // Gone only when the hub is shutting down.
                         let _ = feed.send(update.clone());
                     }
@@ -772,6 +846,8 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
     {
         tail.pop_oldest();
     }
+    drop(tail);
+    lock(&shared.read_cache).drop_through(last_dropped);
     tracing::debug!(dropped, up_to = last_dropped, "history retention");
     Ok(())
 }
@@ -785,6 +861,7 @@ mod tests {
             max_updates,
             max_age: None,
             accept_loss: false,
+            ..FileOptions::default()
         }
     }
 
@@ -817,6 +894,70 @@ mod tests {
             Err(err) => panic!("another error: {err}"),
             Ok(_) => panic!("a damaged store opened"),
         }
+    }
+
+    #[test]
+    fn memory_is_shared_out_and_reaches_fjall() {
+        let plan = MemoryPlan::new(64 << 20);
+        assert_eq!(plan.tail_bytes, 16 << 20);
+        assert_eq!(plan.read_cache_bytes, 16 << 20);
+        assert_eq!(plan.block_cache_bytes, 16 << 20);
+        assert_eq!(
+            plan.updates_memtable_bytes + plan.ids_memtable_bytes,
+            16 << 20
+        );
+        assert_eq!(MemoryPlan::new(0), MemoryPlan::new(MIN_MEMORY));
+
+        let dir = tempdir("plan");
+        let store = Store::open(&dir, MemoryPlan::new(8 << 20)).unwrap();
+        assert_eq!(store.db.cache_capacity(), 2 << 20);
+        drop(store);
+        std::thread::sleep(Duration::from_millis(400));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Subscribers catching up from older than the tail cache share what one of them read: the
+    /// same `Arc`s, not a copy each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn catch_up_reads_from_disk_are_shared_between_readers() {
+        let dir = tempdir("shared-reads");
+        let small = FileOptions {
+            memory: MIN_MEMORY, // a 1 MiB tail cache: 15 updates of 64 KiB
+            ..options(1000)
+        };
+        let h = FileHistory::open(&dir, small).unwrap();
+        for i in 1..=40 {
+            let mut u = NewUpdate::new(vec!["t".into()], "x".repeat(64 << 10));
+            u.id = format!("big{i}");
+            h.append(u).await.unwrap();
+        }
+        assert!(
+            !lock(&h.shared.tail).covers(0),
+            "the tail cache holds them all"
+        );
+
+        // Six of them (about 128 KiB each, data and event) fit the 1 MiB read cache.
+        let first = h.read_after(0, 6).await.unwrap();
+        let second = h.read_after(0, 6).await.unwrap();
+        assert_eq!(
+            ids(&first),
+            (1..=6).map(|i| format!("big{i}")).collect::<Vec<_>>()
+        );
+        assert!(first.iter().zip(&second).all(|(a, b)| Arc::ptr_eq(a, b)));
+        // Partly cached: the cached run, then the disk, as one ordered batch.
+        let longer = h.read_after(4, 4).await.unwrap();
+        assert_eq!(
+            ids(&longer),
+            (5..=8).map(|i| format!("big{i}")).collect::<Vec<_>>()
+        );
+        assert!(Arc::ptr_eq(&longer[0], &first[4]));
+        // Bounded: a quarter of the memory, however much is read.
+        for after in (0..40).step_by(8) {
+            h.read_after(after, 8).await.unwrap();
+        }
+        assert!(lock(&h.shared.read_cache).bytes() <= MIN_MEMORY / 4);
+        close(h);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -920,6 +1061,7 @@ mod tests {
                 max_updates: 1000,
                 max_age: Some(Duration::from_millis(300)),
                 accept_loss: false,
+                ..FileOptions::default()
             },
         )
         .unwrap();
@@ -1023,6 +1165,7 @@ mod tests {
             max_updates: 1000,
             max_age: Some(Duration::from_millis(200)),
             accept_loss: false,
+            ..FileOptions::default()
         };
         let h = FileHistory::open(&dir, by_age.clone()).unwrap();
         h.append(update("a1")).await.unwrap();
