@@ -102,9 +102,15 @@ pub struct ServeConfig {
     /// may idle between requests [default: 30].
     #[arg(long, env = "HERALD_HEADER_TIMEOUT")]
     pub header_timeout: Option<u64>,
-    /// Seconds a client has to send a whole publish body [default: 30].
+    /// Seconds a client has to send a publish body, before --body-min-rate extends it
+    /// [default: 30].
     #[arg(long, env = "HERALD_BODY_TIMEOUT")]
     pub body_timeout: Option<u64>,
+    /// Bytes per second a slow publish body must keep up: every this many bytes received add a
+    /// second to --body-timeout; 0 makes --body-timeout the limit for the whole body
+    /// [default: 1024].
+    #[arg(long, env = "HERALD_BODY_MIN_RATE")]
+    pub body_min_rate: Option<usize>,
     /// Seconds of silence before TCP keepalive probes look for a vanished peer; 0 turns them
     /// off [default: 60].
     #[arg(long, env = "HERALD_TCP_KEEPALIVE")]
@@ -177,6 +183,7 @@ impl ServeConfig {
             max_owed_bytes,
             header_timeout,
             body_timeout,
+            body_min_rate,
             tcp_keepalive,
             max_topics,
             max_connections,
@@ -235,6 +242,7 @@ impl ServeConfig {
             max_owed_bytes: self.max_owed_bytes.unwrap_or(defaults.max_owed_bytes),
             header_timeout: secs(self.header_timeout).unwrap_or(defaults.header_timeout),
             body_timeout: secs(self.body_timeout).unwrap_or(defaults.body_timeout),
+            body_min_rate: self.body_min_rate.unwrap_or(defaults.body_min_rate),
             tcp_keepalive: match self.tcp_keepalive {
                 Some(0) => None,
                 Some(s) => Some(std::time::Duration::from_secs(s)),

@@ -16,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use std::sync::Arc;
+use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// The path of the hub.
@@ -542,31 +543,7 @@ async fn publish(
             ));
         }
     }
-    let max_body = hub.inner.settings.max_body;
-    let body_timeout = hub.inner.settings.body_timeout;
-    // A body that stops half-way must not hold its connection and buffer forever.
-    let body = tokio::time::timeout(
-        body_timeout,
-        Limited::new(request.into_body(), max_body).collect(),
-    )
-    .await
-    .map_err(|_| {
-        HttpError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("the request body did not arrive within {body_timeout:?}"),
-        )
-    })?
-    .map_err(|err| {
-        if err.is::<http_body_util::LengthLimitError>() {
-            HttpError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body larger than the limit of {max_body} bytes"),
-            )
-        } else {
-            HttpError::bad_request(format!("could not read the request body: {err}"))
-        }
-    })?
-    .to_bytes();
+    let body = read_body(request.into_body(), &hub.inner.settings).await?;
     let update = parse_publish_form(&body)?;
     if let Some(topic) = update
         .topics
@@ -595,6 +572,65 @@ async fn publish(
         update.id().to_owned(),
     )
         .into_response())
+}
+
+/// Reads a publish body within its bounds: at most `max_body` bytes, and in time, where the
+/// time allowed is `body_timeout` plus a second per `body_min_rate` bytes received. A body that
+/// stops half-way or trickles must not hold its connection and buffer for long.
+async fn read_body(mut body: Body, settings: &crate::Settings) -> Result<Bytes, HttpError> {
+    let started = tokio::time::Instant::now();
+    let rate = settings.body_min_rate as u64;
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body larger than the limit of {} bytes",
+                settings.max_body
+            ),
+        )
+    };
+    if axum::body::HttpBody::size_hint(&body).lower() > settings.max_body as u64 {
+        return Err(too_large()); // declared by Content-Length: no need to wait for it
+    }
+    let mut received = bytes::BytesMut::new();
+    loop {
+        let earned = match rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_millis((received.len() as u64).saturating_mul(1000) / rate),
+        };
+        let deadline = started + settings.body_timeout.saturating_add(earned);
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                let extension = match rate {
+                    0 => String::new(),
+                    rate => format!(" plus a second per {rate} bytes received"),
+                };
+                return Err(HttpError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body arrived too slowly: {} bytes in {:.1?}; the hub \
+                         waits {:?}{extension} (--body-timeout, --body-min-rate)",
+                        received.len(),
+                        started.elapsed(),
+                        settings.body_timeout,
+                    ),
+                ));
+            }
+            Ok(None) => return Ok(received.freeze()),
+            Ok(Some(Err(err))) => {
+                return Err(HttpError::bad_request(format!(
+                    "could not read the request body: {err}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if received.len() + data.len() > settings.max_body {
+                return Err(too_large());
+            }
+            received.extend_from_slice(&data);
+        }
+    }
 }
 
 /// Parses and validates the fields of a publish request.

@@ -42,8 +42,14 @@ pub struct Settings {
     /// Time a client has to send each request head, counted from when the hub starts waiting
     /// for it: this is also how long a keep-alive connection may stay idle between requests.
     pub header_timeout: Duration,
-    /// Time a client has to send a whole request body (a publish).
+    /// Time a client has to send a request body (a publish), before [`Settings::body_min_rate`]
+    /// extends it.
     pub body_timeout: Duration,
+    /// Bytes per second a body must keep up once it is late: every this many bytes received
+    /// extend [`Settings::body_timeout`] by a second, so a large body on a slow link arrives
+    /// while one that trickles is cut off (as Apache's `mod_reqtimeout` `MinRate`). 0: the
+    /// timeout is for the whole body.
+    pub body_min_rate: usize,
     /// Most connections open at once; beyond, new ones get `503` and are closed. Keep it below
     /// the process's file descriptor limit, so that the hub can always accept, answer and
     /// open its own files.
@@ -76,6 +82,7 @@ impl Default for Settings {
             tcp_keepalive: Some(Duration::from_secs(60)),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
+            body_min_rate: 1024,
             max_connections: usize::MAX,
             reserved_connections: 64,
             max_connections_per_ip: None,

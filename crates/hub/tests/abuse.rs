@@ -329,6 +329,73 @@ async fn every_request_head_and_body_has_a_deadline() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
 
+/// Sends a publish of `total` body bytes in pieces of `piece` every `every`, and returns the
+/// status line of the answer and when it came.
+async fn publish_slowly(
+    hub: &TestHub,
+    total: usize,
+    piece: usize,
+    every: Duration,
+) -> (String, Duration) {
+    let token = publisher_token(&["*"]);
+    let stream = TcpStream::connect(hub.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let body = format!("topic=t&data={}", "x".repeat(total - 13));
+    write
+        .write_all(
+            format!(
+                "POST /.well-known/mercure HTTP/1.1\r\nhost: h\r\nauthorization: Bearer {token}\r\n\
+                 content-type: application/x-www-form-urlencoded\r\ncontent-length: {total}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        for chunk in body.as_bytes().chunks(piece) {
+            if write.write_all(chunk).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(every).await;
+        }
+        write // kept open until the answer is read
+    });
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, read.read(&mut answer))
+        .await
+        .expect("the hub answers")
+        .unwrap();
+    let took = started.elapsed();
+    writer.abort();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    (answer.lines().next().unwrap_or("").to_owned(), took)
+}
+
+/// The body timeout was for the whole body: a large publish on a slow link was cut off however
+/// steadily it arrived. Now each `--body-min-rate` bytes received earn a second more, and only a
+/// body slower than that rate is cut off.
+#[tokio::test]
+async fn a_slow_steady_body_arrives_and_a_trickle_is_cut_off() {
+    let hub = TestHub::start(Settings {
+        body_timeout: Duration::from_secs(1),
+        body_min_rate: 1000,
+        ..anonymous()
+    })
+    .await;
+    // 2,000 bytes/s for 2.5 s: past the 1 s timeout, above the minimum rate.
+    let (status, took) = publish_slowly(&hub, 5000, 200, Duration::from_millis(100)).await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "after {took:?}");
+    assert!(took > Duration::from_secs(2), "{took:?}");
+    // 200 bytes/s: cut off once 1 s plus its earned time has passed (about 1.25 s).
+    let (status, took) = publish_slowly(&hub, 5000, 20, Duration::from_millis(100)).await;
+    assert_eq!(status, "HTTP/1.1 408 Request Timeout", "after {took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // Declared too large: refused before any of it is sent.
+    let (status, _) = publish_slowly(&hub, 2 << 20, 1 << 20, Duration::from_secs(5)).await;
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+}
+
 /// A subscriber that reads its response head and then nothing more, with a 4 KiB receive
 /// buffer (as finding 3's slow consumers).
 async fn stuck_subscriber(hub: &TestHub) -> TcpStream {
