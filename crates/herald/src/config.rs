@@ -17,9 +17,10 @@ pub struct ServeConfig {
     #[arg(long, env = "HERALD_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Address to listen on; port 0 picks a free port [default: 127.0.0.1:8080].
+    /// Address to listen on, HOST:PORT (an IP address or a name such as `localhost`); port 0
+    /// picks a free port; `0.0.0.0:PORT` listens on every interface [default: 127.0.0.1:8080].
     #[arg(long, env = "HERALD_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     /// HMAC secret for publisher and subscriber JWTs. With no key at all the hub makes a random
     /// one and prints tokens for first use.
     #[arg(long, env = "HERALD_JWT_KEY", hide_env_values = true)]
@@ -197,9 +198,31 @@ impl ServeConfig {
         Ok(self)
     }
 
-    pub fn listen(&self) -> SocketAddr {
-        self.listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    /// The address to listen on: `--listen` resolved (the first IPv4 address of a name, as
+    /// `localhost` is both `127.0.0.1` and `::1`), or the default.
+    pub fn listen(&self) -> anyhow::Result<SocketAddr> {
+        let Some(listen) = self.listen.as_deref() else {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        };
+        let usage = "--listen takes HOST:PORT, such as 127.0.0.1:8080, localhost:8080, \
+                     0.0.0.0:8080 (every interface) or [::1]:8080";
+        if let Ok(addr) = listen.parse() {
+            return Ok(addr);
+        }
+        if !listen.contains(':') {
+            bail!("--listen {listen:?} has no port: {usage}");
+        }
+        let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(listen)
+            .with_context(|| {
+                format!("--listen {listen:?} is not an address this machine has: {usage}")
+            })?
+            .collect();
+        resolved
+            .iter()
+            .find(|addr| addr.is_ipv4())
+            .or(resolved.first())
+            .copied()
+            .with_context(|| format!("--listen {listen:?} resolves to no address: {usage}"))
     }
 
     pub fn store(&self) -> anyhow::Result<Store> {

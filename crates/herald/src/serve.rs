@@ -5,21 +5,22 @@ use anyhow::{Context, bail};
 use herald_hub::auth::{Claims, KeySource, MercureClaim, Verifier, sign_hmac};
 use herald_hub::history::{FileHistory, FileOptions, History, MemoryHistory, StoreError};
 use jsonwebtoken::Algorithm;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let config = config.merge_file()?;
     config.validate()?;
+    let listen = config.listen()?;
     let alg: Algorithm = config
         .jwt_alg
         .as_deref()
         .unwrap_or("HS256")
         .parse()
         .map_err(|_| anyhow::anyhow!("unknown --jwt-alg {:?}", config.jwt_alg))?;
-    let keys = keys(&config, alg)?;
-    let verifier = Verifier::new(alg, &keys.publisher, &keys.subscriber)
-        .context("invalid JWT key for the chosen --jwt-alg")?;
-    let history: Arc<dyn History> = match config.store()? {
+    let configured = keys(&config, alg)?;
+    let store = config.store()?;
+    let history: Arc<dyn History> = match store.clone() {
         Store::Memory if config.history_max_age().is_some() => bail!(
             "--history-max-age applies to the file store; the memory store keeps the newest \
              --history-size updates"
@@ -70,18 +71,31 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("cannot use the nats store {url}"))?,
         ),
     };
+    // With no key configured, the hub makes one; kept with a file store, so that tokens survive
+    // restarts as the history does.
+    let keys = match configured {
+        Some(keys) => keys,
+        None => generated_keys(&store)?,
+    };
+    let verifier = Verifier::new(alg, &keys.publisher, &keys.subscriber)
+        .context("invalid JWT key for the chosen --jwt-alg")?;
     // Every subscriber is a socket: the default soft limit (often 1024) would cap the hub far
     // below what the machine can hold, so take what the hard limit allows.
     let nofile = crate::bench::procstat::raise_nofile_limit();
-    tracing::info!(nofile, "open file limit");
+    tracing::debug!(nofile, "open file limit");
     let hub = herald_hub::Hub::start(history, verifier, config.settings(nofile));
-    let listener = herald_hub::server::bind(config.listen())
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen()))?;
+    let listener = herald_hub::server::bind(listen).await.map_err(|err| {
+        let hint = match err.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                ": another program (another herald?) listens there; stop it, or pick another \
+                 address with --listen HOST:PORT"
+            }
+            _ => "",
+        };
+        anyhow::Error::new(err).context(format!("cannot listen on {listen}{hint}"))
+    })?;
     let addr = listener.local_addr()?;
-    if keys.generated {
-        print_first_use_tokens(alg, &keys.publisher, &addr)?;
-    }
+    print_banner(&config, &store, alg, &keys, &addr)?;
     eprintln!("herald listening on http://{addr}");
     herald_hub::server::serve(hub, listener, shutdown_signal()).await?;
     Ok(())
@@ -90,11 +104,83 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
 struct Keys {
     publisher: KeySource,
     subscriber: KeySource,
-    /// No key was configured: a random one was made for this run.
-    generated: bool,
+    /// No key was configured: the hub made one.
+    generated: Option<Generated>,
 }
 
-fn keys(config: &ServeConfig, alg: Algorithm) -> anyhow::Result<Keys> {
+/// Where a key the hub made comes from.
+enum Generated {
+    /// Made for this run only (no file store to keep it in).
+    ForThisRun,
+    /// Made now and kept in this file.
+    Kept(PathBuf),
+    /// Made at an earlier start and read back from this file.
+    Reused(PathBuf),
+}
+
+/// The file, in the file store's directory, that keeps the key the hub made.
+const KEY_FILE: &str = "jwt.key";
+
+/// The HMAC key of a hub with no key configured: read back from the file store's directory, or
+/// made and kept there (readable by its owner only); made for this run with other stores.
+fn generated_keys(store: &Store) -> anyhow::Result<Keys> {
+    let (secret, generated) = match store {
+        Store::File(dir) => {
+            let path = dir.join(KEY_FILE);
+            match std::fs::read_to_string(&path) {
+                Ok(text) if !text.trim().is_empty() => {
+                    (text.trim().to_owned(), Generated::Reused(path))
+                }
+                Ok(_) => bail!(
+                    "the key file {} is empty: delete it (a new key is made, and tokens made \
+                     with the old one stop working) or set --jwt-key",
+                    path.display()
+                ),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    let secret = random_secret();
+                    write_private(&path, &secret).with_context(|| {
+                        format!("cannot keep the generated JWT key in {}", path.display())
+                    })?;
+                    (secret, Generated::Kept(path))
+                }
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!("cannot read the JWT key kept in {}", path.display())
+                    });
+                }
+            }
+        }
+        _ => (random_secret(), Generated::ForThisRun),
+    };
+    let key = KeySource::Secret(secret.into_bytes());
+    Ok(Keys {
+        publisher: key.clone(),
+        subscriber: key,
+        generated: Some(generated),
+    })
+}
+
+fn random_secret() -> String {
+    let secret: [u8; 32] = rand::random();
+    secret.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a new file that only its owner may read (0600 on Unix).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// The keys configured by flags; `None` when there are none and the algorithm is HMAC (the hub
+/// then makes its own).
+fn keys(config: &ServeConfig, alg: Algorithm) -> anyhow::Result<Option<Keys>> {
     let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
     let role_key = |file: &Option<std::path::PathBuf>, secret: &Option<String>, role: &str| {
         if let Some(path) = file {
@@ -121,21 +207,12 @@ fn keys(config: &ServeConfig, alg: Algorithm) -> anyhow::Result<Keys> {
         "subscriber",
     )?;
     match (publisher, subscriber) {
-        (Some(publisher), Some(subscriber)) => Ok(Keys {
+        (Some(publisher), Some(subscriber)) => Ok(Some(Keys {
             publisher,
             subscriber,
-            generated: false,
-        }),
-        (None, None) if hmac => {
-            let secret: [u8; 32] = rand::random();
-            let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-            let key = KeySource::Secret(secret.into_bytes());
-            Ok(Keys {
-                publisher: key.clone(),
-                subscriber: key,
-                generated: true,
-            })
-        }
+            generated: None,
+        })),
+        (None, None) if hmac => Ok(None),
         (None, None) => {
             bail!("--jwt-alg {alg:?} needs --publisher-jwt-key-file and --subscriber-jwt-key-file")
         }
@@ -148,14 +225,50 @@ fn keys(config: &ServeConfig, alg: Algorithm) -> anyhow::Result<Keys> {
     }
 }
 
-fn print_first_use_tokens(
+/// What a user needs first, before any log line: where the hub is, what it keeps, and with a key
+/// the hub made, where that key is and tokens for it.
+fn print_banner(
+    config: &ServeConfig,
+    store: &Store,
     alg: Algorithm,
-    key: &KeySource,
+    keys: &Keys,
     addr: &std::net::SocketAddr,
 ) -> anyhow::Result<()> {
-    let KeySource::Secret(secret) = key else {
+    let store = match store {
+        Store::Memory => "memory (lost when the hub stops)".to_owned(),
+        Store::File(path) => format!("file:{} (durable)", path.display()),
+        Store::Redis(url) | Store::Nats(url) => url.clone(),
+    };
+    eprintln!(
+        "herald {}, a Mercure hub; history: {store}, newest {} updates",
+        env!("CARGO_PKG_VERSION"),
+        config.history_size()
+    );
+    eprintln!("console: http://{addr}/");
+    eprintln!("hub:     http://{addr}/.well-known/mercure");
+    eprintln!("health:  http://{addr}/healthz, /readyz; metrics: /metrics");
+    let Some(generated) = &keys.generated else {
         return Ok(());
     };
+    let KeySource::Secret(secret) = &keys.publisher else {
+        return Ok(());
+    };
+    match generated {
+        Generated::ForThisRun => eprintln!(
+            "JWT key: none configured, so a random one for this run: tokens stop working when \
+             it ends (set --jwt-key to keep one)"
+        ),
+        Generated::Kept(path) => eprintln!(
+            "JWT key: none configured, so one was made and kept in {} (owner-only): later \
+             starts reuse it and tokens stay valid (set --jwt-key to use your own)",
+            path.display()
+        ),
+        Generated::Reused(path) => eprintln!(
+            "JWT key: the one this hub made earlier, kept in {} (delete it for a new one; set \
+             --jwt-key to use your own)",
+            path.display()
+        ),
+    }
     let exp = crate::token::expiry(24 * 3600);
     let token = |publish: bool| {
         sign_hmac(
@@ -171,10 +284,8 @@ fn print_first_use_tokens(
             },
         )
     };
-    eprintln!("no JWT key configured: using a random key for this run (set --jwt-key to keep one)");
     eprintln!("publisher token (24 h):  {}", token(true)?);
     eprintln!("subscriber token (24 h): {}", token(false)?);
-    eprintln!("console: http://{addr}/");
     Ok(())
 }
 

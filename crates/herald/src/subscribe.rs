@@ -61,7 +61,24 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
                 }
                 stdout.flush()?;
             }
-            Err(err) if err.is_fatal() => return Err(err).context("subscription failed"),
+            Err(err) if err.is_fatal() => {
+                let unauthorized = matches!(
+                    &err,
+                    herald_client::Error::Status { status, .. } if status.as_u16() == 401
+                );
+                let failed = Err(err).context("subscription failed");
+                return match (unauthorized, &args.token) {
+                    (true, None) => failed.context(
+                        "the hub needs a subscriber token: pass --token JWT (or set \
+                         HERALD_TOKEN). `herald serve` prints one when it made its own key; \
+                         `herald token --subscribe '*' --key KEY` makes one for a configured key",
+                    ),
+                    (true, Some(_)) => {
+                        failed.context("the hub refused the token given with --token")
+                    }
+                    _ => failed,
+                };
+            }
             Err(err) => eprintln!("herald sub: {err}; reconnecting"),
         }
     }

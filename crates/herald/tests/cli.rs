@@ -30,9 +30,14 @@ impl Server {
         } else {
             &["--store", "memory"]
         };
+        let listen: &[&str] = if args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(store)
             .args(args)
             .envs(envs.iter().copied())
@@ -241,6 +246,111 @@ fn serve_without_a_key_prints_working_tokens() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let _subscriber = token("subscriber token (24 h):");
     assert!(banner.contains("console: http://127.0.0.1:"), "{banner}");
+}
+
+/// The key a hub makes is kept with its file store: tokens printed at one start work after a
+/// restart (they stopped working, `401 ... InvalidSignature`, as the key changed every start).
+/// A second hub on the same store is told what is wrong (it said `FjallError: Locked`).
+#[test]
+fn a_generated_key_is_kept_with_the_store_and_reused() {
+    let dir = std::env::temp_dir().join(format!("herald-cli-key-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("head"));
+    let store = format!("file:{}", dir.display());
+    let publisher = |server: &Server| {
+        server
+            .banner
+            .iter()
+            .find_map(|l| l.strip_prefix("publisher token (24 h):"))
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_else(|| panic!("no token in {:?}", server.banner))
+    };
+    let first = Server::start(&["--store", &store], &[]);
+    let banner = first.banner.join("\n");
+    let key_file = dir.join("jwt.key");
+    assert!(
+        banner.contains(&format!("kept in {}", key_file.display())),
+        "{banner}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the key file is readable by its owner only"
+        );
+    }
+    let token = publisher(&first);
+
+    let second = herald(&["serve", "--listen", "127.0.0.1:0", "--store", &store]);
+    assert_eq!(second.status.code(), Some(1));
+    let err = text(&second.stderr);
+    assert!(
+        err.contains("another process (another herald serve?) is using the history store")
+            && err.contains("--store file:"),
+        "{err}"
+    );
+    drop(first);
+
+    let again = Server::start(&["--store", &store], &[]);
+    assert!(
+        again
+            .banner
+            .join("\n")
+            .contains("the one this hub made earlier"),
+        "{:?}",
+        again.banner
+    );
+    let out = herald(&[
+        "pub",
+        "t",
+        "--data",
+        "x",
+        "--hub",
+        &again.hub(),
+        "--token",
+        &token,
+    ]);
+    assert!(
+        out.status.success(),
+        "a token from before the restart: {}",
+        text(&out.stderr)
+    );
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("head"));
+}
+
+/// `--listen localhost:PORT` said only `invalid socket address syntax`; `herald sub` refused
+/// for want of a token did not mention `--token`.
+#[test]
+fn first_mistakes_get_answers_that_say_what_to_do() {
+    let server = Server::start(&["--listen", "localhost:0"], &[]);
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let out = herald(&["sub", "t", "--hub", &server.hub()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("pass --token") && err.contains("401"), "{err}");
+    drop(server);
+
+    for (listen, says) in [
+        ("localhost", "has no port"),
+        (
+            "no-such-host.invalid:80",
+            "is not an address this machine has",
+        ),
+    ] {
+        let out = herald(&["serve", "--store", "memory", "--listen", listen]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(err.contains(says) && err.contains("HOST:PORT"), "{err}");
+    }
 }
 
 #[test]

@@ -53,10 +53,34 @@ pub struct Grants {
 /// Why a token was refused. Every variant is a `401` at the HTTP edge.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("invalid JWT: {0}")]
+    #[error("invalid JWT: {}", explain(.0))]
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("invalid selector in the JWT's mercure claim: {0}")]
     Selector(#[from] SelectorError),
+}
+
+/// What is wrong with a token, in words that say what to fix (jsonwebtoken's own `Display` is
+/// the bare kind, such as `InvalidToken`).
+fn explain(err: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match err.kind() {
+        InvalidToken => "not a JWT: expected three base64url parts separated by dots \
+                         (header.claims.signature)"
+            .into(),
+        InvalidSignature => "the signature does not match the hub's key: the token was signed \
+                             with another key (a hub started without --jwt-key signs with the \
+                             key it generated, and prints tokens for it)"
+            .into(),
+        ExpiredSignature => "the token has expired (its exp claim is in the past)".into(),
+        ImmatureSignature => "the token is not valid yet (its nbf claim is in the future)".into(),
+        InvalidAlgorithm => "the token is signed with another algorithm than the hub's \
+                             --jwt-alg"
+            .into(),
+        Base64(e) => format!("a part of the token is not base64url: {e}"),
+        Json(e) => format!("the token's header or claims are not the expected JSON: {e}"),
+        Utf8(e) => format!("the token's claims are not UTF-8: {e}"),
+        _ => err.to_string(),
+    }
 }
 
 /// Verifying keys for the two roles.
@@ -251,6 +275,40 @@ mod tests {
         c.exp = Some(1_000_000);
         let token = sign_hmac(Algorithm::HS256, b"k", &c).unwrap();
         assert!(v.verify(Role::Publisher, &token).is_err());
+    }
+
+    /// A refusal says what is wrong with the token, not jsonwebtoken's bare kind
+    /// (`invalid JWT: InvalidToken` said nothing a user could act on).
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        let key = KeySource::Secret(b"k".to_vec());
+        let v = Verifier::new(Algorithm::HS256, &key, &key).unwrap();
+        let refusal = |token: &str| v.verify(Role::Publisher, token).unwrap_err().to_string();
+        let mut expired = claims(&["*"], &[]);
+        expired.exp = Some(1_000_000);
+        for (token, says) in [
+            (
+                "hello".to_owned(),
+                "not a JWT: expected three base64url parts",
+            ),
+            (
+                sign_hmac(Algorithm::HS256, b"other", &claims(&["*"], &[])).unwrap(),
+                "signed with another key",
+            ),
+            (
+                sign_hmac(Algorithm::HS256, b"k", &expired).unwrap(),
+                "has expired",
+            ),
+            (
+                sign_hmac(Algorithm::HS512, b"k", &claims(&["*"], &[])).unwrap(),
+                "another algorithm than the hub's --jwt-alg",
+            ),
+            ("a.b!.c".to_owned(), "not base64url"),
+        ] {
+            let refusal = refusal(&token);
+            assert!(refusal.starts_with("invalid JWT: "), "{refusal}");
+            assert!(refusal.contains(says), "{token}: {refusal}");
+        }
     }
 
     fn data(name: &str) -> Vec<u8> {

@@ -396,8 +396,14 @@ impl FileHistory {
         std::fs::create_dir_all(&path)
             .map_err(|e| unavailable(format!("cannot create {}: {e}", path.display())))?;
         let plan = MemoryPlan::new(options.memory);
-        let store = Store::open(&path, plan)
-            .map_err(|e| unavailable(format!("cannot open history in {}: {e}", path.display())))?;
+        let store = Store::open(&path, plan).map_err(|e| match e {
+            fjall::Error::Locked => unavailable(format!(
+                "another process (another herald serve?) is using the history store in {}: stop \
+                 it, or give this hub a store of its own with --store file:OTHER_PATH",
+                path.display()
+            )),
+            e => unavailable(format!("cannot open history in {}: {e}", path.display())),
+        })?;
         let found = store.found()?;
         let checked = match directory_missing {
             Some(finding) => Err(finding),
