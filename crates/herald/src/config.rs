@@ -277,6 +277,7 @@ impl ServeConfig {
                 .unwrap_or(defaults.reserved_connections),
             max_connections_per_ip: self.max_connections_per_ip.filter(|&n| n > 0),
             template_budget: self.template_budget.unwrap_or(defaults.template_budget),
+            mint_key: None,
         }
     }
 

@@ -83,7 +83,17 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // below what the machine can hold, so take what the hard limit allows.
     let nofile = crate::bench::procstat::raise_nofile_limit();
     tracing::debug!(nofile, "open file limit");
-    let hub = herald_hub::Hub::start(history, verifier, config.settings(nofile));
+    let mut settings = config.settings(nofile);
+    // A key the hub made is a development setup: its console may mint tokens for this machine.
+    if keys.generated.is_some()
+        && let KeySource::Secret(secret) = &keys.publisher
+    {
+        settings.mint_key = Some(herald_hub::console::MintKey {
+            alg,
+            secret: secret.as_slice().into(),
+        });
+    }
+    let hub = herald_hub::Hub::start(history, verifier, settings);
     let listener = herald_hub::server::bind(listen).await.map_err(|err| {
         let hint = match err.kind() {
             std::io::ErrorKind::AddrInUse => {

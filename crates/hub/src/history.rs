@@ -35,6 +35,26 @@ impl Feed {
     }
 }
 
+/// The positions a history holds: every one from `oldest` to `newest` (positions are dense).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Span {
+    /// The oldest position kept; `None` when history is empty.
+    pub oldest: Option<u64>,
+    /// The newest position ever given (0 before the first update).
+    pub newest: u64,
+}
+
+impl Span {
+    /// Updates held.
+    pub fn len(&self) -> u64 {
+        self.oldest.map_or(0, |oldest| self.newest + 1 - oldest)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A store error: the hub answers `503` to the publisher, and nothing half-written is visible.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,6 +101,12 @@ pub trait History: Send + Sync + 'static {
     fn take_feed(&self) -> Option<Feed>;
 
     /// Whether the backend can currently accept writes (for `/readyz`).
+    /// The positions history holds now, for the console; `None` where the backend cannot tell
+    /// cheaply (the cluster engines).
+    fn span(&self) -> Option<Span> {
+        None
+    }
+
     fn is_ready(&self) -> bool {
         true
     }
@@ -108,6 +134,13 @@ pub(crate) fn footprint(update: &Update) -> usize {
 impl Window {
     fn first_position(&self) -> u64 {
         self.updates.front().map_or(self.head + 1, |u| u.position)
+    }
+
+    fn span(&self) -> Span {
+        Span {
+            oldest: self.updates.front().map(|u| u.position),
+            newest: self.head,
+        }
     }
 
     /// Appends the newest update, keeping at most `capacity` updates and `max_bytes` (the

@@ -84,7 +84,7 @@ pub fn router(hub: Hub) -> Router {
             &format!("{SUBSCRIPTIONS_PATH}/{{topic}}/{{subscriber}}"),
             get(list_subscriptions),
         )
-        .route("/", get(index))
+        .merge(crate::console::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -202,7 +202,7 @@ fn query_token(request: &Request) -> Result<Option<String>, HttpError> {
 /// naming it (`what` says where it was), never silently replaced with U+FFFD as
 /// `form_urlencoded::parse` would, which would store and deliver data the publisher never
 /// sent.
-fn form_pairs<'a>(
+pub(crate) fn form_pairs<'a>(
     input: &'a [u8],
     what: &'static str,
 ) -> impl Iterator<Item = Result<(String, String), HttpError>> + 'a {
@@ -710,17 +710,6 @@ async fn metrics(State(hub): State<Hub>) -> Response {
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
         hub.metrics().render(),
-    )
-        .into_response()
-}
-
-async fn index() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        )],
-        include_str!("index.html"),
     )
         .into_response()
 }

@@ -50,6 +50,9 @@ pub struct Settings {
     /// while one that trickles is cut off (as Apache's `mod_reqtimeout` `MinRate`). 0: the
     /// timeout is for the whole body.
     pub body_min_rate: usize,
+    /// The key the console may mint tokens with, for clients on this machine only: set it
+    /// when the hub made its own key (development), never with a key that others hold.
+    pub mint_key: Option<crate::console::MintKey>,
     /// Most connections open at once; beyond, new ones get `503` and are closed. Keep it below
     /// the process's file descriptor limit, so that the hub can always accept, answer and
     /// open its own files.
@@ -83,6 +86,7 @@ impl Default for Settings {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             body_min_rate: 1024,
+            mint_key: None,
             max_connections: usize::MAX,
             reserved_connections: 64,
             max_connections_per_ip: None,

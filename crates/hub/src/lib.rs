@@ -15,6 +15,7 @@
 //! - [`hub`] — the running hub and its settings; [`metrics`] — Prometheus metrics.
 
 pub mod auth;
+pub mod console;
 pub mod dispatch;
 pub mod history;
 pub mod http;

@@ -34,10 +34,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(hub.inner.settings.header_timeout);
-    let http: Http = Arc::new((
-        builder,
-        TowerToHyperService::new(crate::http::router(hub.clone())),
-    ));
+    let http: Http = Arc::new((builder, crate::http::router(hub.clone())));
     let graceful = GracefulShutdown::new();
     let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     let per_ip = Arc::new(PerIp::default());
@@ -120,10 +117,38 @@ pub async fn serve(
 }
 
 /// The router and hyper's connection builder, shared by every connection task.
-type Http = Arc<(
-    auto::Builder<TokioExecutor>,
-    TowerToHyperService<axum::Router>,
-)>;
+type Http = Arc<(auto::Builder<TokioExecutor>, axum::Router)>;
+
+/// The router for one connection: it gives each request the peer's address, as axum's
+/// `ConnectInfo` (the console mints tokens for loopback peers only).
+#[derive(Clone)]
+struct WithPeer {
+    router: axum::Router,
+    peer: SocketAddr,
+}
+
+impl<B> tower::Service<http::Request<B>> for WithPeer
+where
+    axum::Router: tower::Service<http::Request<B>>,
+{
+    type Response = <axum::Router as tower::Service<http::Request<B>>>::Response;
+    type Error = <axum::Router as tower::Service<http::Request<B>>>::Error;
+    type Future = <axum::Router as tower::Service<http::Request<B>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<B>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        self.router.call(request)
+    }
+}
 
 /// One connection, from its first request head to its end. What an idle subscriber's task
 /// holds is this future, so it is kept small: the request checking runs boxed and is freed
@@ -148,9 +173,12 @@ fn connection(
                 let Outcome::Hyper(io) = outcome else {
                     unreachable!()
                 };
-                let (builder, service) = &*http;
-                let conn =
-                    builder.serve_connection_with_upgrades(TokioIo::new(io), service.clone());
+                let (builder, router) = &*http;
+                let service = TowerToHyperService::new(WithPeer {
+                    router: router.clone(),
+                    peer,
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                 // Boxed: a hyper connection is large and most connections never need one.
                 if let Err(err) = Box::pin(watcher.watch(conn.into_owned())).await {
                     tracing::debug!(%peer, %err, "connection error");

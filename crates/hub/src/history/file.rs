@@ -617,6 +617,13 @@ impl History for FileHistory {
         lock(&self.feed).take()
     }
 
+    fn span(&self) -> Option<super::Span> {
+        let newest = lock(&self.shared.tail).head;
+        // The first key of an LSM tree: a seek, no scan.
+        let oldest = self.shared.store().ok()?.first_position().ok()?;
+        Some(super::Span { oldest, newest })
+    }
+
     fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)
     }

@@ -89,6 +89,10 @@ impl History for MemoryHistory {
         ready(Ok(id)).boxed()
     }
 
+    fn span(&self) -> Option<super::Span> {
+        Some(self.lock().window.span())
+    }
+
     fn take_feed(&self) -> Option<Feed> {
         self.lock().feed_rx.take()
     }

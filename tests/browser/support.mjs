@@ -1,0 +1,64 @@
+// What the browser tier's test files share: the built `herald`, Debian's Chromium, and a hub
+// started as a child process on a free port.
+
+import { spawn, execFileSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { test as nodeTest } from 'node:test';
+import { chromium } from 'playwright-core';
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const herald = process.env.HERALD_BIN ?? path.join(root, 'target/debug/herald');
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+export const KEY = 'browser-tier-key';
+
+// Every test is bounded, so a bug fails the tier instead of hanging CI.
+const LIMIT = { timeout: 60_000 };
+export const test = (name, fn) => nodeTest(name, LIMIT, fn);
+
+/**
+ * Starts `herald serve` (on a free port unless `--listen` is given, on the memory store unless
+ * `--store` is given, with the tier's key and `--anonymous` unless told otherwise); resolves with
+ * `{ child, url, banner }`, `banner` being what it printed before it listened.
+ */
+export function startHub(args, { key = true, anonymous = true } = {}) {
+  const defaults = [
+    ...(args.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']),
+    ...(args.includes('--store') ? [] : ['--store', 'memory']),
+    ...(key ? ['--jwt-key', KEY] : []),
+    ...(anonymous ? ['--anonymous'] : []),
+  ];
+  const child = spawn(herald, ['serve', ...defaults, ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const banner = [];
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stderr });
+    lines.on('line', (line) => {
+      const m = line.match(/^herald listening on (http:\/\/\S+)$/);
+      if (m) resolve({ child, url: m[1], banner });
+      else banner.push(line);
+    });
+    child.on('error', (err) => reject(new Error(`cannot start ${herald}: ${err.message}`)));
+    child.on('exit', (code) => reject(new Error(`herald serve exited with ${code}`)));
+  });
+}
+
+/** Ends a hub started by `startHub` and waits for it. */
+export async function stopHub(hub) {
+  if (!hub || hub.child.exitCode !== null || hub.child.signalCode !== null) return;
+  const exited = new Promise((r) => hub.child.once('exit', r));
+  hub.child.kill('SIGTERM');
+  await exited;
+}
+
+export const launchBrowser = () => chromium.launch({
+  executablePath: chromiumPath,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+
+/** A token from `herald token` with the tier's key, e.g. `token('--publish', '*')`. */
+export const token = (...args) =>
+  execFileSync(herald, ['token', '--key', KEY, ...args]).toString().trim();
