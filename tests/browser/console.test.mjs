@@ -6,7 +6,8 @@
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { test, root, startHub, stopHub, launchBrowser, token } from './support.mjs';
 
 let browser;
@@ -153,4 +154,45 @@ test('accessible and readable on a phone: every field labelled, no sideways scro
     assert.ok(reached.has(id), `Tab reaches #${id}`);
   }
   await page.close();
+});
+
+test('reconnection is shown and resumes with Last-Event-ID; subscriptions are listed; dark mode is followed', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'herald-console-'));
+  let hub = await startHub(['--store', `file:${dir}`, '--subscriptions']);
+  const port = new URL(hub.url).port;
+  const page = await browser.newPage({ colorScheme: 'dark' });
+  try {
+    await page.goto(`${hub.url}/`);
+    const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.equal(background, 'rgb(18, 20, 23)', 'the dark palette');
+    await page.fill('#pub-token', token('--publish', '*'));
+    await page.fill('#sub-token', token('--subscribe', '*'));
+    await subscribe(page, 'https://example.com/live');
+    await waitText(page, '#sub-state', 'open');
+
+    await page.waitForSelector('#subscriptions-section', { state: 'visible' });
+    await page.click('#subs-refresh');
+    await waitText(page, '#subs-status', '1 active subscription');
+    assert.equal(await text(page, '#subs tr td'), 'https://example.com/live');
+
+    await publish(page, { topic: 'https://example.com/live', data: 'before', id: 'r-1' });
+    await page.waitForFunction(() => document.querySelectorAll('#events tr').length === 1);
+    await stopHub(hub);
+    await waitText(page, '#sub-state', 'reconnecting');
+    hub = await startHub(['--store', `file:${dir}`, '--subscriptions', '--listen', `127.0.0.1:${port}`]);
+    // Published while the console was away: it comes back with Last-Event-ID and gets it.
+    const body = new URLSearchParams({ topic: 'https://example.com/live', data: 'while away', id: 'r-2' });
+    const res = await fetch(`${hub.url}/.well-known/mercure`, {
+      method: 'POST', headers: { authorization: `Bearer ${token('--publish', '*')}` }, body,
+    });
+    assert.equal(res.status, 200);
+    await waitText(page, '#sub-state', 'open');
+    await page.waitForFunction(() => document.querySelectorAll('#events tr').length === 2);
+    assert.deepEqual(await events(page), [['r-1', 'message', 'before'], ['r-2', 'message', 'while away']]);
+  } finally {
+    await page.close();
+    await stopHub(hub);
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(`${dir}.head`, { force: true });
+  }
 });

@@ -245,7 +245,22 @@ fn serve_without_a_key_prints_working_tokens() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let _subscriber = token("subscriber token (24 h):");
-    assert!(banner.contains("console: http://127.0.0.1:"), "{banner}");
+    // What a user needs comes first, not a log line.
+    assert!(
+        server.banner[0].starts_with(&format!(
+            "herald {}, a Mercure hub",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{banner}"
+    );
+    for wanted in [
+        "console: http://127.0.0.1:",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(banner.contains(wanted), "{wanted} in {banner}");
+    }
 }
 
 /// The key a hub makes is kept with its file store: tokens printed at one start work after a
