@@ -39,7 +39,7 @@ mod record;
 
 pub use record::Damage;
 
-use super::{EARLIEST, Feed, History, Start, StoreError, Window};
+use super::{EARLIEST, Feed, History, Span, Start, StoreError, Window};
 use crate::lock;
 use crate::update::{NewUpdate, Update};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -49,7 +49,7 @@ use record::{Finding, Found, Record};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -230,6 +230,10 @@ struct Shared {
     store: RwLock<Option<Arc<Store>>>,
     tail: Mutex<Window>,
     read_cache: Mutex<ReadCache>,
+    /// The oldest position kept (one past the head when history is empty), followed by
+    /// retention: reading it from the store would step over the tombstones of every update
+    /// retention deleted since the last compaction.
+    oldest: AtomicU64,
     ready: AtomicBool,
     /// Test hook: makes the writer fail its commits as a broken disk would.
     fail_writes: AtomicBool,
@@ -442,6 +446,7 @@ impl FileHistory {
             head: store.head()?,
             ..Window::default()
         };
+        let oldest = store.first_position()?.unwrap_or(tail.head + 1);
         let cached = store.read_after(tail.head.saturating_sub(TAIL_CACHE as u64), TAIL_CACHE)?;
         for update in cached {
             tail.push(update, TAIL_CACHE, plan.tail_bytes);
@@ -453,6 +458,7 @@ impl FileHistory {
             store: RwLock::new(Some(Arc::new(store))),
             tail: Mutex::new(tail),
             read_cache: Mutex::new(ReadCache::new(plan.read_cache_bytes)),
+            oldest: AtomicU64::new(oldest),
             ready: AtomicBool::new(true),
             fail_writes: AtomicBool::new(false),
             record: Mutex::new(RecordKeeper {
@@ -534,10 +540,7 @@ impl FileHistory {
     fn resolve_blocking(&self, id: &str) -> Result<Start, StoreError> {
         let store = self.shared.store()?;
         if id == EARLIEST {
-            let head = lock(&self.shared.tail).head;
-            return Ok(Start::After(
-                store.first_position()?.map_or(head, |p| p - 1),
-            ));
+            return Ok(Start::After(self.shared.oldest.load(Ordering::Acquire) - 1));
         }
         if let Some(&position) = lock(&self.shared.tail).by_id.get(id) {
             return Ok(Start::After(position));
@@ -617,11 +620,13 @@ impl History for FileHistory {
         lock(&self.feed).take()
     }
 
-    fn span(&self) -> Option<super::Span> {
+    fn span(&self) -> Option<Span> {
         let newest = lock(&self.shared.tail).head;
-        // The first key of an LSM tree: a seek, no scan.
-        let oldest = self.shared.store().ok()?.first_position().ok()?;
-        Some(super::Span { oldest, newest })
+        let oldest = self.shared.oldest.load(Ordering::Acquire);
+        Some(Span {
+            oldest: (oldest <= newest).then_some(oldest),
+            newest,
+        })
     }
 
     fn is_ready(&self) -> bool {
@@ -860,6 +865,7 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
         tail.pop_oldest();
     }
     drop(tail);
+    shared.oldest.fetch_max(last_dropped + 1, Ordering::AcqRel);
     lock(&shared.read_cache).drop_through(last_dropped);
     tracing::debug!(dropped, up_to = last_dropped, "history retention");
     Ok(())
@@ -1059,11 +1065,22 @@ mod tests {
     async fn retention_by_count_and_by_age() {
         let dir = tempdir("retain");
         let h = FileHistory::open(&dir, options(3)).unwrap();
+        let empty = Span {
+            oldest: None,
+            newest: 0,
+        };
+        assert_eq!(h.span(), Some(empty));
         for i in 1..=8 {
             h.append(update(&format!("r{i}"))).await.unwrap();
         }
         tokio::time::sleep(RETENTION_PERIOD * 3).await;
         assert_eq!(h.resolve(EARLIEST).await.unwrap(), Start::After(5));
+        let kept = Span {
+            oldest: Some(6),
+            newest: 8,
+        };
+        assert_eq!(h.span(), Some(kept));
+        assert_eq!(kept.len(), 3);
         assert_eq!(ids(&h.read_after(0, 10).await.unwrap()), ["r6", "r7", "r8"]);
         assert_eq!(h.resolve("r2").await.unwrap(), Start::Unknown);
 
