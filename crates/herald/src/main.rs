@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod limits;
 mod publish;
 mod serve;
 mod subscribe;

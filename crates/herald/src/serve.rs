@@ -81,7 +81,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .context("invalid JWT key for the chosen --jwt-alg")?;
     // Every subscriber is a socket: the default soft limit (often 1024) would cap the hub far
     // below what the machine can hold, so take what the hard limit allows.
-    let nofile = crate::bench::procstat::raise_nofile_limit();
+    let nofile = crate::limits::raise_nofile_limit();
     tracing::debug!(nofile, "open file limit");
     let mut settings = config.settings(nofile);
     // A key the hub made is a development setup: its console may mint tokens for this machine.

@@ -6,7 +6,8 @@
 
 use super::FanoutArgs;
 use super::idle::round;
-use super::procstat::{own_cpu_us, raise_nofile_limit, sample};
+use super::procstat::{own_cpu_us, sample};
+use crate::limits::raise_nofile_limit;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};

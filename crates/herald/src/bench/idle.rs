@@ -2,7 +2,8 @@
 //! in memory (RSS and PSS of the observed PIDs before and after, per subscriber).
 
 use super::IdleArgs;
-use super::procstat::{Sample, own_cpu_us, raise_nofile_limit, sample};
+use super::procstat::{Sample, own_cpu_us, sample};
+use crate::limits::raise_nofile_limit;
 use std::time::Duration;
 
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
