@@ -5,126 +5,63 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// The hub's counters and gauges. Cheap to update (atomics); rendered on demand.
-pub struct Metrics {
-    registry: Registry,
-    /// Open HTTP connections.
-    pub connections: Gauge,
-    /// Open SSE subscriptions.
-    pub subscribers: Gauge,
-    /// Updates accepted from publishers (acknowledged with `200`).
-    pub published: Counter,
-    /// Updates put on subscriber queues by the dispatcher.
-    pub queued: Counter,
-    /// Updates written to subscriber streams (live and replayed).
-    pub delivered: Counter,
-    /// Bytes written to subscriber streams.
-    pub bytes_sent: Counter,
-    /// Times a subscriber queue was full, so that subscriber caught up from history instead.
-    pub lagged: Counter,
-    /// Subscribers closed because what they were owed was no longer in history.
-    pub closed_slow: Counter,
-    /// Publishes refused because the history store failed (`503`).
-    pub store_errors: Counter,
-    /// Bytes taken for subscribers (from their queues or history) and not yet written.
-    pub owed_bytes: Gauge,
-    /// Subscribers closed because their socket took no bytes for the write timeout.
-    pub closed_stalled: Counter,
-    /// Subscribers closed while blocked because the bytes owed to all were over budget.
-    pub closed_budget: Counter,
-    /// Connections refused at accept (connection limit, or per-address limit).
-    pub refused_connections: Counter,
+/// The table of metrics: each line is a field of [`Metrics`], its type, its Prometheus name
+/// (after the `herald_` prefix; counters get `_total`) and its help text, which the field's doc
+/// repeats. One line per metric, so that a field cannot exist without being registered.
+macro_rules! metrics {
+    ($( $(#[$doc:meta])* $field:ident: $kind:ty = $name:literal, $help:literal; )*) => {
+        /// The hub's counters and gauges. Cheap to update (atomics); rendered on demand.
+        #[derive(Debug)]
+        pub struct Metrics {
+            registry: Registry,
+            $( $(#[$doc])* pub $field: $kind, )*
+        }
+
+        impl Default for Metrics {
+            fn default() -> Self {
+                let mut registry = Registry::with_prefix("herald");
+                $( let $field = <$kind>::default();
+                   registry.register($name, $help, $field.clone()); )*
+                Metrics { registry, $( $field, )* }
+            }
+        }
+    };
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("herald");
-        let metrics = Metrics {
-            connections: Gauge::default(),
-            subscribers: Gauge::default(),
-            published: Counter::default(),
-            queued: Counter::default(),
-            delivered: Counter::default(),
-            bytes_sent: Counter::default(),
-            lagged: Counter::default(),
-            closed_slow: Counter::default(),
-            store_errors: Counter::default(),
-            owed_bytes: Gauge::default(),
-            closed_stalled: Counter::default(),
-            closed_budget: Counter::default(),
-            refused_connections: Counter::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "connections",
-            "Open HTTP connections",
-            metrics.connections.clone(),
-        );
-        registry.register(
-            "subscribers",
-            "Open SSE subscriptions",
-            metrics.subscribers.clone(),
-        );
-        registry.register(
-            "updates_published",
-            "Updates accepted from publishers",
-            metrics.published.clone(),
-        );
-        registry.register(
-            "updates_queued",
-            "Updates queued for subscribers by the dispatcher",
-            metrics.queued.clone(),
-        );
-        registry.register(
-            "updates_delivered",
-            "Updates written to subscriber streams, live and replayed",
-            metrics.delivered.clone(),
-        );
-        registry.register(
-            "sent_bytes",
-            "Bytes written to subscriber streams",
-            metrics.bytes_sent.clone(),
-        );
-        registry.register(
-            "subscriber_lagged",
-            "Times a full subscriber queue made that subscriber catch up from history",
-            metrics.lagged.clone(),
-        );
-        registry.register(
-            "subscriber_closed_slow",
-            "Subscribers closed because the updates they were owed had left history",
-            metrics.closed_slow.clone(),
-        );
-        registry.register(
-            "store_errors",
-            "Publishes refused because the history store failed",
-            metrics.store_errors.clone(),
-        );
-        registry.register(
-            "owed_bytes",
-            "Bytes taken for subscribers and not yet written to their sockets",
-            metrics.owed_bytes.clone(),
-        );
-        registry.register(
-            "subscriber_closed_stalled",
-            "Subscribers closed because their socket took no bytes for the write timeout",
-            metrics.closed_stalled.clone(),
-        );
-        registry.register(
-            "subscriber_closed_budget",
-            "Blocked subscribers closed because the bytes owed to all subscribers were over budget",
-            metrics.closed_budget.clone(),
-        );
-        registry.register(
-            "connections_refused",
-            "Connections refused at accept by the total or per-address connection limit",
-            metrics.refused_connections.clone(),
-        );
-        Metrics {
-            registry,
-            ..metrics
-        }
-    }
+metrics! {
+    /// Open HTTP connections.
+    connections: Gauge = "connections", "Open HTTP connections";
+    /// Open SSE subscriptions.
+    subscribers: Gauge = "subscribers", "Open SSE subscriptions";
+    /// Updates accepted from publishers (acknowledged with `200`).
+    published: Counter = "updates_published", "Updates accepted from publishers";
+    /// Updates put on subscriber queues by the dispatcher.
+    queued: Counter = "updates_queued", "Updates queued for subscribers by the dispatcher";
+    /// Updates written to subscriber streams (live and replayed).
+    delivered: Counter = "updates_delivered",
+        "Updates written to subscriber streams, live and replayed";
+    /// Bytes written to subscriber streams.
+    bytes_sent: Counter = "sent_bytes", "Bytes written to subscriber streams";
+    /// Times a subscriber queue was full, so that subscriber caught up from history instead.
+    lagged: Counter = "subscriber_lagged",
+        "Times a full subscriber queue made that subscriber catch up from history";
+    /// Subscribers closed because what they were owed was no longer in history.
+    closed_slow: Counter = "subscriber_closed_slow",
+        "Subscribers closed because the updates they were owed had left history";
+    /// Publishes refused because the history store failed (`503`).
+    store_errors: Counter = "store_errors", "Publishes refused because the history store failed";
+    /// Bytes taken for subscribers (from their queues or history) and not yet written.
+    owed_bytes: Gauge = "owed_bytes",
+        "Bytes taken for subscribers and not yet written to their sockets";
+    /// Subscribers closed because their socket took no bytes for the write timeout.
+    closed_stalled: Counter = "subscriber_closed_stalled",
+        "Subscribers closed because their socket took no bytes for the write timeout";
+    /// Subscribers closed while blocked because the bytes owed to all were over budget.
+    closed_budget: Counter = "subscriber_closed_budget",
+        "Blocked subscribers closed because the bytes owed to all subscribers were over budget";
+    /// Connections refused at accept (connection limit, or per-address limit).
+    refused_connections: Counter = "connections_refused",
+        "Connections refused at accept by the total or per-address connection limit";
 }
 
 impl Metrics {
@@ -134,5 +71,27 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_rendered_under_its_name() {
+        let m = Metrics::default();
+        m.published.inc();
+        m.owed_bytes.set(7);
+        let text = m.render();
+        for line in [
+            "herald_connections 0",
+            "herald_updates_published_total 1",
+            "herald_owed_bytes 7",
+            "herald_connections_refused_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE").count(), 13, "one per field");
     }
 }
