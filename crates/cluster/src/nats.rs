@@ -155,11 +155,11 @@ pub fn id_token(id: &str) -> String {
 
 /// History in a JetStream stream (see the module documentation).
 pub struct NatsHistory {
-    inner: Arc<Inner>,
+    inner: Arc<NatsState>,
     feed: Mutex<Option<Feed>>,
 }
 
-struct Inner {
+struct NatsState {
     servers: Vec<ServerAddr>,
     stream: String,
     /// `NAME.u.>`: every update subject.
@@ -201,7 +201,7 @@ impl NatsHistory {
                     .map_err(|e| StoreError::Unavailable(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(NatsState {
             servers,
             filter: format!("{stream}.u.>"),
             stream,
@@ -220,7 +220,7 @@ impl NatsHistory {
     }
 }
 
-impl Inner {
+impl NatsState {
     /// The shared connection, or a new one if it is down (see "Outages" in the module docs).
     async fn connection(&self) -> Result<Conn, StoreError> {
         if let Some(conn) = self.live_connection() {
@@ -539,7 +539,7 @@ struct Tail {
 /// long as the hub lives; after errors makes a new consumer that resumes after the last
 /// message fed.
 async fn tail_loop(
-    inner: std::sync::Weak<Inner>,
+    inner: std::sync::Weak<NatsState>,
     mut after: u64,
     feed: mpsc::UnboundedSender<Arc<Update>>,
 ) {
@@ -573,7 +573,7 @@ async fn tail_loop(
 
 /// Feeds what arrives within [`TAIL_BLOCK`]. `Ok(false)` when the feed is closed.
 async fn read_tail(
-    this: &Inner,
+    this: &NatsState,
     tail: &mut Option<Tail>,
     after: &mut u64,
     feed: &mpsc::UnboundedSender<Arc<Update>>,

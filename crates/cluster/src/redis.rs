@@ -87,11 +87,11 @@ pub fn parse_url(url: &str) -> Result<(String, String), String> {
 
 /// History in a Redis stream (see the module documentation).
 pub struct RedisHistory {
-    inner: Arc<Inner>,
+    inner: Arc<RedisState>,
     feed: Mutex<Option<Feed>>,
 }
 
-struct Inner {
+struct RedisState {
     keys: Keys,
     options: RedisOptions,
     commands: ConnectionManager,
@@ -124,7 +124,7 @@ impl RedisHistory {
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(1);
         let commands = bounded(ConnectionManager::new_with_config(client.clone(), config)).await?;
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(RedisState {
             keys: Keys {
                 counter: format!("{key}:pos"),
                 ids: format!("{key}:ids"),
@@ -160,7 +160,7 @@ impl RedisHistory {
     }
 }
 
-impl Inner {
+impl RedisState {
     fn conn(&self) -> ConnectionManager {
         self.commands.clone()
     }
@@ -348,7 +348,7 @@ async fn tail_connection(client: &Client) -> Result<MultiplexedConnection, Store
 /// Feeds the dispatcher with every entry after position `after`, in stream order, for as long
 /// as the hub lives; reconnects after errors and resumes after the last entry fed.
 async fn tail_loop(
-    inner: std::sync::Weak<Inner>,
+    inner: std::sync::Weak<RedisState>,
     client: Client,
     conn: MultiplexedConnection,
     mut after: u64,
@@ -427,7 +427,7 @@ async fn tail_loop(
 }
 
 async fn read_tail(
-    this: &Inner,
+    this: &RedisState,
     conn: &mut MultiplexedConnection,
     after: u64,
 ) -> Result<Vec<Arc<Update>>, StoreError> {
@@ -460,7 +460,7 @@ async fn read_tail(
     Ok(updates)
 }
 
-async fn age_retention(inner: std::sync::Weak<Inner>, max_age: Duration) {
+async fn age_retention(inner: std::sync::Weak<RedisState>, max_age: Duration) {
     let mut tick = tokio::time::interval(AGE_RETENTION_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

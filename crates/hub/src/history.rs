@@ -128,7 +128,7 @@ pub(crate) struct Window {
 
 /// What an update costs a window in memory, roughly: its data and its encoded bytes.
 pub(crate) fn footprint(update: &Update) -> usize {
-    update.update.data.len() + update.encoded.len() + 128
+    update.data().len() + update.encoded.len() + 128
 }
 
 impl Window {

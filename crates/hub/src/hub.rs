@@ -98,10 +98,10 @@ impl Default for Settings {
 /// A hub. Cheap to clone (shared state).
 #[derive(Clone)]
 pub struct Hub {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<HubState>,
 }
 
-pub(crate) struct Inner {
+pub(crate) struct HubState {
     pub history: Arc<dyn History>,
     pub dispatcher: Dispatcher,
     pub verifier: Verifier,
@@ -151,7 +151,7 @@ impl Hub {
         }
         let (shutdown, _) = watch::channel(false);
         Hub {
-            inner: Arc::new(Inner {
+            inner: Arc::new(HubState {
                 write_limits: Arc::new(WriteLimits {
                     timeout: settings.write_timeout,
                     max_owed: settings.max_owed_bytes,

@@ -58,7 +58,8 @@ pub struct SubscriptionList {
     pub subscriptions: Vec<Subscription>,
 }
 
-struct Subscriber {
+/// A subscriber connected to this node, as its subscription events describe it.
+struct LocalSubscriber {
     topics: Vec<String>,
     payload: Option<Value>,
 }
@@ -67,7 +68,7 @@ struct Subscriber {
 #[derive(Default)]
 pub struct Subscriptions {
     /// This node's connected subscribers, whose ends it must announce.
-    local: Mutex<BTreeMap<String, Subscriber>>,
+    local: Mutex<BTreeMap<String, LocalSubscriber>>,
     /// Every active subscription in the cluster, as the feed's subscription events say.
     view: Mutex<View>,
     /// Announcements being published; a stopping hub waits for them, or the other nodes
@@ -88,7 +89,7 @@ struct View {
 
 /// The fields of a subscription event the view needs.
 #[derive(serde::Deserialize)]
-struct Event {
+struct SubscriptionEvent {
     subscriber: String,
     topic: String,
     active: bool,
@@ -132,7 +133,7 @@ impl Subscriptions {
     pub fn connect(&self, topics: Vec<String>, payload: Option<Value>) -> (String, Vec<NewUpdate>) {
         let id = new_id();
         let updates = events(&id, &topics, true, &payload);
-        lock(&self.local).insert(id.clone(), Subscriber { topics, payload });
+        lock(&self.local).insert(id.clone(), LocalSubscriber { topics, payload });
         (id, updates)
     }
 
@@ -230,7 +231,7 @@ impl View {
         if !is_event {
             return;
         }
-        let Ok(event) = serde_json::from_str::<Event>(&update.update.data) else {
+        let Ok(event) = serde_json::from_str::<SubscriptionEvent>(update.data()) else {
             return;
         };
         if event.active {

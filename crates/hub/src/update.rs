@@ -69,7 +69,7 @@ impl NewUpdate {
         Ok(Update {
             position,
             encoded,
-            update: self,
+            fields: self,
         })
     }
 }
@@ -86,19 +86,24 @@ pub struct Update {
     pub position: u64,
     /// The `text/event-stream` bytes of this update, shared by every subscriber.
     pub encoded: Bytes,
-    pub update: NewUpdate,
+    /// What the publisher sent (with the id the hub gave it, if it gave none).
+    pub fields: NewUpdate,
 }
 
 impl Update {
     pub fn id(&self) -> &str {
-        &self.update.id
+        &self.fields.id
     }
 
     pub fn topics(&self) -> &[String] {
-        &self.update.topics
+        &self.fields.topics
     }
 
     pub fn private(&self) -> bool {
-        self.update.private
+        self.fields.private
+    }
+
+    pub fn data(&self) -> &str {
+        &self.fields.data
     }
 }
