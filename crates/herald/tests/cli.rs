@@ -75,6 +75,21 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Runs `herald ARGS` and asserts that it fails with exit code 1 and says each of `says` on
+/// stderr; returns the stderr.
+fn assert_fails_with(args: &[&str], says: &[&str]) -> String {
+    let out = herald(args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "herald {args:?}: {err}");
+    for wanted in says {
+        assert!(
+            err.contains(wanted),
+            "herald {args:?} does not say {wanted:?}: {err}"
+        );
+    }
+    err
+}
+
 #[test]
 fn help_lists_every_planned_subcommand() {
     let out = herald(&["--help"]);
@@ -206,19 +221,19 @@ fn pub_reads_data_from_stdin_and_prints_the_id() {
 #[test]
 fn pub_reports_the_hubs_error() {
     let server = Server::start(&["--jwt-key", "k"], &[]);
-    let out = herald(&[
-        "pub",
-        "t",
-        "--data",
-        "x",
-        "--hub",
-        &server.hub(),
-        "--token",
-        "forged",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(err.contains("401") && err.contains("JWT"), "{err}");
+    assert_fails_with(
+        &[
+            "pub",
+            "t",
+            "--data",
+            "x",
+            "--hub",
+            &server.hub(),
+            "--token",
+            "forged",
+        ],
+        &["401", "JWT"],
+    );
 }
 
 #[test]
@@ -268,9 +283,8 @@ fn serve_without_a_key_prints_working_tokens() {
 /// A second hub on the same store is told what is wrong (it said `FjallError: Locked`).
 #[test]
 fn a_generated_key_is_kept_with_the_store_and_reused() {
-    let dir = std::env::temp_dir().join(format!("herald-cli-key-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("head"));
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
     let store = format!("file:{}", dir.display());
     let publisher = |server: &Server| {
         server
@@ -299,13 +313,12 @@ fn a_generated_key_is_kept_with_the_store_and_reused() {
     }
     let token = publisher(&first);
 
-    let second = herald(&["serve", "--listen", "127.0.0.1:0", "--store", &store]);
-    assert_eq!(second.status.code(), Some(1));
-    let err = text(&second.stderr);
-    assert!(
-        err.contains("another process (another herald serve?) is using the history store")
-            && err.contains("--store file:"),
-        "{err}"
+    assert_fails_with(
+        &["serve", "--listen", "127.0.0.1:0", "--store", &store],
+        &[
+            "another process (another herald serve?) is using the history store",
+            "--store file:",
+        ],
     );
     drop(first);
 
@@ -334,8 +347,6 @@ fn a_generated_key_is_kept_with_the_store_and_reused() {
         text(&out.stderr)
     );
     drop(again);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("head"));
 }
 
 /// `--listen localhost:PORT` said only `invalid socket address syntax`; `herald sub` refused
@@ -348,10 +359,10 @@ fn first_mistakes_get_answers_that_say_what_to_do() {
         "{}",
         server.url
     );
-    let out = herald(&["sub", "t", "--hub", &server.hub()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(err.contains("pass --token") && err.contains("401"), "{err}");
+    assert_fails_with(
+        &["sub", "t", "--hub", &server.hub()],
+        &["pass --token", "401"],
+    );
     drop(server);
 
     for (listen, says) in [
@@ -361,17 +372,17 @@ fn first_mistakes_get_answers_that_say_what_to_do() {
             "is not an address this machine has",
         ),
     ] {
-        let out = herald(&["serve", "--store", "memory", "--listen", listen]);
-        assert_eq!(out.status.code(), Some(1));
-        let err = text(&out.stderr);
-        assert!(err.contains(says) && err.contains("HOST:PORT"), "{err}");
+        assert_fails_with(
+            &["serve", "--store", "memory", "--listen", listen],
+            &[says, "HOST:PORT"],
+        );
     }
 }
 
 #[test]
 fn config_file_env_and_flags_in_order_of_precedence() {
-    let dir = std::env::temp_dir().join(format!("herald-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
     let file = dir.join("herald.toml");
     std::fs::write(
         &file,
@@ -415,18 +426,15 @@ fn config_file_env_and_flags_in_order_of_precedence() {
 
 #[test]
 fn bad_configuration_is_a_clear_error() {
-    let out = herald(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--store",
-        "postgres://x",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("unknown --store"),
-        "{}",
-        text(&out.stderr)
+    assert_fails_with(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "postgres://x",
+        ],
+        &["unknown --store"],
     );
     for (args, says) in [
         (
@@ -438,21 +446,16 @@ fn bad_configuration_is_a_clear_error() {
             "--store-memory applies to the file store",
         ),
     ] {
-        let out = herald(&[&["serve", "--listen", "127.0.0.1:0"][..], args].concat());
-        assert_eq!(out.status.code(), Some(1));
-        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+        assert_fails_with(
+            &[&["serve", "--listen", "127.0.0.1:0"][..], args].concat(),
+            &[says],
+        );
     }
-    let dir = std::env::temp_dir().join(format!("herald-cli-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
     let file = dir.join("bad.toml");
     std::fs::write(&file, "jwt_kee = \"typo\"\n").unwrap();
-    let out = herald(&["serve", "--config", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("jwt_kee"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_fails_with(&["serve", "--config", file.to_str().unwrap()], &["jwt_kee"]);
 }
 
 #[test]
@@ -478,9 +481,10 @@ fn token_has_the_mercure_claim() {
     assert_eq!(claims["mercure"]["subscribe"][0], "*");
     assert_eq!(claims["mercure"]["payload"]["user"], "u1");
     assert!(claims["exp"].as_u64().unwrap() > 0);
-    let bad = herald(&["token", "--key", "k", "--payload", "{not json"]);
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(text(&bad.stderr).contains("--payload"));
+    assert_fails_with(
+        &["token", "--key", "k", "--payload", "{not json"],
+        &["--payload"],
+    );
 }
 
 fn base64url(s: &str) -> Vec<u8> {
@@ -598,20 +602,17 @@ fn public_key_jwts_with_key_files() {
     ]);
     assert_eq!(out.status.code(), Some(1), "an HS256 token is refused");
     // A public-key algorithm without key files is a clear startup error.
-    let out = herald(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--jwt-alg",
-        "RS256",
-        "--jwt-key",
-        "secret",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("key-file"),
-        "{}",
-        text(&out.stderr)
+    assert_fails_with(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-alg",
+            "RS256",
+            "--jwt-key",
+            "secret",
+        ],
+        &["key-file"],
     );
 }
 
@@ -631,7 +632,8 @@ fn bench_floor_measures_loopback_writes() {
 
 #[test]
 fn bench_store_runs_small() {
-    let dir = std::env::temp_dir().join(format!("herald-bench-store-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("store");
     let out = herald(&[
         "bench",
         "store",

@@ -5,11 +5,10 @@
 
 mod common;
 
-use common::{Serve, publish, publisher_token, request, send_signal, tempdir};
+use common::{Serve, TestDir, publish, publisher_token, request, send_signal, tempdir};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +26,7 @@ enum Backend {
 struct Engine {
     backend: Backend,
     port: u16,
-    dir: PathBuf,
+    dir: TestDir,
     child: Option<Child>,
 }
 
@@ -928,8 +927,13 @@ fn deploy_nginx_config_balances_without_sticky_sessions() {
     let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&engine)).collect();
     let dir = tempdir("cluster-nginx");
     std::fs::create_dir_all(&dir).unwrap();
-    // nginx's workers drop to an unprivileged user when it runs as root.
-    let _ = Command::new("chmod").arg("755").arg(&dir).status();
+    // nginx's workers drop to an unprivileged user when it runs as root: they must reach the
+    // directory through its private parent too.
+    let _ = Command::new("chmod")
+        .arg("755")
+        .arg(dir.parent().unwrap())
+        .arg(&*dir)
+        .status();
     let port = free_port();
     let shipped = include_str!("../../../deploy/nginx.conf");
     let d = dir.display();
@@ -974,7 +978,7 @@ fn deploy_nginx_config_balances_without_sticky_sessions() {
     std::fs::write(&conf_path, conf).unwrap();
     let mut nginx = Command::new("nginx")
         .arg("-p")
-        .arg(&dir)
+        .arg(&*dir)
         .arg("-e")
         .arg(dir.join("error.log"))
         .arg("-c")
@@ -1016,5 +1020,4 @@ fn deploy_nginx_config_balances_without_sticky_sessions() {
     send_signal(&nginx, "-TERM");
     let _ = nginx.wait();
     drop(nodes);
-    let _ = std::fs::remove_dir_all(&dir);
 }

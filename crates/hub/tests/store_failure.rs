@@ -14,9 +14,8 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_gets_503_while_the_store_fails_then_recovers() {
-    let dir = std::env::temp_dir().join(format!("herald-store-failure-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(FileHistory::record_path(&dir).unwrap());
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
     let history = Arc::new(
         FileHistory::open(
             &dir,

@@ -119,12 +119,33 @@ pub fn publish_form(addr: &str, token: &str, body: &str) -> Option<u16> {
     request(addr, &head, body).map(|(status, _)| status)
 }
 
-/// A fresh, absent temporary path for this test process (and no file store record beside it).
-pub fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("herald-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(
-        dir.with_file_name(format!("herald-test-{name}-{}.head", std::process::id())),
-    );
-    dir
+/// A fresh, absent path for one test's store, in a temporary directory of its own that is
+/// removed with everything in it (the store and the record beside it) when this is dropped.
+pub struct TestDir {
+    path: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::path::Path> for TestDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+pub fn tempdir(name: &str) -> TestDir {
+    let parent = tempfile::Builder::new()
+        .prefix("herald-test-")
+        .tempdir()
+        .expect("a temporary directory");
+    TestDir {
+        path: parent.path().join(name),
+        _parent: parent,
+    }
 }

@@ -894,11 +894,35 @@ mod tests {
         v.iter().map(|u| u.id().to_owned()).collect()
     }
 
-    fn tempdir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("herald-file-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::remove_file(FileHistory::record_path(&dir).unwrap());
-        dir
+    /// A fresh, absent path for one test's store, in a temporary directory of its own that is
+    /// removed with everything in it (the store and the record beside it) when this is dropped.
+    struct TestDir {
+        path: PathBuf,
+        _parent: tempfile::TempDir,
+    }
+
+    impl std::ops::Deref for TestDir {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.path
+        }
+    }
+
+    impl AsRef<std::path::Path> for TestDir {
+        fn as_ref(&self) -> &std::path::Path {
+            &self.path
+        }
+    }
+
+    fn tempdir(name: &str) -> TestDir {
+        let parent = tempfile::Builder::new()
+            .prefix("herald-file-")
+            .tempdir()
+            .expect("a temporary directory");
+        TestDir {
+            path: parent.path().join(name),
+            _parent: parent,
+        }
     }
 
     /// Drops the history and waits until its threads have let go of the database.
@@ -932,7 +956,6 @@ mod tests {
         assert_eq!(store.db.cache_capacity(), 2 << 20);
         drop(store);
         std::thread::sleep(Duration::from_millis(400));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Subscribers catching up from older than the tail cache share what one of them read: the
@@ -976,7 +999,6 @@ mod tests {
         }
         assert!(lock(&h.shared.read_cache).bytes() <= MIN_MEMORY / 4);
         close(h);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

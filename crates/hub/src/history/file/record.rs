@@ -416,10 +416,8 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_bad_ones_are_refused() {
-        let dir = std::env::temp_dir().join(format!("herald-record-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("store.head");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.head");
         assert_eq!(Record::read(&path), Ok(None));
         record(46_320, 7).write(&path).unwrap();
         assert_eq!(Record::read(&path), Ok(Some(record(46_320, 7))));
@@ -432,6 +430,5 @@ mod tests {
         ] {
             assert!(Record::parse(bad).is_err(), "{bad:?} was accepted");
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
