@@ -8,6 +8,7 @@ mod publish;
 mod serve;
 mod subscribe;
 mod token;
+mod trim;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -94,6 +94,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         });
     }
     let hub = herald_hub::Hub::start(history, verifier, settings);
+    crate::trim::start();
     let listener = herald_hub::server::bind(listen).await.map_err(|err| {
         let hint = match err.kind() {
             std::io::ErrorKind::AddrInUse => {
