@@ -22,22 +22,21 @@
 //! subscriber is flagged as lagging and woken, and it catches up from history itself (see
 //! `subscriber.rs`).
 //!
-//! Each subscriber shares one small [`Signals`] with the dispatcher: its queue, three flags and
-//! one waker. Heartbeats and shutdown are flags set from here too (heartbeats staggered over the
-//! period by one ticker task), so an idle subscriber owns no timer, no channel and no watch: it
-//! is cheap in memory, and a wake-up costs one waker, not a re-registration with five sources.
+//! Each subscriber shares one small [`Signals`] with the dispatcher (`signals.rs`: its queue,
+//! three flags and one waker, and the argument for their orderings). Heartbeats (staggered over
+//! the period by one ticker task) and shutdown are signalled from here too.
 
 use crate::auth::Grants;
 use crate::history::Feed;
 use crate::lock;
 use crate::metrics::Metrics;
+use crate::signals::Capacity;
+pub use crate::signals::Signals;
 use crate::topic::{Selector, SelectorSet};
 use crate::update::Update;
-use futures_util::task::AtomicWaker;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak, mpsc};
-use std::task::Waker;
 use std::time::Duration;
 
 /// Most updates passed to the template stage and not yet taken by it.
@@ -97,74 +96,6 @@ impl MatchCache {
 /// Heartbeats are spread over this many slices of the period, so that not every idle stream
 /// writes its comment at the same instant.
 const HEARTBEAT_SLICES: u64 = 16;
-
-/// What the dispatcher and one subscriber share.
-#[derive(Debug, Default)]
-pub struct Signals {
-    /// Updates dispatched to the subscriber and not yet written (bounded by the queue size).
-    queue: Mutex<Queue>,
-    /// Set when an update could not be queued: the subscriber must catch up from history.
-    pub lagged: AtomicBool,
-    /// Set when the hub shuts down: the stream ends.
-    pub closed: AtomicBool,
-    /// Set when a heartbeat comment is due.
-    pub heartbeat_due: AtomicBool,
-    waker: AtomicWaker,
-}
-
-/// A subscriber's queue and the bytes of the updates in it.
-#[derive(Debug, Default)]
-struct Queue {
-    updates: VecDeque<Arc<Update>>,
-    bytes: usize,
-}
-
-/// How much a subscriber's queue may hold.
-#[derive(Debug, Clone, Copy)]
-struct Capacity {
-    updates: usize,
-    bytes: usize,
-}
-
-impl Signals {
-    /// Queues `update` unless the queue is full (an update that alone exceeds the byte bound
-    /// is queued into an empty queue, or it could never be delivered live).
-    fn push(&self, update: Arc<Update>, capacity: Capacity) -> bool {
-        let mut queue = lock(&self.queue);
-        let size = update.encoded.len();
-        if queue.updates.len() >= capacity.updates
-            || (!queue.updates.is_empty() && queue.bytes + size > capacity.bytes)
-        {
-            return false;
-        }
-        queue.bytes += size;
-        queue.updates.push_back(update);
-        true
-    }
-
-    /// The oldest queued update.
-    pub fn pop(&self) -> Option<Arc<Update>> {
-        let mut queue = lock(&self.queue);
-        let update = queue.updates.pop_front();
-        if let Some(update) = &update {
-            queue.bytes -= update.encoded.len();
-        }
-        // A burst may have grown the queue; an idle subscriber should not keep that memory.
-        if queue.updates.is_empty() && queue.updates.capacity() > 64 {
-            queue.updates.shrink_to(8);
-        }
-        update
-    }
-
-    /// Registers the task to wake when anything here changes.
-    pub fn register(&self, waker: &Waker) {
-        self.waker.register(waker);
-    }
-
-    fn wake(&self) {
-        self.waker.wake();
-    }
-}
 
 struct Entry {
     filter: Arc<Filter>,
@@ -309,7 +240,7 @@ impl Dispatcher {
         let signals = Arc::new(Signals::default());
         let mut reg = lock(&self.registry);
         if reg.closed {
-            signals.closed.store(true, Ordering::Release);
+            signals.close();
         }
         let key = reg.next_key;
         reg.next_key += 1;
@@ -355,7 +286,7 @@ impl Dispatcher {
                 to = update.position - 1,
                 "the feed skipped positions; subscribers catch up from history"
             );
-            flag_all(&reg.entries, |s| &s.lagged);
+            flag_all(&reg.entries, Signals::mark_lagged);
             lag_stage = true;
         }
         reg.dispatched = update.position;
@@ -413,7 +344,7 @@ impl Dispatcher {
     pub fn close_all(&self) {
         let mut reg = lock(&self.registry);
         reg.closed = true;
-        flag_all(&reg.entries, |s| &s.closed);
+        flag_all(&reg.entries, Signals::close);
         let _ = reg.stage.send(Msg::Close);
     }
 
@@ -448,28 +379,24 @@ impl Dispatcher {
 
 /// Queues `update` for one subscriber, or flags it as lagging; true if queued.
 fn push(entry: &Entry, update: &Arc<Update>, capacity: Capacity, metrics: &Metrics) -> bool {
-    let queued = entry.signals.push(update.clone(), capacity);
+    let queued = entry.signals.offer(update.clone(), capacity);
     if !queued {
         metrics.lagged.inc();
-        entry.signals.lagged.store(true, Ordering::Release);
     }
-    entry.signals.wake();
     queued
 }
 
-/// Sets one of the signals of every subscriber in `entries` and wakes it.
-fn flag_all(entries: &HashMap<u64, Entry>, flag: impl Fn(&Signals) -> &AtomicBool) {
+/// Signals every subscriber in `entries` (lagged, or closed).
+fn flag_all(entries: &HashMap<u64, Entry>, signal: fn(&Signals)) {
     for entry in entries.values() {
-        flag(&entry.signals).store(true, Ordering::Release);
-        entry.signals.wake();
+        signal(&entry.signals);
     }
 }
 
 fn heartbeat(entries: &HashMap<u64, Entry>, slice: u64) {
     for (key, entry) in entries {
         if key % HEARTBEAT_SLICES == slice {
-            entry.signals.heartbeat_due.store(true, Ordering::Release);
-            entry.signals.wake();
+            entry.signals.heartbeat();
         }
     }
 }
@@ -490,8 +417,7 @@ impl TemplateStage {
             match msg {
                 Msg::Add(key, entry) => {
                     if closed {
-                        entry.signals.closed.store(true, Ordering::Release);
-                        entry.signals.wake();
+                        entry.signals.close();
                     }
                     self.entries.insert(key, entry);
                 }
@@ -511,12 +437,12 @@ impl TemplateStage {
                     // so the catch-up they start reads it.
                     self.backlog.lag_pending.store(false, Ordering::Release);
                     self.metrics.lagged.inc_by(self.entries.len() as u64);
-                    flag_all(&self.entries, |s| &s.lagged);
+                    flag_all(&self.entries, Signals::mark_lagged);
                 }
                 Msg::Heartbeat(slice) => heartbeat(&self.entries, slice),
                 Msg::Close => {
                     closed = true;
-                    flag_all(&self.entries, |s| &s.closed);
+                    flag_all(&self.entries, Signals::close);
                 }
             }
         }
@@ -601,9 +527,9 @@ mod tests {
         let template = dispatcher.register(filter(&["{x}"]));
         dispatcher.dispatch(update(1, "t"));
         dispatcher.dispatch(update(2, "t"));
-        assert!(exact.signals.lagged.load(Ordering::Acquire));
+        assert!(exact.signals.is_lagged());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !template.signals.lagged.load(Ordering::Acquire) {
+        while !template.signals.is_lagged() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "template stage flags it"
@@ -622,7 +548,7 @@ mod tests {
         let late = dispatcher.register(filter(&["{x}"]));
         for registration in [&exact, &template, &late] {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while !registration.signals.closed.load(Ordering::Acquire) {
+            while !registration.signals.is_closed() {
                 assert!(std::time::Instant::now() < deadline);
                 std::thread::yield_now();
             }

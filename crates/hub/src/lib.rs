@@ -22,6 +22,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod server;
+mod signals;
 mod stream;
 pub mod subscriber;
 pub mod subscriptions;

@@ -22,7 +22,6 @@ use futures_util::future::BoxFuture;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -189,10 +188,10 @@ impl Subscriber {
         self.registration.signals.register(cx.waker());
         loop {
             let signals = &self.registration.signals;
-            if signals.closed.load(Ordering::Acquire) {
+            if signals.is_closed() {
                 return Poll::Ready(None);
             }
-            if signals.lagged.swap(false, Ordering::AcqRel) {
+            if signals.take_lagged() {
                 self.catching_up = true;
                 self.reread |= self.reading.is_some();
             }
@@ -208,15 +207,10 @@ impl Subscriber {
             if let Some(chunk) = self.drain_queue() {
                 return Poll::Ready(Some(self.sent(chunk)));
             }
-            if self.registration.signals.lagged.load(Ordering::Acquire) {
+            if self.registration.signals.is_lagged() {
                 continue;
             }
-            if self
-                .registration
-                .signals
-                .heartbeat_due
-                .swap(false, Ordering::AcqRel)
-            {
+            if self.registration.signals.take_heartbeat() {
                 return Poll::Ready(Some(Chunk::One(COMMENT)));
             }
             if let Some(expiry) = &mut self.expiry
@@ -240,10 +234,10 @@ impl Subscriber {
                 break;
             }
             let Some(update) = signals.pop() else { break };
-            // The dispatcher sets `lagged` after a push failed and before any later push, so
-            // an update popped while the flag is set may come after a dropped one: writing it
-            // would skip that one for good. Leave it (history holds both) and catch up.
-            if signals.lagged.load(Ordering::Acquire) {
+            // An update popped while a lag is signalled may come after one that did not fit:
+            // writing it would skip that one for good. Leave it (history holds both) and
+            // catch up (`signals.rs` says why the lag is visible here).
+            if signals.is_lagged() {
                 break;
             }
             if update.position <= self.last {
