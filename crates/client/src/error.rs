@@ -38,11 +38,11 @@ pub enum Error {
     ContentType(String),
     /// No response arrived: the connection could not be made, or it closed before the response
     /// head (transient).
-    #[error("cannot connect: {0}")]
-    Connect(String),
+    #[error("cannot connect: {}", chain(.0.as_ref()))]
+    Connect(#[source] Cause),
     /// The connection broke while the event stream was flowing (transient).
-    #[error("connection failed while streaming: {0}")]
-    Body(String),
+    #[error("connection failed while streaming: {}", chain(.0.as_ref()))]
+    Body(#[source] Cause),
     /// The server ended the response (transient: the client reconnects, as browsers do).
     #[error("the server closed the stream")]
     Disconnected,
@@ -50,6 +50,23 @@ pub enum Error {
     /// drops the connection and reconnects).
     #[error("invalid event stream: {0}")]
     Decode(#[from] herald_sse::DecodeError),
+}
+
+/// The error a transient failure came from (hyper's, with its own causes), kept for
+/// [`std::error::Error::source`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error and its causes, `: `-separated: hyper's own message ("client error (Connect)")
+/// says little without them, so the message shows them all, as it always has.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn body_hint(body: &str) -> String {

@@ -288,7 +288,7 @@ impl Stream for EventSource {
                     let response = match ready!(Pin::new(future).poll(cx)) {
                         Ok(response) => response,
                         Err(err) => {
-                            let err = Error::Connect(error_chain(&err));
+                            let err = Error::Connect(Box::new(err));
                             this.pending = Some(this.reconnect_after(err));
                             continue;
                         }
@@ -366,7 +366,7 @@ impl Stream for EventSource {
                             this.decoder.finish();
                             this.take_events();
                             let err = match end {
-                                Some(Err(err)) => Error::Body(error_chain(&err)),
+                                Some(Err(err)) => Error::Body(Box::new(err)),
                                 _ => Error::Disconnected,
                             };
                             this.pending = Some(this.reconnect_after(err));
@@ -394,17 +394,4 @@ impl fmt::Debug for EventSource {
             .field("failures", &self.failures)
             .finish_non_exhaustive()
     }
-}
-
-/// An error and its causes on one line: hyper's top-level messages alone ("client error
-/// (Connect)") do not say what happened.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

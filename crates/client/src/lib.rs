@@ -76,6 +76,6 @@ mod error;
 mod event_source;
 
 pub use builder::Builder;
-pub use error::Error;
+pub use error::{Cause, Error};
 pub use event_source::{EventSource, Item, ReadyState};
 pub use herald_sse::{DecodeError, Limits, MessageEvent};

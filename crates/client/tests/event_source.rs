@@ -460,6 +460,9 @@ async fn backoff_grows_on_consecutive_connect_failures_and_is_capped() {
     for _ in 0..8 {
         let err = next(&mut source).await.unwrap_err();
         assert!(matches!(err, Error::Connect(_)) && !err.is_fatal(), "{err}");
+        // The cause is kept, typed, and still shown in the message.
+        let cause = std::error::Error::source(&err).expect("the connect error's cause");
+        assert!(err.to_string().contains(&cause.to_string()), "{err}");
         assert_eq!(source.ready_state(), ReadyState::Connecting);
         times.push(Instant::now());
     }
