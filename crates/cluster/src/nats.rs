@@ -40,7 +40,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt};
-use herald_hub::history::{EARLIEST, Feed, History, Start, StoreError};
+use herald_hub::history::{Cause, EARLIEST, Feed, History, Start, StoreError};
 use herald_hub::update::{NewUpdate, Update};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -192,13 +192,13 @@ impl NatsHistory {
     /// Connects to NATS at `url` (`nats://HOST:PORT[?stream=NAME]`), creates the stream or
     /// updates its limits, and starts tailing it after its current end.
     pub async fn open(url: &str, options: NatsOptions) -> Result<NatsHistory, StoreError> {
-        let (servers, stream) = parse_url(url).map_err(StoreError::Unavailable)?;
-        let replicas = parse_replicas(url).map_err(StoreError::Unavailable)?;
+        let (servers, stream) = parse_url(url).map_err(StoreError::unavailable)?;
+        let replicas = parse_replicas(url).map_err(StoreError::unavailable)?;
         let servers = servers
             .iter()
             .map(|s| {
                 s.parse::<ServerAddr>()
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))
+                    .map_err(|e| StoreError::failed("", e))
             })
             .collect::<Result<_, _>>()?;
         let inner = Arc::new(NatsState {
@@ -252,7 +252,7 @@ impl NatsState {
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let result = bounded(call).await;
-        let reachable = !matches!(result, Err(StoreError::Unavailable(_)));
+        let reachable = !matches!(result, Err(StoreError::Unavailable { .. }));
         self.ready.store(reachable, Ordering::Release);
         result
     }
@@ -297,10 +297,10 @@ impl NatsState {
                         config.subjects.push(self.filter.clone());
                     }
                     let info = conn.js.update_stream(&config).await.map_err(|e| {
-                        StoreError::Unavailable(format!(
-                            "nats: cannot update the limits of stream {}: {e}",
-                            self.stream
-                        ))
+                        StoreError::failed(
+                            format!("nats: cannot update the limits of stream {}", self.stream),
+                            e,
+                        )
                     })?;
                     return Ok(info.state.last_sequence);
                 }
@@ -325,7 +325,7 @@ impl NatsState {
                 Err(err) => return Err(unavailable(err)),
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "nats: cannot create stream {} (subjects {})",
             self.stream, self.filter
         )))
@@ -343,8 +343,7 @@ impl NatsState {
 
     async fn append(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
         update.validate()?;
-        let json =
-            serde_json::to_vec(&update).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let json = serde_json::to_vec(&update).map_err(|e| StoreError::failed("", e))?;
         let subject = format!("{}.u.{}", self.stream, id_token(&update.id));
         let position = self
             .run(async {
@@ -625,17 +624,17 @@ async fn read_tail(
             break;
         };
         let Some(message) = next else {
-            return Err(StoreError::Unavailable(
-                "nats: the consumer's message stream ended".into(),
+            return Err(StoreError::unavailable(
+                "nats: the consumer's message stream ended",
             ));
         };
-        let message = message.map_err(|e| StoreError::Unavailable(format!("nats pull: {e}")))?;
+        let message = message.map_err(|e| StoreError::failed("nats pull", e))?;
         let (sequence, delivered) = {
             let info = message.info().map_err(|e| corrupt(&e.to_string()))?;
             (info.stream_sequence, info.consumer_sequence)
         };
         if delivered != tail.delivered + 1 {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::unavailable(format!(
                 "nats feed: delivery {} lost; resuming after {after}",
                 tail.delivered + 1
             )));
@@ -652,8 +651,8 @@ async fn read_tail(
     }
     // A pull also ends when the connection died under it.
     if !tail.conn.is_up() {
-        return Err(StoreError::Unavailable(
-            "nats: connection lost during a pull".into(),
+        return Err(StoreError::unavailable(
+            "nats: connection lost during a pull",
         ));
     }
     Ok(true)
@@ -678,11 +677,11 @@ fn stream_not_found(kind: GetStreamErrorKind) -> bool {
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Unavailable(format!("unexpected message from nats: {what}"))
+    StoreError::unavailable(format!("unexpected message from nats: {what}"))
 }
 
-fn unavailable(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("nats: {err}"))
+fn unavailable(err: impl Into<Cause>) -> StoreError {
+    StoreError::failed("nats", err)
 }
 
 /// Awaits a call for at most [`COMMAND_TIMEOUT`] (and a little more, so that the client's own
@@ -690,7 +689,7 @@ fn unavailable(err: impl std::fmt::Display) -> StoreError {
 async fn bounded<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
     match tokio::time::timeout(COMMAND_TIMEOUT + Duration::from_millis(500), call).await {
         Ok(result) => result,
-        Err(_) => Err(StoreError::Unavailable(format!(
+        Err(_) => Err(StoreError::unavailable(format!(
             "nats did not answer within {COMMAND_TIMEOUT:?}"
         ))),
     }

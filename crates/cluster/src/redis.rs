@@ -117,7 +117,7 @@ impl RedisHistory {
     /// Connects to Redis at `url` (`redis://HOST:PORT/DB[?stream=KEY]`) and starts tailing the
     /// stream after its current end.
     pub async fn open(url: &str, options: RedisOptions) -> Result<RedisHistory, StoreError> {
-        let (client_url, key) = parse_url(url).map_err(StoreError::Unavailable)?;
+        let (client_url, key) = parse_url(url).map_err(StoreError::unavailable)?;
         let client = Client::open(client_url.as_str()).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
@@ -249,8 +249,7 @@ impl RedisState {
 
     async fn append(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
         update.validate()?;
-        let json =
-            serde_json::to_string(&update).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let json = serde_json::to_string(&update).map_err(|e| StoreError::failed("", e))?;
         let mut conn = self.conn();
         let mut invocation = self.append.prepare_invoke();
         invocation
@@ -537,18 +536,18 @@ fn text(value: Value) -> Option<String> {
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Unavailable(format!("unexpected {what} from redis"))
+    StoreError::unavailable(format!("unexpected {what} from redis"))
 }
 
 fn unavailable(err: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!("redis: {err}"))
+    StoreError::unavailable(format!("redis: {err}"))
 }
 
 /// Awaits a Redis call for at most [`COMMAND_TIMEOUT`] (plus the block time of a tail read).
 async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StoreError> {
     match tokio::time::timeout(COMMAND_TIMEOUT + Duration::from_millis(500), call).await {
         Ok(result) => result.map_err(unavailable),
-        Err(_) => Err(StoreError::Unavailable(format!(
+        Err(_) => Err(StoreError::unavailable(format!(
             "redis did not answer within {COMMAND_TIMEOUT:?}"
         ))),
     }

@@ -55,11 +55,50 @@ impl Span {
     }
 }
 
+/// The error a store failed with, kept as the source of [`StoreError::Unavailable`].
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `context: cause`, or whichever of the two there is.
+fn joined(
+    context: &str,
+    cause: Option<&(dyn std::error::Error + Send + Sync + 'static)>,
+) -> String {
+    match cause {
+        None => context.to_owned(),
+        Some(cause) if context.is_empty() => cause.to_string(),
+        Some(cause) => format!("{context}: {cause}"),
+    }
+}
+
+impl StoreError {
+    /// [`StoreError::Unavailable`] with no cause but what `context` says.
+    pub fn unavailable(context: impl Into<String>) -> StoreError {
+        StoreError::Unavailable {
+            context: context.into(),
+            cause: None,
+        }
+    }
+
+    /// [`StoreError::Unavailable`]: `context` failed because of `cause`.
+    pub fn failed(context: impl Into<String>, cause: impl Into<Cause>) -> StoreError {
+        StoreError::Unavailable {
+            context: context.into(),
+            cause: Some(cause.into()),
+        }
+    }
+}
+
 /// A store error: the hub answers `503` to the publisher, and nothing half-written is visible.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("history store unavailable: {0}")]
-    Unavailable(String),
+    /// The store cannot serve now (I/O, a lost connection, a corrupt entry): `context` says
+    /// what failed, `cause` (kept typed, as the error's source) why.
+    #[error("history store unavailable: {}", joined(context, cause.as_deref()))]
+    Unavailable {
+        context: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     #[error("an update with id {0:?} is already in history; update ids must be unique")]
     DuplicateId(String),
     #[error("update cannot be encoded: {0}")]
@@ -188,6 +227,25 @@ mod tests {
         let mut new = NewUpdate::new(vec!["t".into()], "x".repeat(data_len));
         new.id = format!("u{position}");
         Arc::new(new.into_update(position).unwrap())
+    }
+
+    #[test]
+    fn an_unavailable_store_keeps_its_cause_and_says_it() {
+        let io = std::io::Error::other("disk on fire");
+        let err = StoreError::failed("cannot write batch", io);
+        assert_eq!(
+            err.to_string(),
+            "history store unavailable: cannot write batch: disk on fire"
+        );
+        let cause = std::error::Error::source(&err).expect("a source");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some(), "typed");
+        assert_eq!(
+            StoreError::failed("", std::io::Error::other("x")).to_string(),
+            "history store unavailable: x"
+        );
+        let bare = StoreError::unavailable("reopening");
+        assert_eq!(bare.to_string(), "history store unavailable: reopening");
+        assert!(std::error::Error::source(&bare).is_none());
     }
 
     #[test]

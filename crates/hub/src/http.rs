@@ -507,7 +507,7 @@ fn store_error(err: StoreError) -> HttpError {
         StoreError::DuplicateId(_) => HttpError::new(StatusCode::CONFLICT, err.to_string()),
         StoreError::Invalid(_) => HttpError::bad_request(err.to_string()),
         // `Damaged` only comes from opening a store, never from a request.
-        StoreError::Unavailable(_) | StoreError::Damaged(_) => HttpError::new(
+        StoreError::Unavailable { .. } | StoreError::Damaged(_) => HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{err}; retry later"),
         ),
@@ -557,7 +557,7 @@ async fn publish(
     }
     let inner = &hub.inner;
     let update = inner.history.append(update).await.map_err(|err| {
-        if matches!(err, StoreError::Unavailable(_)) {
+        if matches!(err, StoreError::Unavailable { .. }) {
             inner.metrics.store_errors.inc();
         }
         store_error(err)

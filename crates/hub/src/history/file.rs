@@ -198,9 +198,8 @@ impl Store {
         {
             let (key, value) = kv.into_inner().map_err(unavailable)?;
             let position = decode_position(&key)?;
-            let stored: Stored = serde_json::from_slice(&value).map_err(|e| {
-                StoreError::Unavailable(format!("corrupt update at {position}: {e}"))
-            })?;
+            let stored: Stored = serde_json::from_slice(&value)
+                .map_err(|e| StoreError::failed(format!("corrupt update at {position}"), e))?;
             out.push(Arc::new(stored.update.into_update(position)?));
         }
         Ok(out)
@@ -258,14 +257,14 @@ pub struct FileHistory {
     primary: bool,
 }
 
-fn unavailable(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(err.to_string())
+fn unavailable(err: impl Into<super::Cause>) -> StoreError {
+    StoreError::failed("", err)
 }
 
 fn decode_position(bytes: &[u8]) -> Result<u64, StoreError> {
     let array: [u8; 8] = bytes
         .try_into()
-        .map_err(|_| StoreError::Unavailable(format!("corrupt position key {bytes:?}")))?;
+        .map_err(|_| StoreError::unavailable(format!("corrupt position key {bytes:?}")))?;
     Ok(u64::from_be_bytes(array))
 }
 
@@ -685,8 +684,10 @@ fn write_loop(
             Err(err) => {
                 tracing::error!(%err, "history write failed; publishes get 503 until it works");
                 shared.ready.store(false, Ordering::Release);
+                // Every publisher of the batch gets the same cause.
+                let err = Arc::new(err);
                 for request in requests {
-                    let _ = request.reply.send(Err(unavailable(&err)));
+                    let _ = request.reply.send(Err(unavailable(err.clone())));
                 }
             }
         }
@@ -827,7 +828,7 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
         let (key, value) = kv.into_inner().map_err(unavailable)?;
         let position = decode_position(&key)?;
         let stored: Stored = serde_json::from_slice(&value)
-            .map_err(|e| StoreError::Unavailable(format!("corrupt update at {position}: {e}")))?;
+            .map_err(|e| StoreError::failed(format!("corrupt update at {position}"), e))?;
         let too_many = position < keep_from_count;
         let too_old = oldest_time.is_some_and(|t| stored.time < t);
         if !too_many && !too_old {
@@ -1068,7 +1069,7 @@ mod tests {
         h.set_write_failure(true);
         assert!(matches!(
             h.append(update("lost")).await,
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Unavailable { .. })
         ));
         assert!(!h.is_ready());
         assert!(
