@@ -166,16 +166,6 @@ pub fn sign_hmac(
     jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret))
 }
 
-/// Finds the token of a request, in the order the reference hub looks: the `Authorization:
-/// Bearer` header, then the `mercureAuthorization` cookie, then the `authorization` query
-/// parameter (already extracted by the caller, since only the caller parses the query).
-pub fn find_token<'a>(
-    headers: &'a http::HeaderMap,
-    query_token: Option<&'a str>,
-) -> Option<&'a str> {
-    locate_token(headers, query_token).map(|(token, _)| token)
-}
-
 /// Where a request carried its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
@@ -185,7 +175,10 @@ pub enum Location {
     Query,
 }
 
-/// [`find_token`], also saying where the token was.
+/// Finds the token of a request, in the order the reference hub looks: the `Authorization:
+/// Bearer` header, then the `mercureAuthorization` cookie, then the `authorization` query
+/// parameter (already extracted by the caller, since only the caller parses the query); and
+/// where it was.
 pub fn locate_token<'a>(
     headers: &'a http::HeaderMap,
     query_token: Option<&'a str>,
@@ -367,13 +360,15 @@ mod tests {
     #[test]
     fn token_locations_in_order() {
         let mut h = http::HeaderMap::new();
-        assert_eq!(find_token(&h, Some("q")), Some("q"));
+        let find =
+            |h: &http::HeaderMap| locate_token(h, Some("q")).map(|(token, _)| token.to_owned());
+        assert_eq!(find(&h).as_deref(), Some("q"));
         h.insert(
             http::header::COOKIE,
             "a=b; mercureAuthorization=c".parse().unwrap(),
         );
-        assert_eq!(find_token(&h, Some("q")), Some("c"));
+        assert_eq!(find(&h).as_deref(), Some("c"));
         h.insert(http::header::AUTHORIZATION, "Bearer t".parse().unwrap());
-        assert_eq!(find_token(&h, Some("q")), Some("t"));
+        assert_eq!(find(&h).as_deref(), Some("t"));
     }
 }

@@ -510,7 +510,7 @@ impl FileHistory {
     }
 
     /// Test hook: while set, writes fail as on a broken disk (publishes get `503`).
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn set_write_failure(&self, fail: bool) {
         self.shared.fail_writes.store(fail, Ordering::SeqCst);
     }
