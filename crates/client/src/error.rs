@@ -13,23 +13,40 @@ use http::StatusCode;
 pub enum Error {
     /// The URL is not a valid absolute URL (from [`Builder::build`](crate::Builder::build)).
     #[error("invalid URL {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Only `http://` is supported (from [`Builder::build`](crate::Builder::build)).
     #[error("unsupported URL scheme {0:?}: only http:// is supported (TLS is not built yet)")]
     UnsupportedScheme(String),
     /// A header given to the builder is not a valid HTTP header (from
     /// [`Builder::build`](crate::Builder::build)).
     #[error("invalid header {name:?}: {reason}")]
-    InvalidHeader { name: String, reason: String },
+    InvalidHeader {
+        /// The header's name as given.
+        name: String,
+        /// What is wrong with the name or the value.
+        reason: String,
+    },
     /// The server answered a status other than 200 or 204 (fatal, as in browsers). `body` holds
     /// the start of the response body (up to 512 bytes, lossily decoded), which is usually the
     /// server's explanation.
     #[error("server answered HTTP {status}{}", body_hint(.body))]
-    Status { status: StatusCode, body: String },
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The start of the body, the server's explanation.
+        body: String,
+    },
     /// The server answered with a redirect (fatal: redirects are not followed).
     #[error("server redirected ({status}) to {location:?}; redirects are not followed")]
     Redirect {
+        /// The redirect's status (301, 302, 307, 308...).
         status: StatusCode,
+        /// Its `Location` header.
         location: String,
     },
     /// The server answered 200 with a content type other than `text/event-stream` (fatal).

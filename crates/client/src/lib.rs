@@ -1,3 +1,5 @@
+#![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![forbid(unsafe_code)]
 //! An async `EventSource` for Rust: the Server-Sent Events client a browser has, for tokio.
 //!
 //! ```no_run

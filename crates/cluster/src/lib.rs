@@ -1,3 +1,5 @@
+#![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![forbid(unsafe_code)]
 //! History backends shared by several hub nodes, so that they behave as one hub: a publish on
 //! any node reaches subscribers on every node, and any node resumes any client from its
 //! `Last-Event-ID`. The engine underneath is an existing distributed system (Redis Streams,

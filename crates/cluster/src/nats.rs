@@ -159,6 +159,14 @@ pub struct NatsHistory {
     feed: Mutex<Option<Feed>>,
 }
 
+impl std::fmt::Debug for NatsHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsHistory")
+            .field("stream", &self.inner.stream)
+            .finish_non_exhaustive()
+    }
+}
+
 struct NatsState {
     servers: Vec<ServerAddr>,
     stream: String,

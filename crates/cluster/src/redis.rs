@@ -19,7 +19,7 @@
 //!   fails on it, so a connection that died unnoticed (the engine restarted while nobody
 //!   published, or the server closed it as idle) would fail the next publish with `broken
 //!   pipe`; the tail therefore PINGs it after every outage of its own and whenever it has not
-//!   answered for [`COMMAND_KEEPALIVE`], and the first PING's failure makes it reconnect before
+//!   answered for `COMMAND_KEEPALIVE`, and the first PING's failure makes it reconnect before
 //!   a publish needs it. A failed publish is never retried: the client reports a request it
 //!   never wrote and one whose reply was lost with the same error, and a retry of the latter
 //!   would store the update twice or answer `409` for a stored one.
@@ -89,6 +89,14 @@ pub fn parse_url(url: &str) -> Result<(String, String), String> {
 pub struct RedisHistory {
     inner: Arc<RedisState>,
     feed: Mutex<Option<Feed>>,
+}
+
+impl std::fmt::Debug for RedisHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHistory")
+            .field("stream", &self.inner.keys.stream)
+            .finish_non_exhaustive()
+    }
 }
 
 struct RedisState {

@@ -7,7 +7,7 @@
 //!   its topics, never a template match. It then passes the update on;
 //! - the **template stage** (its own thread, `herald-match`) serves every subscriber with a URI
 //!   template or `*`. It evaluates each distinct compiled template once per update (templates
-//!   are interned, and a [`MatchCache`] remembers each result for the update), however many
+//!   are interned, and a `MatchCache` remembers each result for the update), however many
 //!   subscribers share it. Matching is CPU work; on its own thread it never holds the
 //!   registry lock that subscribe requests take, nor a runtime worker that serves `/healthz`.
 //!   If it falls behind by more than [`STAGE_BACKLOG`] updates or [`STAGE_BACKLOG_BYTES`], the

@@ -44,10 +44,18 @@ impl Default for Limits {
 /// should not be fed this stream further (call [`Decoder::reset`] before reusing it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// A line went past [`Limits`]' line length without ending.
     #[error("line longer than the limit of {limit} bytes")]
-    LineTooLong { limit: usize },
+    LineTooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// An event's data went past [`Limits`]' event size.
     #[error("event data larger than the limit of {limit} bytes")]
-    EventTooLarge { limit: usize },
+    EventTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 /// Incremental event-stream parser. See the module documentation for the rules it follows.

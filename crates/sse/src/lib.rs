@@ -1,3 +1,5 @@
+#![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![forbid(unsafe_code)]
 //! The Server-Sent Events wire format, and nothing else: no I/O, no async runtime.
 //!
 //! # Layout

@@ -12,7 +12,7 @@
 //! compiled to an anchored regex here, one capture-free group per expression.
 //!
 //! The template compiler (RFC 6570 to an anchored regex), its interning and memory budget are
-//! in [`template`]; this module is the selector API and matching.
+//! in `template.rs`; this module is the selector API and matching.
 //!
 //! # What is an error
 //!
