@@ -1,5 +1,5 @@
 //! Fuzzes the hub's two Mercure requests end to end, in process, through the real router
-//! (`herald_hub::http::router` over a memory-history hub with default settings): the publish
+//! (`herald_hub::router` over a memory-history hub with default settings): the publish
 //! form and the subscribe query string.
 //!
 //! Input: one mode byte, then the body or query. Mode bit 0: publish (0) or subscribe (1).

@@ -78,7 +78,7 @@ pub fn router() -> &'static axum::Router {
             verifier(),
             Settings::default(),
         );
-        herald_hub::http::router(hub)
+        herald_hub::router(hub)
     })
 }
 

@@ -36,3 +36,9 @@ pub(crate) fn decode(position: u64, json: &[u8]) -> Arc<Update> {
 
 pub use crate::nats::{NatsHistory, NatsOptions};
 pub use crate::redis::{RedisHistory, RedisOptions};
+
+/// Locks a mutex, also after a panic elsewhere poisoned it: what the backends guard stays
+/// consistent between statements, so serving on beats stopping.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -239,15 +239,15 @@ impl NatsState {
             return Ok(conn);
         }
         // Dropping the dead client lets its task end (once the tail lets go of it too).
-        *herald_hub::lock(&self.conn) = None;
+        *crate::lock(&self.conn) = None;
         let id = self.connections.fetch_add(1, Ordering::Relaxed);
         let conn = bounded(connect(&self.servers, id)).await?;
-        *herald_hub::lock(&self.conn) = Some(conn.clone());
+        *crate::lock(&self.conn) = Some(conn.clone());
         Ok(conn)
     }
 
     fn live_connection(&self) -> Option<Conn> {
-        herald_hub::lock(&self.conn)
+        crate::lock(&self.conn)
             .as_ref()
             .filter(|c| c.is_up())
             .cloned()
@@ -497,7 +497,7 @@ impl History for NatsHistory {
     }
 
     fn take_feed(&self) -> Option<Feed> {
-        herald_hub::lock(&self.feed).take()
+        crate::lock(&self.feed).take()
     }
 
     fn is_ready(&self) -> bool {

@@ -335,7 +335,7 @@ impl History for RedisHistory {
     }
 
     fn take_feed(&self) -> Option<Feed> {
-        herald_hub::lock(&self.feed).take()
+        crate::lock(&self.feed).take()
     }
 
     fn is_ready(&self) -> bool {

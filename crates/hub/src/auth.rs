@@ -43,8 +43,11 @@ pub struct MercureClaim {
 /// What a valid token grants, compiled for matching.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
+    /// Topics the bearer may publish to (`mercure.publish`).
     pub publish: SelectorSet,
+    /// Topics whose private updates the bearer may receive (`mercure.subscribe`).
     pub subscribe: SelectorSet,
+    /// `mercure.payload`, shown in the bearer's subscription events.
     pub payload: Option<Value>,
     /// When the token expires (seconds since the epoch): a subscription ends then.
     pub expires_at: Option<u64>,
@@ -53,8 +56,10 @@ pub struct Grants {
 /// Why a token was refused. Every variant is a `401` at the HTTP edge.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// Not a JWT, a bad signature, expired, another algorithm...
     #[error("invalid JWT: {}", explain(.0))]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    /// A selector of the `mercure` claim cannot be compiled.
     #[error("invalid selector in the JWT's mercure claim: {0}")]
     Selector(#[from] SelectorError),
 }
@@ -83,7 +88,7 @@ fn explain(err: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
-/// Verifying keys for the two roles.
+/// Verifying keys for the two roles. Its `Debug` shows no key.
 #[derive(Clone)]
 pub struct Verifier {
     publisher: DecodingKey,
@@ -94,18 +99,31 @@ pub struct Verifier {
 /// A key as configured: an HMAC secret, or a PEM public key (RS*/ES*/PS*/EdDSA).
 #[derive(Debug, Clone)]
 pub enum KeySource {
+    /// An HMAC secret (HS256, HS384, HS512).
     Secret(Vec<u8>),
+    /// A PEM public key (RS*, PS*, ES*, EdDSA).
     Pem(Vec<u8>),
 }
 
 /// Which token a request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Publishing: the `mercure.publish` claim, the publisher key.
     Publisher,
+    /// Subscribing: the `mercure.subscribe` claim, the subscriber key.
     Subscriber,
 }
 
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Verifier {
+    /// Verifies tokens signed with `alg` by these keys; fails if a key does not suit `alg`.
     pub fn new(
         alg: Algorithm,
         publisher: &KeySource,
@@ -169,9 +187,11 @@ pub fn sign_hmac(
 /// Where a request carried its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
+    /// `Authorization: Bearer`.
     Header,
     /// Sent by browsers automatically, so a state-changing request with it needs an origin check.
     Cookie,
+    /// The `authorization` query parameter.
     Query,
 }
 

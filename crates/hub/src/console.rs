@@ -33,7 +33,9 @@ const MAX_MINT_BODY: usize = 16 << 10;
 /// does not show the key.
 #[derive(Clone)]
 pub struct MintKey {
+    /// The hub's HMAC algorithm.
     pub alg: Algorithm,
+    /// The hub's HMAC secret.
     pub secret: Arc<[u8]>,
 }
 

@@ -31,7 +31,7 @@ use crate::history::Feed;
 use crate::lock;
 use crate::metrics::Metrics;
 use crate::signals::Capacity;
-pub use crate::signals::Signals;
+pub(crate) use crate::signals::Signals;
 use crate::topic::{Selector, SelectorSet};
 use crate::update::Update;
 use std::collections::HashMap;
@@ -40,21 +40,21 @@ use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::time::Duration;
 
 /// Most updates passed to the template stage and not yet taken by it.
-pub const STAGE_BACKLOG: usize = 4096;
+pub(crate) const STAGE_BACKLOG: usize = 4096;
 /// Most bytes of updates passed to the template stage and not yet taken by it.
-pub const STAGE_BACKLOG_BYTES: usize = 64 << 20;
+pub(crate) const STAGE_BACKLOG_BYTES: usize = 64 << 20;
 
 /// What a subscription receives: updates on one of its topics, and private ones only where its
 /// token's `subscribe` claim matches one of the update's topics.
 #[derive(Debug, Clone)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub topics: SelectorSet,
     /// The bearer's grants; `None` for an anonymous subscriber (public updates only).
     pub grants: Option<Grants>,
 }
 
 impl Filter {
-    pub fn accepts(&self, update: &Update) -> bool {
+    pub(crate) fn accepts(&self, update: &Update) -> bool {
         self.accepts_with(update, &mut MatchCache::default())
     }
 
@@ -146,7 +146,7 @@ struct Backlog {
 
 /// The hub's dispatcher. Cloning gives another handle to the same one.
 #[derive(Clone)]
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     registry: Arc<Mutex<Registry>>,
     backlog: Arc<Backlog>,
     capacity: Capacity,
@@ -154,7 +154,7 @@ pub struct Dispatcher {
 }
 
 /// A live subscription; dropping it unregisters.
-pub struct Registration {
+pub(crate) struct Registration {
     key: u64,
     /// Served by the template stage (it has a template or `*` selector).
     templated: bool,
@@ -195,7 +195,7 @@ impl Registry {
 impl Dispatcher {
     /// A dispatcher whose subscribers each queue up to `queue_size` updates. Starts the
     /// template stage's thread, which ends when the dispatcher and its registrations are gone.
-    pub fn new(queue_size: usize, queue_bytes: usize, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(queue_size: usize, queue_bytes: usize, metrics: Arc<Metrics>) -> Self {
         let capacity = Capacity {
             updates: queue_size.max(1),
             bytes: queue_bytes,
@@ -230,13 +230,13 @@ impl Dispatcher {
 
     /// Subscriptions registered before the first update arrives are live after `position`
     /// (the feed's start), not after 0. Called before the dispatcher runs.
-    pub fn starts_after(&self, position: u64) {
+    pub(crate) fn starts_after(&self, position: u64) {
         let mut reg = lock(&self.registry);
         reg.dispatched = reg.dispatched.max(position);
     }
 
     /// Registers a subscription. Updates dispatched from now on reach the returned queue.
-    pub fn register(&self, filter: Arc<Filter>) -> Registration {
+    pub(crate) fn register(&self, filter: Arc<Filter>) -> Registration {
         let signals = Arc::new(Signals::default());
         let mut reg = lock(&self.registry);
         if reg.closed {
@@ -273,7 +273,7 @@ impl Dispatcher {
 
     /// Hands one committed update to every matching subscriber of the exact stage, then to the
     /// template stage.
-    pub fn dispatch(&self, update: Arc<Update>) {
+    pub(crate) fn dispatch(&self, update: Arc<Update>) {
         let mut reg = lock(&self.registry);
         let mut lag_stage = false;
         if update.position > reg.dispatched + 1 {
@@ -341,7 +341,7 @@ impl Dispatcher {
     }
 
     /// Ends every subscription, now and registered later (the hub is shutting down).
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         let mut reg = lock(&self.registry);
         reg.closed = true;
         flag_all(&reg.entries, Signals::close);
@@ -350,7 +350,7 @@ impl Dispatcher {
 
     /// Sends every subscriber a heartbeat each `period`, staggered over the period, until the
     /// dispatcher is dropped.
-    pub async fn heartbeats(self, period: Duration) {
+    pub(crate) async fn heartbeats(self, period: Duration) {
         let registry: Weak<Mutex<Registry>> = Arc::downgrade(&self.registry);
         drop(self);
         let mut tick = tokio::time::interval(period / HEARTBEAT_SLICES as u32);
@@ -369,7 +369,7 @@ impl Dispatcher {
 
     /// Runs the dispatch loop until the feed ends (the history backend was dropped). Every
     /// update is shown to `observe` first (the subscriptions view).
-    pub async fn run(self, mut feed: Feed, observe: impl Fn(&Arc<Update>)) {
+    pub(crate) async fn run(self, mut feed: Feed, observe: impl Fn(&Arc<Update>)) {
         while let Some(update) = feed.updates.recv().await {
             observe(&update);
             self.dispatch(update);

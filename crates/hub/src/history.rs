@@ -19,11 +19,13 @@ pub use file::{Damage, FileHistory, FileOptions};
 pub use memory::MemoryHistory;
 
 /// Committed updates in position order, for the dispatcher.
+#[derive(Debug)]
 pub struct Feed {
     /// The feed delivers exactly the updates after this position (the newest one committed
     /// when the feed was made): a subscriber that registers before the first update arrives
     /// is live from here, not from the start of history.
     pub after: u64,
+    /// The updates, as they are committed.
     pub updates: mpsc::UnboundedReceiver<Arc<Update>>,
 }
 
@@ -50,6 +52,7 @@ impl Span {
         self.oldest.map_or(0, |oldest| self.newest + 1 - oldest)
     }
 
+    /// Whether it holds no update.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -95,12 +98,16 @@ pub enum StoreError {
     /// what failed, `cause` (kept typed, as the error's source) why.
     #[error("history store unavailable: {}", joined(context, cause.as_deref()))]
     Unavailable {
+        /// What failed.
         context: String,
+        /// Why, if an error said.
         #[source]
         cause: Option<Cause>,
     },
+    /// A publish reused the id of an update still in history (`409`).
     #[error("an update with id {0:?} is already in history; update ids must be unique")]
     DuplicateId(String),
+    /// The update cannot be written as an event without changing its meaning (`400`).
     #[error("update cannot be encoded: {0}")]
     Invalid(#[from] herald_sse::EncodeError),
     /// At start: the store recovered less than it had acknowledged (see [`Damage`]).
@@ -146,6 +153,7 @@ pub trait History: Send + Sync + 'static {
         None
     }
 
+    /// Whether the backend can serve now (`/readyz`).
     fn is_ready(&self) -> bool {
         true
     }

@@ -22,20 +22,20 @@ use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// The path of the hub.
-pub const HUB_PATH: &str = "/.well-known/mercure";
+pub(crate) const HUB_PATH: &str = "/.well-known/mercure";
 
 const LINK_VALUE: &str = "</.well-known/mercure>; rel=\"mercure\"";
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// An error answered to the client: a status and a message that says what to fix.
 #[derive(Debug)]
-pub struct HttpError {
+pub(crate) struct HttpError {
     pub status: StatusCode,
     pub message: String,
 }
 
 impl HttpError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         HttpError {
             status,
             message: message.into(),
@@ -450,7 +450,7 @@ pub(crate) async fn open_subscription(
         replay_after,
     );
     if last_event_id.as_deref() == Some(EARLIEST) {
-        subscriber = subscriber.from_earliest();
+        subscriber = subscriber.replaying_from_earliest();
     }
     if let Some(registry) = &inner.subscriptions {
         let (id, events) = registry.connect(query.topics, payload);

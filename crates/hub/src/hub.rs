@@ -101,6 +101,14 @@ pub struct Hub {
     pub(crate) inner: Arc<HubState>,
 }
 
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct HubState {
     pub history: Arc<dyn History>,
     pub dispatcher: Dispatcher,
@@ -167,6 +175,7 @@ impl Hub {
         }
     }
 
+    /// The hub's counters and gauges.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }

@@ -1,35 +1,43 @@
+#![deny(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![forbid(unsafe_code)]
 //! The Herald hub as a library: a Mercure-compatible Server-Sent Events hub that can run alone
 //! (`herald serve`) or be embedded in another tokio program.
 //!
-//! # Layout
-//! - [`topic`] — topic selectors (exact, URI template, `*`) and their matching.
-//! - [`auth`] — JWTs with the `mercure` claim: where they are found, what they grant.
-//! - [`update`] — an update and its once-encoded SSE bytes.
-//! - [`history`] — the history trait (positions, replay, the feed to the dispatcher) and its
-//!   backends.
-//! - [`dispatch`] — which subscribers receive an update; bounded queues, lag signalling.
-//! - [`subscriber`] — one SSE connection: replay, hand-over to live, catch-up, heartbeats.
-//! - [`http`] — routes, Mercure request parsing, headers, CORS, errors.
-//! - [`subscriptions`] — subscription events and the subscriptions API.
-//! - [`server`] — accepting connections, graceful shutdown.
-//! - [`hub`] — the running hub and its settings; [`metrics`] — Prometheus metrics.
+//! # What an embedder uses
+//! - [`Hub`] and its [`Settings`]: start one on a [`history`] backend and a [`auth::Verifier`];
+//!   serve it with [`server::serve`] on a listener from [`server::bind`], or mount [`router`]
+//!   in an axum app (`examples/embed.rs`).
+//! - [`history`]: the [`history::History`] trait (positions, replay, the feed to the
+//!   dispatcher) and its backends; [`update`]: an update and its once-encoded SSE bytes.
+//! - [`auth`]: JWTs with the `mercure` claim: where they are found, what they grant; [`topic`]:
+//!   topic selectors (exact, URI template, `*`) and their matching.
+//! - [`console`]: the web console's settings; [`Metrics`]: the hub's Prometheus metrics.
+//!
+//! # Inside (private)
+//! `dispatch` (which subscribers receive an update, in two stages), `signals` (what the
+//! dispatcher and a subscriber share), `subscriber` (one SSE subscription: replay, hand-over to
+//! live, catch-up, heartbeats), `stream` (the direct HTTP/1.1 subscription path), `http`
+//! (routes, Mercure request parsing, headers, CORS, errors), `subscriptions` (subscription
+//! events and the subscriptions API), `hub` and `metrics`.
 
 pub mod auth;
 pub mod console;
-pub mod dispatch;
+mod dispatch;
 pub mod history;
-pub mod http;
-pub mod hub;
-pub mod metrics;
+mod http;
+mod hub;
+mod metrics;
 pub mod server;
 mod signals;
 mod stream;
-pub mod subscriber;
-pub mod subscriptions;
+mod subscriber;
+mod subscriptions;
 pub mod topic;
 pub mod update;
 
+pub use http::router;
 pub use hub::{Hub, Settings};
+pub use metrics::Metrics;
 
 /// Entry points for the fuzz targets (`fuzz/`) into parsers that are otherwise private.
 #[cfg(feature = "fuzzing")]
@@ -39,8 +47,7 @@ pub mod fuzzing {
 }
 
 /// Locks a mutex, also after a panic elsewhere poisoned it: every structure the hub guards
-/// stays consistent between statements, so serving on beats stopping the hub. Public for the
-/// history backends of other crates.
-pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// stays consistent between statements, so serving on beats stopping the hub.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -38,7 +38,7 @@ pub(crate) struct Capacity {
 
 /// The dispatcher's side and the subscriber's side of one subscription.
 #[derive(Debug, Default)]
-pub struct Signals {
+pub(crate) struct Signals {
     /// Updates dispatched to the subscriber and not yet written (bounded by a [`Capacity`]).
     queue: Mutex<Queue>,
     /// Set when an update could not be queued: the subscriber must catch up from history.

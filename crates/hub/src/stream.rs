@@ -30,7 +30,7 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 32;
 
 /// What became of a connection after its first request head.
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A subscription to stream: await it (a small, hand-written future).
     Stream(Streaming),
     /// Not for the direct path: serve it with hyper, replaying the bytes already read.
@@ -40,7 +40,7 @@ pub enum Outcome {
 }
 
 /// Reads the first request head of `stream` and decides who serves the connection.
-pub async fn serve(hub: &Hub, stream: TcpStream) -> Outcome {
+pub(crate) async fn serve(hub: &Hub, stream: TcpStream) -> Outcome {
     // The caller boxes this future: checking a request (parsed headers, token verification,
     // history lookup) takes far more state than streaming, and it is freed before the stream
     // starts.
@@ -231,7 +231,7 @@ fn response_head(hub: &Hub, request: &Head, opened: &Opened) -> Vec<u8> {
 /// the hub's write timeout closes the stream, and so does a blocked write while the bytes
 /// owed to all subscribers (taken from their queues or history, not yet written) exceed the
 /// hub's budget. Either way the client resumes with `Last-Event-ID`.
-pub struct Streaming {
+pub(crate) struct Streaming {
     stream: TcpStream,
     subscriber: Subscriber,
     /// What is being written, if anything.
@@ -461,7 +461,7 @@ fn poll_client_gone(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<std::io::R
 
 /// A connection whose first bytes were already read: they are read again first, so hyper sees
 /// the whole request.
-pub struct Prefixed {
+pub(crate) struct Prefixed {
     prefix: Bytes,
     inner: TcpStream,
 }

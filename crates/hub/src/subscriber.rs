@@ -49,26 +49,26 @@ type Read = BoxFuture<'static, Result<Vec<Arc<Update>>, StoreError>>;
 /// own (a copy per subscriber is what took a hub with 500 slow readers of 1 MB updates to
 /// 8.2 GB).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Chunk {
+pub(crate) enum Chunk {
     One(Bytes),
     Many(Vec<Bytes>),
 }
 
 impl Chunk {
     /// The number of bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Chunk::One(bytes) => bytes.len(),
             Chunk::Many(parts) => parts.iter().map(Bytes::len).sum(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The parts, in order.
-    pub fn parts(&self) -> &[Bytes] {
+    pub(crate) fn parts(&self) -> &[Bytes] {
         match self {
             Chunk::One(bytes) => std::slice::from_ref(bytes),
             Chunk::Many(parts) => parts,
@@ -76,7 +76,7 @@ impl Chunk {
     }
 
     /// The parts, owned (for a transport that sends them one by one).
-    pub fn into_parts(self) -> Vec<Bytes> {
+    pub(crate) fn into_parts(self) -> Vec<Bytes> {
         match self {
             Chunk::One(bytes) => vec![bytes],
             Chunk::Many(parts) => parts,
@@ -96,7 +96,7 @@ impl Chunk {
 }
 
 /// The state of one subscriber's stream.
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     registration: Registration,
     filter: Arc<Filter>,
     history: Arc<dyn History>,
@@ -126,7 +126,7 @@ impl Subscriber {
     /// A subscriber that first replays history after position `replay_after` (or, with `None`,
     /// starts with what is dispatched after its registration). Heartbeats and shutdown reach it
     /// through its registration's signals.
-    pub fn new(
+    pub(crate) fn new(
         registration: Registration,
         filter: Arc<Filter>,
         history: Arc<dyn History>,
@@ -159,24 +159,19 @@ impl Subscriber {
     }
 
     /// Replays from the oldest update kept (`Last-Event-ID: earliest`).
-    pub fn from_earliest(mut self) -> Self {
+    pub(crate) fn replaying_from_earliest(mut self) -> Self {
         self.from_earliest = true;
         self
     }
 
     /// Ties the subscription's registry entry to this connection's life.
-    pub fn with_subscription(mut self, guard: SubscriptionGuard) -> Self {
+    pub(crate) fn with_subscription(mut self, guard: SubscriptionGuard) -> Self {
         self._subscription = Some(Box::new(guard));
         self
     }
 
-    /// The next chunk of the response body; `None` ends the stream.
-    pub async fn next_chunk(&mut self) -> Option<Chunk> {
-        std::future::poll_fn(|cx| self.poll_next_chunk(cx)).await
-    }
-
     /// The next chunk of the response body; `Ready(None)` ends the stream.
-    pub fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+    pub(crate) fn poll_next_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
         if !self.started {
             self.started = true;
             // An initial comment makes proxies and clients see the response start at once.

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// The path under which subscriptions are topics.
-pub const SUBSCRIPTIONS_PATH: &str = "/.well-known/mercure/subscriptions";
+pub(crate) const SUBSCRIPTIONS_PATH: &str = "/.well-known/mercure/subscriptions";
 const CONTEXT: &str = "https://mercure.rocks/";
 
 /// What Go's `url.QueryEscape` leaves alone (the reference hub escapes ids with it), so ids
@@ -32,7 +32,7 @@ const ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// One subscription (a subscriber and one of its selectors), as the protocol shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     #[serde(rename = "@context", skip_serializing_if = "Option::is_none")]
     pub context: Option<&'static str>,
     pub id: String,
@@ -47,7 +47,7 @@ pub struct Subscription {
 
 /// The subscriptions API's list.
 #[derive(Debug, Serialize)]
-pub struct SubscriptionList {
+pub(crate) struct SubscriptionList {
     #[serde(rename = "@context")]
     pub context: &'static str,
     pub id: String,
@@ -66,7 +66,7 @@ struct LocalSubscriber {
 
 /// The registry of subscribers, when subscriptions are enabled.
 #[derive(Default)]
-pub struct Subscriptions {
+pub(crate) struct Subscriptions {
     /// This node's connected subscribers, whose ends it must announce.
     local: Mutex<BTreeMap<String, LocalSubscriber>>,
     /// Every active subscription in the cluster, as the feed's subscription events say.
@@ -98,12 +98,12 @@ struct SubscriptionEvent {
 }
 
 /// Escapes a topic or subscriber id for a subscription path segment.
-pub fn escape(segment: &str) -> String {
+pub(crate) fn escape(segment: &str) -> String {
     utf8_percent_encode(segment, ESCAPE).to_string()
 }
 
 /// The id (and topic) of the subscription of `subscriber` to `topic`.
-pub fn subscription_id(topic: &str, subscriber: &str) -> String {
+pub(crate) fn subscription_id(topic: &str, subscriber: &str) -> String {
     format!(
         "{SUBSCRIPTIONS_PATH}/{}/{}",
         escape(topic),
@@ -130,7 +130,11 @@ fn subscription(
 
 impl Subscriptions {
     /// Records a new subscriber and returns its id and the updates announcing it.
-    pub fn connect(&self, topics: Vec<String>, payload: Option<Value>) -> (String, Vec<NewUpdate>) {
+    pub(crate) fn connect(
+        &self,
+        topics: Vec<String>,
+        payload: Option<Value>,
+    ) -> (String, Vec<NewUpdate>) {
         let id = new_id();
         let updates = events(&id, &topics, true, &payload);
         lock(&self.local).insert(id.clone(), LocalSubscriber { topics, payload });
@@ -138,7 +142,7 @@ impl Subscriptions {
     }
 
     /// Forgets a subscriber and returns the updates announcing its end.
-    pub fn disconnect(&self, id: &str) -> Vec<NewUpdate> {
+    pub(crate) fn disconnect(&self, id: &str) -> Vec<NewUpdate> {
         match lock(&self.local).remove(id) {
             Some(s) => events(id, &s.topics, false, &s.payload),
             None => Vec::new(),
@@ -147,7 +151,7 @@ impl Subscriptions {
 
     /// Active subscriptions, optionally only those to `topic` (and of `subscriber`).
     /// With the id of the newest update the list reflects (`None` before any).
-    pub fn list(
+    pub(crate) fn list(
         &self,
         topic: Option<&str>,
         subscriber: Option<&str>,
@@ -169,7 +173,7 @@ impl Subscriptions {
 
     /// A registry whose view waits for [`Subscriptions::seed`]: updates of the feed that
     /// arrive before the seed is done are folded in after it, in order.
-    pub fn unseeded() -> Self {
+    pub(crate) fn unseeded() -> Self {
         let this = Subscriptions::default();
         lock(&this.view).pending = Some(Vec::new());
         this
@@ -177,7 +181,7 @@ impl Subscriptions {
 
     /// Folds one update of the feed into the view: subscription events change it, every
     /// update moves its `lastEventID`.
-    pub fn apply(&self, update: &Arc<Update>) {
+    pub(crate) fn apply(&self, update: &Arc<Update>) {
         let mut view = lock(&self.view);
         if let Some(pending) = &mut view.pending {
             pending.push(update.clone());
@@ -189,7 +193,7 @@ impl Subscriptions {
     /// Builds the view from what history holds up to `until` (the feed's start), so that a
     /// node that joins a running cluster lists the subscriptions announced before it started;
     /// then folds in what the feed brought meanwhile. Delivery does not wait for it.
-    pub async fn seed(&self, history: &dyn History, until: u64) {
+    pub(crate) async fn seed(&self, history: &dyn History, until: u64) {
         self.fold_history(history, until).await;
         let mut view = lock(&self.view);
         for update in view.pending.take().unwrap_or_default() {
@@ -270,7 +274,7 @@ impl Subscriptions {
     /// Publishes announcements in the background (tracked, see [`Subscriptions::settle`]),
     /// after `before` if given (an end after its start). What it returns completes when they
     /// are out, and can be awaited by several (the request, and later its guard).
-    pub fn announce(
+    pub(crate) fn announce(
         self: &Arc<Self>,
         history: Arc<dyn History>,
         before: Option<Announced>,
@@ -293,7 +297,7 @@ impl Subscriptions {
     }
 
     /// Waits (at most `limit`) until every announcement is published.
-    pub async fn settle(&self, limit: std::time::Duration) {
+    pub(crate) async fn settle(&self, limit: std::time::Duration) {
         use std::sync::atomic::Ordering;
         let _ = tokio::time::timeout(limit, async {
             loop {
@@ -309,7 +313,7 @@ impl Subscriptions {
 }
 
 impl SubscriptionList {
-    pub fn new(id: String, last_event_id: String, subscriptions: Vec<Subscription>) -> Self {
+    pub(crate) fn new(id: String, last_event_id: String, subscriptions: Vec<Subscription>) -> Self {
         SubscriptionList {
             context: CONTEXT,
             id,
@@ -321,12 +325,13 @@ impl SubscriptionList {
 }
 
 /// Announcements being published: done when they are out.
-pub type Announced = futures_util::future::Shared<futures_util::future::BoxFuture<'static, ()>>;
+pub(crate) type Announced =
+    futures_util::future::Shared<futures_util::future::BoxFuture<'static, ()>>;
 
 /// Ends a subscriber's subscriptions when its connection goes away: made as soon as the
 /// subscriber is recorded, so that a request dropped while its start is being announced still
 /// announces its end (after the start).
-pub struct SubscriptionGuard {
+pub(crate) struct SubscriptionGuard {
     pub id: String,
     subscriptions: Arc<Subscriptions>,
     history: Arc<dyn History>,
@@ -334,7 +339,7 @@ pub struct SubscriptionGuard {
 }
 
 impl SubscriptionGuard {
-    pub fn new(
+    pub(crate) fn new(
         id: String,
         subscriptions: Arc<Subscriptions>,
         history: Arc<dyn History>,
@@ -364,7 +369,7 @@ impl Drop for SubscriptionGuard {
 }
 
 /// Appends subscription events; a failure only loses the announcement, never an update.
-pub async fn publish_all(history: &dyn History, updates: Vec<NewUpdate>) {
+pub(crate) async fn publish_all(history: &dyn History, updates: Vec<NewUpdate>) {
     for update in updates {
         if let Err(err) = history.append(update).await {
             tracing::warn!(%err, "could not publish a subscription event");

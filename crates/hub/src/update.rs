@@ -11,6 +11,7 @@ pub struct NewUpdate {
     pub id: String,
     /// At least one topic; the first is the canonical one.
     pub topics: Vec<String>,
+    /// The event's data, any text (several lines become several `data:` fields).
     pub data: String,
     /// Only subscribers authorized for one of the topics receive a private update.
     pub private: bool,
@@ -91,18 +92,22 @@ pub struct Update {
 }
 
 impl Update {
+    /// The update's id (the SSE `id:`).
     pub fn id(&self) -> &str {
         &self.fields.id
     }
 
+    /// Its topics.
     pub fn topics(&self) -> &[String] {
         &self.fields.topics
     }
 
+    /// Whether only authorized subscribers receive it.
     pub fn private(&self) -> bool {
         self.fields.private
     }
 
+    /// Its data.
     pub fn data(&self) -> &str {
         &self.fields.data
     }

@@ -107,14 +107,20 @@ impl Default for FileOptions {
 /// fjall's journal is on disk and not counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryPlan {
+    /// The newest updates, decoded.
     pub tail_bytes: usize,
+    /// Older updates read back for catch-up, decoded, shared by their readers.
     pub read_cache_bytes: usize,
+    /// fjall's cache of blocks read from its tables.
     pub block_cache_bytes: u64,
+    /// fjall's memtable of the `updates` keyspace.
     pub updates_memtable_bytes: u64,
+    /// fjall's memtable of the `ids` keyspace.
     pub ids_memtable_bytes: u64,
 }
 
 impl MemoryPlan {
+    /// The plan for `memory` bytes (at least [`MIN_MEMORY`]).
     pub fn new(memory: usize) -> MemoryPlan {
         let quarter = memory.max(MIN_MEMORY) / 4;
         MemoryPlan {
@@ -247,7 +253,7 @@ struct RecordKeeper {
     failed: bool,
 }
 
-/// A durable history in a directory.
+/// A durable history in a directory. Its `Debug` shows the directory.
 pub struct FileHistory {
     shared: Arc<Shared>,
     requests: std_mpsc::Sender<Request>,
@@ -356,6 +362,14 @@ impl Shared {
             }
         }
         keeper.written.intact_from
+    }
+}
+
+impl std::fmt::Debug for FileHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileHistory")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
     }
 }
 

@@ -23,6 +23,14 @@ struct State {
     feed_rx: Option<Feed>,
 }
 
+impl std::fmt::Debug for MemoryHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryHistory")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MemoryHistory {
     /// Keeps the newest `capacity` updates (at least one).
     pub fn new(capacity: usize) -> Self {

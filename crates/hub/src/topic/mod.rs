@@ -59,9 +59,23 @@ pub const MAX_EXPRESSIONS: usize = 16;
 /// with this budget the worst template stays under about 0.1 ms per 1 KB topic.
 pub const MAX_PREFIX_TOTAL: u32 = 64;
 
-/// A selector that cannot be compiled, with what is wrong, where and how to fix it.
+/// A selector that cannot be compiled, with what is wrong, where and how to fix it. The fields
+/// (the selector, the byte where the problem is, the numbers involved) are what the message
+/// shows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)] // the fields: see above
 pub enum SelectorError {
+    /// Longer than [`MAX_SELECTOR_LEN`].
+    /// A `{` without its `}`.
+    /// A `}` outside an expression.
+    /// `{}`.
+    /// An operator RFC 6570 reserves (`= , ! @ |`).
+    /// A variable name RFC 6570 does not allow.
+    /// A `:N` that is not a number from 1 to 9999.
+    /// Its compiled form would pass the size limit.
+    /// More than [`MAX_EXPRESSIONS`] expressions.
+    /// Its enforced `:N` prefixes add up to more than [`MAX_PREFIX_TOTAL`].
+    /// Compiling it would pass the process's template budget (`503`).
     #[error("topic selector is {len} bytes long, the limit is {MAX_SELECTOR_LEN} bytes")]
     TooLong { len: usize },
     #[error(
@@ -229,14 +243,17 @@ impl SelectorSet {
         topics.into_iter().any(|t| self.matches(t))
     }
 
+    /// Whether the set has no selector (it matches nothing).
     pub fn is_empty(&self) -> bool {
         self.selectors.is_empty()
     }
 
+    /// How many selectors it has.
     pub fn len(&self) -> usize {
         self.selectors.len()
     }
 
+    /// Its selectors.
     pub fn iter(&self) -> impl Iterator<Item = &Selector> {
         self.selectors.iter()
     }
