@@ -6,8 +6,8 @@
 //! NATS JetStream); each backend implements the hub's [`History`](herald_hub::history::History)
 //! trait, so the hub itself does not know it runs in a cluster.
 
-pub mod nats;
-pub mod redis;
+mod nats;
+mod redis;
 
 use herald_hub::update::{NewUpdate, Update};
 use std::sync::Arc;

@@ -49,10 +49,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The longest a call may take before the hub gives up (and a publisher gets `503`).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one pull of the tail waits for new messages; also how often an idle tail checks
 /// the connection.
-pub const TAIL_BLOCK: Duration = Duration::from_secs(1);
+pub(crate) const TAIL_BLOCK: Duration = Duration::from_secs(1);
 /// Most messages one pull of the tail asks for.
 const TAIL_BATCH: usize = 1024;
 /// Messages `read_after` fetches at once (one request each).
@@ -78,7 +78,7 @@ pub struct NatsOptions {
 
 /// `--store nats://HOST:PORT[,HOST:PORT…][?stream=NAME]`, split into the server addresses and
 /// the stream name (default `HERALD`).
-pub fn parse_url(url: &str) -> Result<(Vec<String>, String), String> {
+pub(crate) fn parse_url(url: &str) -> Result<(Vec<String>, String), String> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut stream = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -119,7 +119,7 @@ pub fn parse_url(url: &str) -> Result<(Vec<String>, String), String> {
 /// `replicas=N` in the store URL: the stream's replica count (1 to 5, JetStream's range) when
 /// Herald creates the stream or updates its limits; without it, a new stream has one replica
 /// and an existing one keeps what it has.
-pub fn parse_replicas(url: &str) -> Result<Option<usize>, String> {
+pub(crate) fn parse_replicas(url: &str) -> Result<Option<usize>, String> {
     let query = url.split_once('?').map_or("", |(_, q)| q);
     for pair in query.split('&') {
         if let Some(value) = pair.strip_prefix("replicas=") {
@@ -145,7 +145,7 @@ fn valid_stream_name(name: &str) -> bool {
 /// `[A-Za-z0-9_-]`, never empty, at most 172 characters; distinct ids give distinct tokens (the
 /// prefixes keep the two forms apart; two long ids only by a SHA-256 collision, which
 /// `resolve` would notice).
-pub fn id_token(id: &str) -> String {
+pub(crate) fn id_token(id: &str) -> String {
     if id.len() <= PLAIN_ID_MAX {
         format!("b{}", URL_SAFE_NO_PAD.encode(id))
     } else {

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// The longest a command may take before the hub gives up (and a publisher gets `503`).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one `XREAD` blocks; also how often an idle tail checks the connection.
 const TAIL_BLOCK_MS: u64 = 1000;
 /// The tail PINGs the command connection when no command got an answer for this long, so
@@ -62,7 +62,7 @@ pub struct RedisOptions {
 
 /// `--store redis://HOST:PORT/DB[?stream=KEY]`, split into what the Redis client needs and
 /// the stream key (default `herald`).
-pub fn parse_url(url: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_url(url: &str) -> Result<(String, String), String> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut key = None;
     let mut rest = Vec::new();
