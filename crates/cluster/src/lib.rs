@@ -34,8 +34,8 @@ pub(crate) fn decode(position: u64, json: &[u8]) -> Arc<Update> {
     }
 }
 
-pub use crate::nats::{NatsHistory, NatsOptions};
-pub use crate::redis::{RedisHistory, RedisOptions};
+pub use crate::nats::NatsHistory;
+pub use crate::redis::RedisHistory;
 
 /// Locks a mutex, also after a panic elsewhere poisoned it: what the backends guard stays
 /// consistent between statements, so serving on beats stopping.

@@ -40,7 +40,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt};
-use herald_hub::history::{Cause, EARLIEST, Feed, History, Start, StoreError};
+use herald_hub::history::{Cause, EARLIEST, Feed, History, Retention, Start, StoreError};
 use herald_hub::update::{NewUpdate, Update};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,15 +66,6 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// to stay far below the server's 4 KiB limit on a protocol line.
 const PLAIN_ID_MAX: usize = 128;
 const DEFAULT_STREAM: &str = "HERALD";
-
-/// How much the stream keeps.
-#[derive(Debug, Clone)]
-pub struct NatsOptions {
-    /// Updates kept (the stream's `max_msgs`).
-    pub max_updates: usize,
-    /// Updates older than this are dropped (the stream's `max_age`).
-    pub max_age: Option<Duration>,
-}
 
 /// `--store nats://HOST:PORT[,HOST:PORT…][?stream=NAME]`, split into the server addresses and
 /// the stream name (default `HERALD`).
@@ -199,7 +190,7 @@ impl Conn {
 impl NatsHistory {
     /// Connects to NATS at `url` (`nats://HOST:PORT[?stream=NAME]`), creates the stream or
     /// updates its limits, and starts tailing it after its current end.
-    pub async fn open(url: &str, options: NatsOptions) -> Result<NatsHistory, StoreError> {
+    pub async fn open(url: &str, retention: Retention) -> Result<NatsHistory, StoreError> {
         let (servers, stream) = parse_url(url).map_err(StoreError::unavailable)?;
         let replicas = parse_replicas(url).map_err(StoreError::unavailable)?;
         let servers = servers
@@ -218,7 +209,7 @@ impl NatsHistory {
             connections: AtomicU64::new(0),
             ready: AtomicBool::new(true),
         });
-        let head = inner.run(inner.ensure_stream(&options, replicas)).await?;
+        let head = inner.run(inner.ensure_stream(&retention, replicas)).await?;
         let (feed_tx, feed) = Feed::channel(head);
         tokio::spawn(tail_loop(Arc::downgrade(&inner), head, feed_tx));
         Ok(NatsHistory {
@@ -269,12 +260,12 @@ impl NatsState {
     /// an operator may have set, such as replicas). Returns its last sequence.
     async fn ensure_stream(
         &self,
-        options: &NatsOptions,
+        retention: &Retention,
         replicas: Option<usize>,
     ) -> Result<u64, StoreError> {
         let conn = self.connection().await?;
-        let max_messages = i64::try_from(options.max_updates.max(1)).unwrap_or(i64::MAX);
-        let max_age = options.max_age.unwrap_or(Duration::ZERO);
+        let max_messages = i64::try_from(retention.max_updates.max(1)).unwrap_or(i64::MAX);
+        let max_age = retention.max_age.unwrap_or(Duration::ZERO);
         // Twice: a node starting at the same time may create the stream between our look and
         // our create.
         for _ in 0..2 {

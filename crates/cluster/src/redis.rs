@@ -28,7 +28,7 @@
 //!   coordinate).
 
 use futures_util::future::{BoxFuture, FutureExt};
-use herald_hub::history::{EARLIEST, Feed, History, Start, StoreError};
+use herald_hub::history::{EARLIEST, Feed, History, Retention, Start, StoreError};
 use herald_hub::update::{NewUpdate, Update};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, Value};
@@ -50,15 +50,6 @@ const TAIL_BATCH: usize = 1024;
 const AGE_RETENTION_PERIOD: Duration = Duration::from_secs(2);
 /// The largest sequence part of a stream id: `P-MAX_SEQ` sorts after every entry of position P.
 const MAX_SEQ: &str = "18446744073709551615";
-
-/// Where the backend keeps its data and how much.
-#[derive(Debug, Clone)]
-pub struct RedisOptions {
-    /// Updates kept (approximately: `MAXLEN ~`, never fewer).
-    pub max_updates: usize,
-    /// Updates older than this are dropped.
-    pub max_age: Option<Duration>,
-}
 
 /// `--store redis://HOST:PORT/DB[?stream=KEY]`, split into what the Redis client needs and
 /// the stream key (default `herald`).
@@ -101,7 +92,7 @@ impl std::fmt::Debug for RedisHistory {
 
 struct RedisState {
     keys: Keys,
-    options: RedisOptions,
+    retention: Retention,
     commands: ConnectionManager,
     /// The tail's last read worked.
     tail_ok: AtomicBool,
@@ -124,7 +115,7 @@ struct Keys {
 impl RedisHistory {
     /// Connects to Redis at `url` (`redis://HOST:PORT/DB[?stream=KEY]`) and starts tailing the
     /// stream after its current end.
-    pub async fn open(url: &str, options: RedisOptions) -> Result<RedisHistory, StoreError> {
+    pub async fn open(url: &str, retention: Retention) -> Result<RedisHistory, StoreError> {
         let (client_url, key) = parse_url(url).map_err(StoreError::unavailable)?;
         let client = Client::open(client_url.as_str()).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
@@ -138,7 +129,7 @@ impl RedisHistory {
                 ids: format!("{key}:ids"),
                 stream: key,
             },
-            options,
+            retention,
             commands,
             tail_ok: AtomicBool::new(true),
             commands_ok: AtomicBool::new(true),
@@ -158,7 +149,7 @@ impl RedisHistory {
             head,
             feed_tx,
         ));
-        if let Some(max_age) = inner.options.max_age {
+        if let Some(max_age) = inner.retention.max_age {
             tokio::spawn(age_retention(Arc::downgrade(&inner), max_age));
         }
         Ok(RedisHistory {
@@ -266,7 +257,7 @@ impl RedisState {
             .key(&self.keys.ids)
             .arg(&update.id)
             .arg(json)
-            .arg(self.options.max_updates.max(1));
+            .arg(self.retention.max_updates.max(1));
         let position: i64 = self.run(invocation.invoke_async(&mut conn)).await?;
         if position < 0 {
             return Err(StoreError::DuplicateId(update.id));

@@ -319,6 +319,14 @@ impl ServeConfig {
         self.history_size.unwrap_or(10_000)
     }
 
+    /// How much history the store keeps (`--history-size`, `--history-max-age`).
+    pub fn retention(&self) -> herald_hub::history::Retention {
+        herald_hub::history::Retention {
+            max_updates: self.history_size(),
+            max_age: self.history_max_age(),
+        }
+    }
+
     pub fn history_max_age(&self) -> Option<std::time::Duration> {
         self.history_max_age
             .filter(|&secs| secs > 0)

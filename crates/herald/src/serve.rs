@@ -20,6 +20,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("unknown --jwt-alg {:?}", config.jwt_alg))?;
     let configured = keys(&config, alg)?;
     let store = config.store()?;
+    let retention = config.retention();
     let history: Arc<dyn History> = match store.clone() {
         Store::Memory if config.history_max_age().is_some() => bail!(
             "--history-max-age applies to the file store; the memory store keeps the newest \
@@ -30,8 +31,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             FileHistory::open(
                 &path,
                 FileOptions {
-                    max_updates: config.history_size(),
-                    max_age: config.history_max_age(),
+                    retention,
                     accept_loss: config.accept_history_loss(),
                     memory: config.store_memory(),
                 },
@@ -49,26 +49,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             })?,
         ),
         Store::Redis(url) => Arc::new(
-            herald_cluster::RedisHistory::open(
-                &url,
-                herald_cluster::RedisOptions {
-                    max_updates: config.history_size(),
-                    max_age: config.history_max_age(),
-                },
-            )
-            .await
-            .with_context(|| format!("cannot use the redis store {url}"))?,
+            herald_cluster::RedisHistory::open(&url, retention)
+                .await
+                .with_context(|| format!("cannot use the redis store {url}"))?,
         ),
         Store::Nats(url) => Arc::new(
-            herald_cluster::NatsHistory::open(
-                &url,
-                herald_cluster::NatsOptions {
-                    max_updates: config.history_size(),
-                    max_age: config.history_max_age(),
-                },
-            )
-            .await
-            .with_context(|| format!("cannot use the nats store {url}"))?,
+            herald_cluster::NatsHistory::open(&url, retention)
+                .await
+                .with_context(|| format!("cannot use the nats store {url}"))?,
         ),
     };
     // With no key configured, the hub makes one; kept with a file store, so that tokens survive

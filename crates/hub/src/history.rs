@@ -37,6 +37,27 @@ impl Feed {
     }
 }
 
+/// How much history a store keeps, the same for every backend: the newest `max_updates`, none
+/// older than `max_age`. (Built once by `herald serve` from `--history-size` and
+/// `--history-max-age`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Updates kept; the oldest beyond are dropped (the Redis stream trims approximately,
+    /// never keeping fewer).
+    pub max_updates: usize,
+    /// Updates older than this are dropped; `None` keeps them until `max_updates` drops them.
+    pub max_age: Option<std::time::Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            max_updates: 10_000,
+            max_age: None,
+        }
+    }
+}
+
 /// The positions a history holds: every one from `oldest` to `newest` (positions are dense).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Span {

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use herald_hub::Settings;
-use herald_hub::history::{FileHistory, FileOptions};
+use herald_hub::history::{FileHistory, FileOptions, Retention};
 use http::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +20,10 @@ async fn publish_gets_503_while_the_store_fails_then_recovers() {
         FileHistory::open(
             &dir,
             FileOptions {
-                max_updates: 1000,
-                max_age: None,
-                accept_loss: false,
+                retention: Retention {
+                    max_updates: 1000,
+                    max_age: None,
+                },
                 ..FileOptions::default()
             },
         )

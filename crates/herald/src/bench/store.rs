@@ -3,7 +3,7 @@
 
 use super::StoreArgs;
 use anyhow::Context;
-use herald_hub::history::{FileHistory, FileOptions, History};
+use herald_hub::history::{FileHistory, FileOptions, History, Retention};
 use herald_hub::update::NewUpdate;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +17,10 @@ fn open(dir: &std::path::Path, name: &str, max_updates: usize) -> anyhow::Result
     let history = FileHistory::open(
         &path,
         FileOptions {
-            max_updates,
-            max_age: None,
-            accept_loss: false,
+            retention: Retention {
+                max_updates,
+                max_age: None,
+            },
             ..FileOptions::default()
         },
     )

@@ -39,7 +39,7 @@ mod record;
 
 pub use record::Damage;
 
-use super::{EARLIEST, Feed, History, Span, Start, StoreError, Window};
+use super::{EARLIEST, Feed, History, Retention, Span, Start, StoreError, Window};
 use crate::lock;
 use crate::update::{NewUpdate, Update};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -75,10 +75,8 @@ const HEAD_KEY: &[u8] = b"head";
 /// Settings of the file backend.
 #[derive(Debug, Clone)]
 pub struct FileOptions {
-    /// Updates kept (the oldest beyond are dropped).
-    pub max_updates: usize,
-    /// Updates older than this are dropped.
-    pub max_age: Option<Duration>,
+    /// How much history is kept.
+    pub retention: Retention,
     /// Open even if the store recovered less than its record says was acknowledged: warn, serve
     /// what is left, and rewrite the record. Without it such a store is refused with
     /// [`StoreError::Damaged`].
@@ -91,8 +89,7 @@ pub struct FileOptions {
 impl Default for FileOptions {
     fn default() -> FileOptions {
         FileOptions {
-            max_updates: 10_000,
-            max_age: None,
+            retention: Retention::default(),
             accept_loss: false,
             memory: DEFAULT_MEMORY,
         }
@@ -832,9 +829,10 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
         return Ok(()); // reopening; the next pass will do it
     };
     let head = lock(&shared.tail).head;
-    let keep_from_count = head.saturating_sub(shared.options.max_updates as u64) + 1;
+    let keep_from_count = head.saturating_sub(shared.options.retention.max_updates as u64) + 1;
     let oldest_time = shared
         .options
+        .retention
         .max_age
         .map(|age| now_ms().saturating_sub(age.as_millis() as u64));
     let mut doomed = Vec::new();
@@ -892,8 +890,10 @@ mod tests {
 
     fn options(max_updates: usize) -> FileOptions {
         FileOptions {
-            max_updates,
-            max_age: None,
+            retention: Retention {
+                max_updates,
+                max_age: None,
+            },
             accept_loss: false,
             ..FileOptions::default()
         }
@@ -1125,8 +1125,10 @@ mod tests {
         let h = FileHistory::open(
             &dir,
             FileOptions {
-                max_updates: 1000,
-                max_age: Some(Duration::from_millis(300)),
+                retention: Retention {
+                    max_updates: 1000,
+                    max_age: Some(Duration::from_millis(300)),
+                },
                 accept_loss: false,
                 ..FileOptions::default()
             },
@@ -1229,8 +1231,10 @@ mod tests {
 
         let dir = tempdir("aged");
         let by_age = FileOptions {
-            max_updates: 1000,
-            max_age: Some(Duration::from_millis(200)),
+            retention: Retention {
+                max_updates: 1000,
+                max_age: Some(Duration::from_millis(200)),
+            },
             accept_loss: false,
             ..FileOptions::default()
         };
