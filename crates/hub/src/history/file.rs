@@ -255,9 +255,6 @@ pub struct FileHistory {
     shared: Arc<Shared>,
     requests: std_mpsc::Sender<Request>,
     feed: Mutex<Option<Feed>>,
-    /// The handle `open` returned (not one of the clones blocking reads use): its drop is the
-    /// store's clean shutdown, which brings the record up to date.
-    primary: bool,
 }
 
 fn unavailable(err: impl Into<super::Cause>) -> StoreError {
@@ -278,6 +275,50 @@ fn now_ms() -> u64 {
 }
 
 impl Shared {
+    fn read_blocking(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
+        {
+            let tail = lock(&self.tail);
+            if tail.covers(after) {
+                return Ok(tail.read_after(after, limit));
+            }
+        }
+        // What another reader brought in lately, then the rest from disk, kept for the next.
+        let mut out = Vec::with_capacity(limit.min(1024));
+        lock(&self.read_cache).run_after(after, limit, &mut out);
+        if out.len() < limit {
+            let read = self
+                .store()?
+                .read_after(after + out.len() as u64, limit - out.len())?;
+            let mut cache = lock(&self.read_cache);
+            out.extend(read.into_iter().map(|update| cache.share(update)));
+        }
+        Ok(out)
+    }
+
+    fn resolve_blocking(&self, id: &str) -> Result<Start, StoreError> {
+        let store = self.store()?;
+        if id == EARLIEST {
+            return Ok(Start::After(self.oldest.load(Ordering::Acquire) - 1));
+        }
+        if let Some(&position) = lock(&self.tail).by_id.get(id) {
+            return Ok(Start::After(position));
+        }
+        let Some(position) = store.ids.get(id).map_err(unavailable)? else {
+            return Ok(Start::Unknown);
+        };
+        let position = decode_position(&position)?;
+        // The id index is trimmed with the updates, but a pass may be halfway: check.
+        let retained = store
+            .updates
+            .contains_key(position.to_be_bytes())
+            .map_err(unavailable)?;
+        Ok(if retained {
+            Start::After(position)
+        } else {
+            Start::Unknown
+        })
+    }
+
     fn store(&self) -> Result<Arc<Store>, StoreError> {
         self.store
             .read()
@@ -504,7 +545,6 @@ impl FileHistory {
             shared,
             requests,
             feed: Mutex::new(Some(feed_rx)),
-            primary: true,
         })
     }
 
@@ -524,51 +564,6 @@ impl FileHistory {
     #[cfg(any(test, feature = "testing"))]
     pub fn set_write_failure(&self, fail: bool) {
         self.shared.fail_writes.store(fail, Ordering::SeqCst);
-    }
-
-    fn read_blocking(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
-        {
-            let tail = lock(&self.shared.tail);
-            if tail.covers(after) {
-                return Ok(tail.read_after(after, limit));
-            }
-        }
-        // What another reader brought in lately, then the rest from disk, kept for the next.
-        let mut out = Vec::with_capacity(limit.min(1024));
-        lock(&self.shared.read_cache).run_after(after, limit, &mut out);
-        if out.len() < limit {
-            let read = self
-                .shared
-                .store()?
-                .read_after(after + out.len() as u64, limit - out.len())?;
-            let mut cache = lock(&self.shared.read_cache);
-            out.extend(read.into_iter().map(|update| cache.share(update)));
-        }
-        Ok(out)
-    }
-
-    fn resolve_blocking(&self, id: &str) -> Result<Start, StoreError> {
-        let store = self.shared.store()?;
-        if id == EARLIEST {
-            return Ok(Start::After(self.shared.oldest.load(Ordering::Acquire) - 1));
-        }
-        if let Some(&position) = lock(&self.shared.tail).by_id.get(id) {
-            return Ok(Start::After(position));
-        }
-        let Some(position) = store.ids.get(id).map_err(unavailable)? else {
-            return Ok(Start::Unknown);
-        };
-        let position = decode_position(&position)?;
-        // The id index is trimmed with the updates, but a pass may be halfway: check.
-        let retained = store
-            .updates
-            .contains_key(position.to_be_bytes())
-            .map_err(unavailable)?;
-        Ok(if retained {
-            Start::After(position)
-        } else {
-            Start::Unknown
-        })
     }
 }
 
@@ -609,14 +604,14 @@ impl History for FileHistory {
                 return futures_util::future::ready(Ok(updates)).boxed();
             }
         }
-        let this = self.clone_handle();
-        blocking(move || this.read_blocking(after, limit))
+        let shared = self.shared.clone();
+        blocking(move || shared.read_blocking(after, limit))
     }
 
     fn resolve(&self, last_event_id: &str) -> BoxFuture<'_, Result<Start, StoreError>> {
-        let this = self.clone_handle();
+        let shared = self.shared.clone();
         let id = last_event_id.to_owned();
-        blocking(move || this.resolve_blocking(&id))
+        blocking(move || shared.resolve_blocking(&id))
     }
 
     fn last_id(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
@@ -644,25 +639,11 @@ impl History for FileHistory {
     }
 }
 
-impl FileHistory {
-    /// A handle for blocking tasks (which need `'static`).
-    fn clone_handle(&self) -> FileHistory {
-        FileHistory {
-            shared: self.shared.clone(),
-            requests: self.requests.clone(),
-            feed: Mutex::new(None),
-            primary: false,
-        }
-    }
-}
-
 impl Drop for FileHistory {
     fn drop(&mut self) {
-        if self.primary {
-            // A clean shutdown: the record then holds the exact head, so the next start checks
-            // everything that was acknowledged.
-            self.shared.keep_record(0, true);
-        }
+        // A clean shutdown: the record then holds the exact head, so the next start checks
+        // everything that was acknowledged.
+        self.shared.keep_record(0, true);
     }
 }
 
