@@ -67,60 +67,80 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 const PLAIN_ID_MAX: usize = 128;
 const DEFAULT_STREAM: &str = "HERALD";
 
-/// `--store nats://HOST:PORT[,HOST:PORT…][?stream=NAME]`, split into the server addresses and
-/// the stream name (default `HERALD`).
-pub(crate) fn parse_url(url: &str) -> Result<(Vec<String>, String), String> {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut stream = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("stream", name)) if valid_stream_name(name) => stream = Some(name.to_owned()),
-            Some(("stream", name)) => {
-                return Err(format!(
-                    "`stream={name}` is not a usable stream name: it needs 1 to 255 characters, \
-                     none of them a space, a control character, `.`, `*`, `>`, `/` or `\\`"
-                ));
-            }
-            Some(("replicas", _)) => {} // read by `parse_replicas`
-            _ => {
-                return Err(format!(
-                    "unknown parameter {pair:?}: only `stream=NAME` and `replicas=N` are known"
-                ));
-            }
-        }
-    }
-    let mut servers = Vec::new();
-    for server in base.split(',').map(str::trim) {
-        if server.is_empty() || server.ends_with("://") {
-            return Err(format!("empty server address in {base:?}"));
-        }
-        let server = if server.contains("://") {
-            server.to_owned()
-        } else {
-            format!("nats://{server}")
-        };
-        server
-            .parse::<ServerAddr>()
-            .map_err(|e| format!("invalid server address {server:?}: {e}"))?;
-        servers.push(server);
-    }
-    Ok((servers, stream.unwrap_or_else(|| DEFAULT_STREAM.to_owned())))
+/// `--store nats://HOST:PORT[,HOST:PORT…][?stream=NAME][&replicas=N]`, parsed once.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NatsUrl {
+    /// The servers to connect to, each with its scheme (`nats://` when none was given).
+    pub(crate) servers: Vec<String>,
+    /// The JetStream stream (default `HERALD`).
+    pub(crate) stream: String,
+    /// `replicas=N`: the stream's replica count (1 to 5, JetStream's range) when Herald creates
+    /// the stream or updates its limits; without it, a new stream has one replica and an
+    /// existing one keeps what it has.
+    pub(crate) replicas: Option<usize>,
 }
 
-/// `replicas=N` in the store URL: the stream's replica count (1 to 5, JetStream's range) when
-/// Herald creates the stream or updates its limits; without it, a new stream has one replica
-/// and an existing one keeps what it has.
-pub(crate) fn parse_replicas(url: &str) -> Result<Option<usize>, String> {
-    let query = url.split_once('?').map_or("", |(_, q)| q);
-    for pair in query.split('&') {
-        if let Some(value) = pair.strip_prefix("replicas=") {
-            return match value.parse::<usize>() {
-                Ok(n @ 1..=5) => Ok(Some(n)),
-                _ => Err(format!("`replicas={value}` must be a number from 1 to 5")),
-            };
+/// What is wrong with a NATS store URL.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UrlError {
+    #[error(
+        "`stream={0}` is not a usable stream name: it needs 1 to 255 characters, none of them \
+         a space, a control character, `.`, `*`, `>`, `/` or `\\`"
+    )]
+    StreamName(String),
+    #[error("`replicas={0}` must be a number from 1 to 5")]
+    Replicas(String),
+    #[error("unknown parameter {0:?}: only `stream=NAME` and `replicas=N` are known")]
+    UnknownParameter(String),
+    #[error("empty server address in {0:?}")]
+    EmptyServer(String),
+    #[error("invalid server address {server:?}: {source}")]
+    Server {
+        server: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl NatsUrl {
+    pub(crate) fn parse(url: &str) -> Result<NatsUrl, UrlError> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut stream = None;
+        let mut replicas = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("stream", name)) if valid_stream_name(name) => {
+                    stream = Some(name.to_owned());
+                }
+                Some(("stream", name)) => return Err(UrlError::StreamName(name.to_owned())),
+                Some(("replicas", value)) => match value.parse::<usize>() {
+                    Ok(n @ 1..=5) => replicas = Some(n),
+                    _ => return Err(UrlError::Replicas(value.to_owned())),
+                },
+                _ => return Err(UrlError::UnknownParameter(pair.to_owned())),
+            }
         }
+        let mut servers = Vec::new();
+        for server in base.split(',').map(str::trim) {
+            if server.is_empty() || server.ends_with("://") {
+                return Err(UrlError::EmptyServer(base.to_owned()));
+            }
+            let server = if server.contains("://") {
+                server.to_owned()
+            } else {
+                format!("nats://{server}")
+            };
+            if let Err(source) = server.parse::<ServerAddr>() {
+                return Err(UrlError::Server { server, source });
+            }
+            servers.push(server);
+        }
+        Ok(NatsUrl {
+            servers,
+            stream: stream.unwrap_or_else(|| DEFAULT_STREAM.to_owned()),
+            replicas,
+        })
     }
-    Ok(None)
 }
 
 /// A stream name is also the first token of its subjects: it must be a valid token too.
@@ -191,8 +211,11 @@ impl NatsHistory {
     /// Connects to NATS at `url` (`nats://HOST:PORT[?stream=NAME]`), creates the stream or
     /// updates its limits, and starts tailing it after its current end.
     pub async fn open(url: &str, retention: Retention) -> Result<NatsHistory, StoreError> {
-        let (servers, stream) = parse_url(url).map_err(StoreError::unavailable)?;
-        let replicas = parse_replicas(url).map_err(StoreError::unavailable)?;
+        let NatsUrl {
+            servers,
+            stream,
+            replicas,
+        } = NatsUrl::parse(url).map_err(|e| StoreError::failed("", e))?;
         let servers = servers
             .iter()
             .map(|s| {
@@ -750,59 +773,54 @@ mod tests {
 
     #[test]
     fn urls() {
+        let parse = |url: &str| NatsUrl::parse(url).unwrap();
+        let url = |servers: &[&str], stream: &str, replicas| NatsUrl {
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            stream: stream.into(),
+            replicas,
+        };
         assert_eq!(
-            parse_url("nats://127.0.0.1:4222").unwrap(),
-            (
-                vec!["nats://127.0.0.1:4222".to_owned()],
-                "HERALD".to_owned()
-            )
+            parse("nats://127.0.0.1:4222"),
+            url(&["nats://127.0.0.1:4222"], "HERALD", None)
         );
         assert_eq!(
-            parse_url("nats://h:1?stream=TEST").unwrap(),
-            (vec!["nats://h:1".to_owned()], "TEST".to_owned())
+            parse("nats://h:1?stream=TEST"),
+            url(&["nats://h:1"], "TEST", None)
         );
         assert_eq!(
-            parse_url("nats://a:1,b:2,nats://c:3?stream=x-y_z").unwrap(),
-            (
-                vec![
-                    "nats://a:1".to_owned(),
-                    "nats://b:2".to_owned(),
-                    "nats://c:3".to_owned()
-                ],
-                "x-y_z".to_owned()
-            )
+            parse("nats://a:1,b:2,nats://c:3?stream=x-y_z"),
+            url(&["nats://a:1", "nats://b:2", "nats://c:3"], "x-y_z", None)
         );
         assert_eq!(
-            parse_url("nats://user:secret@h:1").unwrap().0,
-            vec!["nats://user:secret@h:1".to_owned()]
+            parse("nats://user:secret@h:1").servers,
+            ["nats://user:secret@h:1"]
         );
-        for bad in [
-            "nats://h:1?stream=",
-            "nats://h:1?stream=a.b",
-            "nats://h:1?stream=a*",
-            "nats://h:1?stream=a>",
-            "nats://h:1?stream=a/b",
-            "nats://h:1?db=0",
-            "nats://h:1?stream",
-            "nats://h:1,,h:2",
-            "nats://h:1,http://h:2",
+        assert_eq!(
+            parse("nats://h:1?stream=S&replicas=3"),
+            url(&["nats://h:1"], "S", Some(3))
+        );
+        for (bad, says) in [
+            ("nats://h:1?stream=", "not a usable stream name"),
+            ("nats://h:1?stream=a.b", "not a usable stream name"),
+            ("nats://h:1?stream=a*", "not a usable stream name"),
+            ("nats://h:1?stream=a>", "not a usable stream name"),
+            ("nats://h:1?stream=a/b", "not a usable stream name"),
+            ("nats://h:1?stream=a b", "not a usable stream name"),
+            ("nats://h:1?db=0", "unknown parameter"),
+            ("nats://h:1?stream", "unknown parameter"),
+            ("nats://h:1,,h:2", "empty server address"),
+            ("nats://h:1,http://h:2", "invalid server address"),
+            ("nats://h:1?replicas=0", "from 1 to 5"),
+            ("nats://h:1?replicas=6", "from 1 to 5"),
+            ("nats://h:1?replicas=x", "from 1 to 5"),
         ] {
-            assert!(parse_url(bad).is_err(), "{bad} should be refused");
+            let err = NatsUrl::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
         }
-        assert!(parse_url("nats://h:1?stream=a b").is_err());
-        assert_eq!(parse_url("nats://h:1?stream=S&replicas=3").unwrap().1, "S");
-        assert_eq!(
-            parse_replicas("nats://h:1?stream=S&replicas=3"),
-            Ok(Some(3))
-        );
-        assert_eq!(parse_replicas("nats://h:1"), Ok(None));
-        for bad in [
-            "nats://h:1?replicas=0",
-            "nats://h:1?replicas=6",
-            "nats://h:1?replicas=x",
-        ] {
-            assert!(parse_replicas(bad).is_err(), "{bad} should be refused");
-        }
-        assert!(parse_url(&format!("nats://h:1?stream={}", "s".repeat(256))).is_err());
+        let long = format!("nats://h:1?stream={}", "s".repeat(256));
+        assert!(NatsUrl::parse(&long).is_err());
+        // The server's own parse error is kept as the cause.
+        let err = NatsUrl::parse("nats://h:1,http://h:2").unwrap_err();
+        assert!(std::error::Error::source(&err).is_some());
     }
 }
