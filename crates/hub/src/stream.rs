@@ -213,9 +213,11 @@ fn response_head(hub: &Hub, request: &Head, opened: &Opened) -> Vec<u8> {
     {
         let _ = write!(head, "{name}: {value}\r\n");
     }
+    // The connection ends with the stream (it never serves a second request): say so, or a
+    // pooling client that sees the stream end cleanly reuses the closed socket.
     let _ = write!(
         head,
-        "transfer-encoding: chunked\r\ndate: {}\r\n\r\n",
+        "transfer-encoding: chunked\r\nconnection: close\r\ndate: {}\r\n\r\n",
         httpdate::fmt_http_date(std::time::SystemTime::now())
     );
     head.into_bytes()

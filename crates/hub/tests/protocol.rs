@@ -605,3 +605,51 @@ async fn a_subscription_ends_when_its_token_expires() {
         started.elapsed()
     );
 }
+
+/// Found with a pooling client (Node's `eventsource` beside `fetch`): when the hub ended a
+/// subscription (an expired token, a slow subscriber closed), it sent the last chunk and closed
+/// the socket without having said `Connection: close`, so the client pooled the socket and its
+/// next request failed with "other side closed". A streamed subscription never serves a second
+/// request on its connection: its head now says so.
+#[tokio::test]
+async fn a_streamed_subscription_says_it_closes_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = TestHub::start(Settings::default()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = token_expiring(SUB_KEY, &["*"], now + 1);
+    let mut stream = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /.well-known/mercure?topic=a HTTP/1.1\r\nhost: h\r\n\
+                 authorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("the hub ends the stream when the token expires")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).to_lowercase();
+    let head = response.split("\r\n\r\n").next().unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    assert!(response.ends_with("0\r\n\r\n"), "a clean end: {response:?}");
+
+    // The same through a pooling client: requests after the end never meet the closed socket.
+    let token = token_expiring(SUB_KEY, &["*"], now + 1);
+    let mut sse = hub
+        .subscribe("topic=a", &[("authorization", &format!("Bearer {token}"))])
+        .await;
+    assert!(sse.next_within(Duration::from_secs(6)).await.is_none());
+    for _ in 0..20 {
+        let (status, _, _) = hub.get("/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
