@@ -41,6 +41,10 @@ pub struct ServeConfig {
     /// EdDSA [default: HS256].
     #[arg(long, env = "HERALD_JWT_ALG")]
     pub jwt_alg: Option<String>,
+    /// Seconds a JWT is still accepted after its `exp`, or before its `nbf`, for clocks that
+    /// disagree [default: 0].
+    #[arg(long, env = "HERALD_JWT_LEEWAY")]
+    pub jwt_leeway: Option<u64>,
     /// Let subscribers without a token receive public updates.
     #[arg(long, env = "HERALD_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     pub anonymous: Option<bool>,
@@ -169,6 +173,7 @@ impl ServeConfig {
             publisher_jwt_key_file,
             subscriber_jwt_key_file,
             jwt_alg,
+            jwt_leeway,
             anonymous,
             store,
             accept_history_loss,

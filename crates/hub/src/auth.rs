@@ -134,12 +134,21 @@ impl Verifier {
         // check them when present, require nothing beyond the signature.
         validation.required_spec_claims.clear();
         validation.validate_aud = false;
-        validation.leeway = 5;
+        // `exp` and `nbf` are checked exactly unless a leeway is configured (`with_leeway`).
+        validation.validate_nbf = true;
+        validation.leeway = 0;
         Ok(Verifier {
             publisher: decoding_key(alg, publisher)?,
             subscriber: decoding_key(alg, subscriber)?,
             validation,
         })
+    }
+
+    /// Accepts tokens up to `seconds` past their `exp` or before their `nbf`, for clocks that
+    /// disagree (`--jwt-leeway`).
+    pub fn with_leeway(mut self, seconds: u64) -> Self {
+        self.validation.leeway = seconds;
+        self
     }
 
     /// Verifies `token` for `role` and compiles its grants.

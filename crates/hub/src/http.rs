@@ -643,13 +643,14 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
     let mut retry = None;
     for pair in form_pairs(body, "form field") {
         let (key, value) = pair?;
+        // A field given twice keeps its first value, as the reference hub does.
         match &*key {
             "topic" => topics.push(value),
-            "data" => data = Some(value),
+            "data" if data.is_none() => data = Some(value),
             "private" => private = true,
-            "id" => id = Some(value),
-            "type" => event_type = Some(value),
-            "retry" => {
+            "id" if id.is_none() => id = Some(value),
+            "type" if event_type.is_none() => event_type = Some(value),
+            "retry" if retry.is_none() => {
                 let parsed = value
                     .parse::<u64>()
                     .ok()
@@ -670,6 +671,16 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
     }
     if topics.iter().any(|t| t.is_empty()) {
         return Err(HttpError::bad_request("a \"topic\" field is empty"));
+    }
+    if let Some(reserved) = topics.iter().find(|t| t.starts_with(HUB_PATH)) {
+        // The hub's own subscription events live there: a publisher could forge them.
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the topic {reserved:?} is reserved: topics under {HUB_PATH} carry the hub's \
+                 own subscription events"
+            ),
+        ));
     }
     if id.as_deref() == Some(EARLIEST) {
         // A client whose last event had this id would resume with `Last-Event-ID: earliest`

@@ -653,3 +653,83 @@ async fn a_streamed_subscription_says_it_closes_its_connection() {
         assert_eq!(status, StatusCode::OK);
     }
 }
+
+/// Issue 15's audit: a field given twice kept its last value (the reference keeps the first).
+#[tokio::test]
+async fn a_repeated_publish_field_keeps_its_first_value() {
+    let hub = TestHub::start(Settings {
+        anonymous: true,
+        ..Settings::default()
+    })
+    .await;
+    let mut sse = hub.subscribe("topic=t", &[]).await;
+    let id = hub
+        .publish(&[
+            ("topic", "t"),
+            ("data", "first"),
+            ("data", "second"),
+            ("id", "one"),
+            ("id", "two"),
+            ("type", "a"),
+            ("type", "b"),
+            ("retry", "100"),
+            ("retry", "not a number"),
+        ])
+        .await;
+    assert_eq!(id, "one");
+    let event = sse.next().await;
+    assert_eq!(
+        (
+            event.data.as_str(),
+            event.event_type.as_str(),
+            event.last_event_id.as_str()
+        ),
+        ("first", "a", "one")
+    );
+}
+
+/// Issue 15's audit: a publisher could post to a topic under /.well-known/mercure and forge
+/// the hub's subscription events.
+#[tokio::test]
+async fn topics_under_the_hub_path_are_reserved() {
+    let hub = TestHub::start(Settings::default()).await;
+    let token = publisher_token(&["*"]);
+    for topic in [
+        "/.well-known/mercure/subscriptions/t/urn:uuid:1",
+        "/.well-known/mercure",
+    ] {
+        let (status, body) = hub
+            .publish_with(
+                Some(&token),
+                &[("topic", "ok"), ("topic", topic), ("data", "{}")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{topic}: {body}");
+        assert!(body.contains("reserved"), "{body}");
+    }
+}
+
+/// Issue 15's audit: a token valid only from the future (`nbf`) was accepted, and an expired
+/// one was accepted for 5 s more without anyone having asked for a leeway.
+#[tokio::test]
+async fn nbf_is_checked_and_exp_has_no_silent_leeway() {
+    let hub = TestHub::start(Settings::default()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let later = serde_json::json!({"mercure": {"subscribe": ["*"]}, "nbf": now + 60});
+    let not_yet = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &later,
+        &jsonwebtoken::EncodingKey::from_secret(SUB_KEY),
+    )
+    .unwrap();
+    let just_expired = token_expiring(SUB_KEY, &["*"], now - 2);
+    for (token, says) in [(not_yet, "not valid yet"), (just_expired, "expired")] {
+        let sse = hub
+            .subscribe("topic=t", &[("authorization", &format!("Bearer {token}"))])
+            .await;
+        assert_eq!(sse.status, StatusCode::UNAUTHORIZED, "{says}");
+    }
+}
