@@ -770,16 +770,40 @@ async fn list_subscriptions(
             ));
         };
         one.context = Some("https://mercure.rocks/");
+        one.last_event_id = Some(last_event_id.clone());
         serde_json::to_string(&one)
     } else {
-        serde_json::to_string(&SubscriptionList::new(path.to_owned(), last_event_id, list))
+        serde_json::to_string(&SubscriptionList::new(
+            path.to_owned(),
+            last_event_id.clone(),
+            list,
+        ))
     }
     .map_err(|err| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    // The view changes only with an event, so its last event id identifies the document (as
+    // the spec's examples show): a client polling with If-None-Match gets 304 until it changes.
+    let etag = format!("\"{}\"", last_event_id.replace(['"', '\\'], "_"));
+    let etag = HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static("\"_\""));
+    let unchanged = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag.trim_start_matches("W/") == etag.to_str().unwrap_or_default()
+        });
+    if unchanged {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/ld+json"),
-        )],
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/ld+json"),
+            ),
+            (header::ETAG, etag),
+        ],
         body,
     )
         .into_response())

@@ -43,6 +43,10 @@ pub(crate) struct Subscription {
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
+    /// The view's newest event id, at the root of a single-subscription document (the spec
+    /// puts `lastEventID` at the root of every subscriptions API document).
+    #[serde(rename = "lastEventID", skip_serializing_if = "Option::is_none")]
+    pub last_event_id: Option<String>,
 }
 
 /// The subscriptions API's list.
@@ -125,6 +129,7 @@ fn subscription(
         topic: topic.to_owned(),
         active,
         payload: payload.clone(),
+        last_event_id: None,
     }
 }
 

@@ -6,6 +6,7 @@ use common::*;
 use herald_hub::Settings;
 use http::StatusCode;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const WATCH: &str = "/.well-known/mercure/subscriptions{/topic}{/subscriber}";
 
@@ -142,6 +143,8 @@ async fn subscriptions_api_lists_active_subscriptions() {
     let one: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(one["type"], "Subscription");
     assert_eq!(one["active"], true);
+    // Issue 15's audit: every subscriptions document has lastEventID at its root.
+    assert_eq!(one["lastEventID"], list["lastEventID"], "{body}");
 
     let (status, _, _) = get("/.well-known/mercure/subscriptions".into(), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -167,4 +170,62 @@ async fn subscriptions_api_is_off_by_default() {
 
 fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Issue 15's audit: the subscriptions API had no ETag, so a polling client could not ask
+/// "has it changed?" (the spec's examples show `ETag` and `If-None-Match`).
+#[tokio::test]
+async fn subscriptions_api_answers_304_until_the_view_changes() {
+    let hub = TestHub::start(with_subscriptions()).await;
+    let api_token = subscriber_token(&["/.well-known/mercure/subscriptions{/topic}{/subscriber}"]);
+    let get = |etag: Option<String>| {
+        let (hub, token) = (&hub, &api_token);
+        async move {
+            let mut req = http::Request::get(hub.url("/.well-known/mercure/subscriptions"))
+                .header("authorization", bearer(token));
+            if let Some(etag) = etag {
+                req = req.header("if-none-match", etag);
+            }
+            let response = hub
+                .request(req.body(http_body_util::Full::default()).unwrap())
+                .await;
+            let status = response.status();
+            let etag = response
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, etag)
+        }
+    };
+    let _a = hub.subscribe("topic=https://example.com/a", &[]).await;
+    // Seen once the view has the subscription (its event went through history).
+    let mut first = get(None).await;
+    for _ in 0..100 {
+        let again = get(None).await;
+        if again.1 == first.1 && again.1.as_deref() != Some("\"earliest\"") {
+            break;
+        }
+        first = again;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, etag) = first;
+    assert_eq!(status, StatusCode::OK);
+    let etag = etag.expect("an ETag");
+    assert_eq!(get(Some(etag.clone())).await.0, StatusCode::NOT_MODIFIED);
+    assert_eq!(get(Some("\"other\"".into())).await.0, StatusCode::OK);
+
+    let _b = hub.subscribe("topic=https://example.com/b", &[]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, new_etag) = get(Some(etag.clone())).await;
+        if status == StatusCode::OK {
+            assert_ne!(new_etag.as_deref(), Some(etag.as_str()));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a new subscription changes the ETag"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
