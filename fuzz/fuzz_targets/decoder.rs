@@ -7,7 +7,10 @@ use herald_sse::{Decoder, Limits, MessageEvent};
 use libfuzzer_sys::fuzz_target;
 
 fn decode<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> (Vec<MessageEvent>, Option<u64>, bool) {
-    let mut decoder = Decoder::with_limits(Limits { max_line: 256, max_event: 512 });
+    let mut decoder = Decoder::with_limits(Limits {
+        max_line: 256,
+        max_event: 512,
+    });
     let mut events = Vec::new();
     for chunk in chunks {
         if decoder.feed(chunk).is_err() {
@@ -24,7 +27,9 @@ fn decode<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> (Vec<MessageEvent>, Opt
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&seed, data)) = input.split_first() else { return };
+    let Some((&seed, data)) = input.split_first() else {
+        return;
+    };
     let chunk = usize::from(seed % 17) + 1;
     let whole = decode(std::iter::once(data));
     let chunked = decode(data.chunks(chunk));

@@ -20,9 +20,7 @@ use herald_fuzz::{
     HS256_HEADER, PUBLISHER_SECRET, SUBSCRIBER_SECRET, assert_subscribe_answer, send, sign_raw,
     verifier,
 };
-use herald_hub::auth::{
-    AuthError, COOKIE_NAME, Location, Role, Verifier, locate_token,
-};
+use herald_hub::auth::{AuthError, COOKIE_NAME, Location, Role, Verifier, locate_token};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue, header};
 use jsonwebtoken::errors::ErrorKind;
@@ -135,10 +133,17 @@ fn as_request_headers(v: &Verifier, input: &[u8]) {
     }
 
     let located = locate_token(&headers, query);
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
+    let header = headers.get(header::AUTHORIZATION);
+    // The header, when present, alone decides: `Bearer <token>` (any case), else an error.
+    let bearer = header.map(|h| {
+        h.to_str()
+            .ok()
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, token)| {
+                scheme.eq_ignore_ascii_case("Bearer") && !token.trim().is_empty()
+            })
+            .map(|(_, token)| token.trim())
+    });
     let cookie = || {
         headers
             .get_all(header::COOKIE)
@@ -149,18 +154,19 @@ fn as_request_headers(v: &Verifier, input: &[u8]) {
             .find(|(name, _)| *name == COOKIE_NAME)
             .map(|(_, token)| token)
     };
-    match located {
-        Some((token, Location::Header)) => assert_eq!(Some(token), bearer.map(str::trim)),
-        Some((token, Location::Cookie)) => {
-            assert!(bearer.is_none());
+    match (bearer, located) {
+        (Some(None), Err(_)) => {}
+        (Some(Some(expected)), Ok(Some((token, Location::Header)))) => assert_eq!(token, expected),
+        (Some(_), other) => panic!("with an Authorization header {header:?}: {other:?}"),
+        (None, Ok(Some((token, Location::Query)))) => assert_eq!(Some(token), query),
+        (None, Ok(Some((token, Location::Cookie)))) => {
+            assert!(query.is_none());
             assert_eq!(Some(token), cookie());
         }
-        Some((token, Location::Query)) => {
-            assert!(bearer.is_none() && cookie().is_none());
-            assert_eq!(Some(token), query);
-        }
-        None => assert!(bearer.is_none() && cookie().is_none() && query.is_none()),
+        (None, Ok(None)) => assert!(query.is_none() && cookie().is_none()),
+        (None, other) => panic!("without an Authorization header: {other:?}"),
     }
+    let located = located.ok().flatten();
     if let Some((token, _)) = located {
         check_verify(v, Role::Subscriber, token);
     }

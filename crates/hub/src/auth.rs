@@ -204,19 +204,34 @@ pub enum Location {
     Query,
 }
 
-/// Finds the token of a request, in the order the reference hub looks: the `Authorization:
-/// Bearer` header, then the `mercureAuthorization` cookie, then the `authorization` query
-/// parameter (already extracted by the caller, since only the caller parses the query); and
-/// where it was.
+/// An `Authorization` header that is not `Bearer <token>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the Authorization header must be `Bearer <jwt>` (when it is present, the hub looks for the \
+     token nowhere else)"
+)]
+pub struct MalformedAuthorization;
+
+/// Finds the token of a request, and where it was, in the order of the Mercure spec and the
+/// reference hub: an `Authorization` header, when there is one, alone decides, and it must be
+/// `Bearer <token>` (anything else is an error, never a fall-back to the other places); else
+/// the `authorization` query parameter (extracted by the caller, which parses the query); else
+/// the `mercureAuthorization` cookie.
 pub fn locate_token<'a>(
     headers: &'a http::HeaderMap,
     query_token: Option<&'a str>,
-) -> Option<(&'a str, Location)> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION)
-        && let Ok(value) = value.to_str()
-        && let Some(token) = value.strip_prefix("Bearer ")
-    {
-        return Some((token.trim(), Location::Header));
+) -> Result<Option<(&'a str, Location)>, MalformedAuthorization> {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| MalformedAuthorization)?;
+        let (scheme, token) = value.split_once(' ').ok_or(MalformedAuthorization)?;
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("Bearer") || token.is_empty() {
+            return Err(MalformedAuthorization);
+        }
+        return Ok(Some((token, Location::Header)));
+    }
+    if let Some(token) = query_token {
+        return Ok(Some((token, Location::Query)));
     }
     for value in headers.get_all(http::header::COOKIE) {
         let Ok(value) = value.to_str() else { continue };
@@ -224,11 +239,11 @@ pub fn locate_token<'a>(
             if let Some((name, token)) = pair.trim().split_once('=')
                 && name == COOKIE_NAME
             {
-                return Some((token, Location::Cookie));
+                return Ok(Some((token, Location::Cookie)));
             }
         }
     }
-    query_token.map(|token| (token, Location::Query))
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -388,16 +403,25 @@ mod tests {
 
     #[test]
     fn token_locations_in_order() {
+        let find = |h: &http::HeaderMap, query: Option<&'static str>| {
+            locate_token(h, query).map(|found| found.map(|(token, _)| token.to_owned()))
+        };
         let mut h = http::HeaderMap::new();
-        let find =
-            |h: &http::HeaderMap| locate_token(h, Some("q")).map(|(token, _)| token.to_owned());
-        assert_eq!(find(&h).as_deref(), Some("q"));
         h.insert(
             http::header::COOKIE,
             "a=b; mercureAuthorization=c".parse().unwrap(),
         );
-        assert_eq!(find(&h).as_deref(), Some("c"));
+        assert_eq!(find(&h, None), Ok(Some("c".into())));
+        // The query parameter comes before the cookie (the cookie won before: issue 15).
+        assert_eq!(find(&h, Some("q")), Ok(Some("q".into())));
         h.insert(http::header::AUTHORIZATION, "Bearer t".parse().unwrap());
-        assert_eq!(find(&h).as_deref(), Some("t"));
+        assert_eq!(find(&h, Some("q")), Ok(Some("t".into())));
+        h.insert(http::header::AUTHORIZATION, "bearer  t2 ".parse().unwrap());
+        assert_eq!(find(&h, Some("q")), Ok(Some("t2".into())));
+        // A header that is not a bearer token is an error, not a fall-back to the others.
+        for bad in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "t"] {
+            h.insert(http::header::AUTHORIZATION, bad.parse().unwrap());
+            assert_eq!(find(&h, Some("q")), Err(MalformedAuthorization), "{bad:?}");
+        }
     }
 }

@@ -250,7 +250,8 @@ fn grants(
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Option<Grants>, HttpError> {
-    let located = auth::locate_token(headers, query_token);
+    let located = auth::locate_token(headers, query_token)
+        .map_err(|err| HttpError::unauthorized(err.to_string()))?;
     if role == Role::Publisher
         && let Some((_, auth::Location::Cookie)) = located
     {
@@ -411,7 +412,7 @@ pub(crate) async fn open_subscription(
     if grants.is_none() && !settings.anonymous {
         return Err(HttpError::unauthorized(
             "this hub requires a subscriber JWT: send it as `Authorization: Bearer <jwt>`, in the \
-             mercureAuthorization cookie or in the authorization query parameter",
+             authorization query parameter or in the mercureAuthorization cookie",
         ));
     }
     let topics = SelectorSet::parse(&query.topics).map_err(|err| match err {

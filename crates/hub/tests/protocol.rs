@@ -733,3 +733,35 @@ async fn nbf_is_checked_and_exp_has_no_silent_leeway() {
         assert_eq!(sse.status, StatusCode::UNAUTHORIZED, "{says}");
     }
 }
+
+/// Issue 15's audit: a non-Bearer `Authorization` header fell through to the cookie, and the
+/// cookie won over the query parameter. The header alone decides when present; then the query
+/// parameter; then the cookie.
+#[tokio::test]
+async fn the_token_is_read_from_the_header_else_the_query_else_the_cookie() {
+    let hub = TestHub::start(Settings::default()).await;
+    let good = subscriber_token(&["*"]);
+    let cookie = format!("mercureAuthorization={good}");
+    let sse = hub
+        .subscribe(
+            "topic=t",
+            &[("authorization", "Basic dXNlcjpwYXNz"), ("cookie", &cookie)],
+        )
+        .await;
+    assert_eq!(
+        sse.status,
+        StatusCode::UNAUTHORIZED,
+        "no fall-back to the cookie"
+    );
+    let sse = hub
+        .subscribe(
+            &format!("topic=t&authorization={good}"),
+            &[("cookie", "mercureAuthorization=not-a-jwt")],
+        )
+        .await;
+    assert_eq!(
+        sse.status,
+        StatusCode::OK,
+        "the query parameter before the cookie"
+    );
+}
