@@ -159,7 +159,15 @@ fuzz_target!(|input: &[u8]| {
             match &s {
                 Selector::Any => assert_eq!(selector, "*"),
                 Selector::Exact(exact) => {
-                    assert!(!selector.contains('{') && selector != "*");
+                    assert!(selector != "*");
+                    // With a `{`, only a selector that is not a template at all is exact.
+                    if selector.contains('{') {
+                        assert!(
+                            herald_hub::topic::Template::new(&selector)
+                                .is_err_and(|e| e.is_syntax()),
+                            "{selector:?} compiles as a template but was taken as exact"
+                        );
+                    }
                     assert_eq!(matches_topic, *exact == topic);
                 }
                 Selector::Template(t) => {
@@ -187,6 +195,7 @@ fuzz_target!(|input: &[u8]| {
         Err(err) => {
             assert!(selector.len() <= MAX_SELECTOR_LEN);
             assert!(selector.contains('{'), "{err}");
+            assert!(!err.is_syntax(), "a syntax error is an exact selector, not an error: {err}");
             // Every error message names the selector, so a client can find it.
             let _ = err.to_string();
         }

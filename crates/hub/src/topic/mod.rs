@@ -28,11 +28,12 @@
 //! more than about 20 µs to match a 1 KB topic, and its compiled form stays in the tens of KB
 //! (the lazy DFA's cache is capped too). Templates are compiled once per distinct text and
 //! shared ([`Template`] is interned): a thousand subscribers asking for the same template hold
-//! one compiled copy, and the dispatcher evaluates it once per update (`dispatch.rs`). In a
-//! template, an unclosed `{`, a `{` inside an expression, a `}` outside one, an empty
-//! expression, a reserved operator (`= , ! @ |`), a bad variable name or prefix length are
-//! errors, as RFC 6570's grammar says. The reference hub instead falls back to exact matching
-//! for a selector that does not parse as a template; refusing it tells the client what to fix.
+//! one compiled copy, and the dispatcher evaluates it once per update (`dispatch.rs`). A
+//! selector with a `{` that RFC 6570's grammar does not accept as a template (an unclosed `{`,
+//! a `{` inside an expression, a `}` outside one, an empty expression, a reserved operator
+//! `= , ! @ |`, a bad variable name or prefix length) is an exact selector: the spec says a
+//! selector can be any string, and the reference hub falls back to equality the same way
+//! ([`SelectorError::is_syntax`]; the template compiler still reports where it failed).
 //! Characters that RFC 6570 does not allow in literals (space, `"`, `'`, `<`, `>`, `\`, `^`,
 //! `` ` ``, `|`, a `%` not followed by two hex digits) are accepted and matched as themselves:
 //! Mercure topics may be any string, and only braces are ambiguous. A `}` in a selector without
@@ -135,6 +136,22 @@ pub enum SelectorError {
     OverBudget { budget: usize },
 }
 
+impl SelectorError {
+    /// Whether the selector is not a URI template at all (rather than one over a limit): such
+    /// a selector is taken as an exact topic.
+    pub fn is_syntax(&self) -> bool {
+        matches!(
+            self,
+            SelectorError::Unclosed { .. }
+                | SelectorError::StrayClose { .. }
+                | SelectorError::EmptyExpression { .. }
+                | SelectorError::ReservedOperator { .. }
+                | SelectorError::InvalidVariable { .. }
+                | SelectorError::InvalidPrefix { .. }
+        )
+    }
+}
+
 /// A compiled selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
@@ -155,7 +172,13 @@ impl Selector {
         if s == "*" {
             Ok(Selector::Any)
         } else if s.contains('{') {
-            Template::new(s).map(Selector::Template)
+            match Template::new(s) {
+                Ok(template) => Ok(Selector::Template(template)),
+                // A selector can be any string (the spec): one that is not a URI template
+                // selects the topic equal to it, as in the reference hub.
+                Err(err) if err.is_syntax() => Ok(Selector::Exact(s.to_owned())),
+                Err(err) => Err(err),
+            }
         } else {
             Ok(Selector::Exact(s.to_owned()))
         }
@@ -282,8 +305,29 @@ mod tests {
         Selector::parse(selector).unwrap().matches(topic)
     }
 
+    /// Why `selector` is not a URI template the hub compiles.
     fn err(selector: &str) -> SelectorError {
-        Selector::parse(selector).unwrap_err()
+        Template::new(selector).unwrap_err()
+    }
+
+    /// Issue 15's audit: a selector that is not a valid URI template was refused (`400`, or
+    /// `401` in a token's claim); the spec says a selector can be any string.
+    #[test]
+    fn a_selector_that_is_not_a_template_is_an_exact_topic() {
+        for text in ["foo{x", "a{b c}", "x{}", "{", "a}{b}", "/{=x}", "/{abc:0}"] {
+            let selector = Selector::parse(text).unwrap();
+            assert_eq!(selector, Selector::Exact(text.into()), "{text}");
+            assert!(selector.matches(text));
+            assert!(!selector.matches("foo") && !selector.matches("x"), "{text}");
+            assert!(err(text).is_syntax(), "{text}");
+        }
+        // Limits still refuse: those selectors are templates, only too costly ones.
+        let costly = "{a:64}".repeat(13);
+        assert!(matches!(
+            Selector::parse(&costly),
+            Err(SelectorError::PrefixBudget { .. })
+        ));
+        assert!(!err(&costly).is_syntax());
     }
 
     #[test]
@@ -593,9 +637,10 @@ mod tests {
         assert!(!SelectorSet::default().matches("x"));
         let owned = vec![String::from("*")];
         assert!(SelectorSet::parse(&owned).unwrap().matches("x"));
+        let too_long = "x".repeat(MAX_SELECTOR_LEN + 1);
         assert!(matches!(
-            SelectorSet::parse(["ok", "{bad"]),
-            Err(SelectorError::Unclosed { .. })
+            SelectorSet::parse(["ok", too_long.as_str()]),
+            Err(SelectorError::TooLong { .. })
         ));
     }
 }
