@@ -120,7 +120,7 @@ pub struct ServeConfig {
     /// off [default: 60].
     #[arg(long, env = "HERALD_TCP_KEEPALIVE")]
     pub tcp_keepalive: Option<u64>,
-    /// Most `topic` selectors in one subscribe request [default: 100].
+    /// Most `topic` selectors in one subscribe request, as the reference hub [default: 1000].
     #[arg(long, env = "HERALD_MAX_TOPICS")]
     pub max_topics: Option<usize>,
     /// Most connections open at once; beyond, new ones get 503 [default: the open-file limit

@@ -78,7 +78,7 @@ impl Default for Settings {
             subscriptions: false,
             max_body: 1 << 20,
             queue_size: 1024,
-            max_topics: 100,
+            max_topics: 1000,
             queue_bytes: 4 << 20,
             write_timeout: Duration::from_secs(60),
             max_owed_bytes: 64 << 20,

@@ -771,3 +771,27 @@ async fn the_token_is_read_from_the_header_else_the_query_else_the_cookie() {
         "the query parameter before the cookie"
     );
 }
+
+/// Issue 15: the limit on `topic` selectors per subscribe request is the reference's 1000, a
+/// setting, and going past it is a `400` that names it.
+#[tokio::test]
+async fn the_topic_limit_is_a_setting_and_named_when_passed() {
+    let hub = TestHub::start(anonymous()).await;
+    let query = |n: usize| {
+        (0..n)
+            .map(|i| format!("topic=t{i}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let sse = hub.subscribe(&query(1000), &[]).await;
+    assert_eq!(sse.status, StatusCode::OK);
+    drop(sse);
+    let (status, _, body) = hub
+        .get(&format!("/.well-known/mercure?{}", query(1001)))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.contains("--max-topics") && body.contains("1001"),
+        "{body}"
+    );
+}
