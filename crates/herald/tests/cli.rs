@@ -62,6 +62,14 @@ impl Server {
     fn hub(&self) -> String {
         format!("{}/.well-known/mercure", self.url)
     }
+
+    /// What the banner printed after `label` (a token), trimmed.
+    fn printed(&self, label: &str) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| l.strip_prefix(label).map(|t| t.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {label} in {:?}", self.banner))
+    }
 }
 
 impl Drop for Server {
@@ -240,14 +248,7 @@ fn pub_reports_the_hubs_error() {
 fn serve_without_a_key_prints_working_tokens() {
     let server = Server::start(&[], &[]);
     let banner = server.banner.join("\n");
-    let token = |label: &str| {
-        server
-            .banner
-            .iter()
-            .find_map(|l| l.strip_prefix(label).map(|t| t.trim().to_owned()))
-            .unwrap_or_else(|| panic!("no {label} in {banner}"))
-    };
-    let publisher = token("publisher token (24 h):");
+    let publisher = server.printed("publisher token (24 h):");
     let out = herald(&[
         "pub",
         "t",
@@ -259,7 +260,7 @@ fn serve_without_a_key_prints_working_tokens() {
         &publisher,
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let _subscriber = token("subscriber token (24 h):");
+    let _subscriber = server.printed("subscriber token (24 h):");
     // What a user needs comes first, not a log line.
     assert!(
         server.banner[0].starts_with(&format!(
@@ -286,14 +287,6 @@ fn a_generated_key_is_kept_with_the_store_and_reused() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("data");
     let store = format!("file:{}", dir.display());
-    let publisher = |server: &Server| {
-        server
-            .banner
-            .iter()
-            .find_map(|l| l.strip_prefix("publisher token (24 h):"))
-            .map(|t| t.trim().to_owned())
-            .unwrap_or_else(|| panic!("no token in {:?}", server.banner))
-    };
     let first = Server::start(&["--store", &store], &[]);
     let banner = first.banner.join("\n");
     let key_file = dir.join("jwt.key");
@@ -311,7 +304,7 @@ fn a_generated_key_is_kept_with_the_store_and_reused() {
             "the key file is readable by its owner only"
         );
     }
-    let token = publisher(&first);
+    let token = first.printed("publisher token (24 h):");
 
     assert_fails_with(
         &["serve", "--listen", "127.0.0.1:0", "--store", &store],

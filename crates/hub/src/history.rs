@@ -252,11 +252,7 @@ impl Window {
 mod tests {
     use super::*;
 
-    fn update(position: u64, data_len: usize) -> Arc<Update> {
-        let mut new = NewUpdate::new(vec!["t".into()], "x".repeat(data_len));
-        new.id = format!("u{position}");
-        Arc::new(new.into_update(position).unwrap())
-    }
+    use crate::update::test_update as update;
 
     #[test]
     fn an_unavailable_store_keeps_its_cause_and_says_it() {

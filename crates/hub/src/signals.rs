@@ -147,15 +147,9 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::update::NewUpdate;
+    use crate::update::test_update as update;
     use std::sync::atomic::AtomicUsize;
     use std::task::Wake;
-
-    fn update(position: u64, data_len: usize) -> Arc<Update> {
-        let mut new = NewUpdate::new(vec!["t".into()], "x".repeat(data_len));
-        new.id = format!("u{position}");
-        Arc::new(new.into_update(position).unwrap())
-    }
 
     /// A waker that counts its wakes.
     #[derive(Default)]

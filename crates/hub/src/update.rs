@@ -75,6 +75,15 @@ impl NewUpdate {
     }
 }
 
+/// For unit tests: the update at `position` on topic `t`, id `u{position}`, with `data_len`
+/// bytes of data.
+#[cfg(test)]
+pub(crate) fn test_update(position: u64, data_len: usize) -> std::sync::Arc<Update> {
+    let mut new = NewUpdate::new(vec!["t".into()], "x".repeat(data_len));
+    new.id = format!("u{position}");
+    std::sync::Arc::new(new.into_update(position).unwrap())
+}
+
 /// A fresh update id, in the form the reference hub uses.
 pub fn new_id() -> String {
     format!("urn:uuid:{}", uuid::Uuid::new_v4())

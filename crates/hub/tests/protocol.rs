@@ -593,10 +593,7 @@ async fn publishing_with_the_cookie_needs_an_allowed_origin() {
 #[tokio::test]
 async fn a_subscription_ends_when_its_token_expires() {
     let hub = TestHub::start(Settings::default()).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let token = token_expiring(SUB_KEY, &["*"], now + 2);
     let mut sse = hub
         .subscribe("topic=a", &[("authorization", &format!("Bearer {token}"))])
@@ -621,10 +618,7 @@ async fn a_subscription_ends_when_its_token_expires() {
 async fn a_streamed_subscription_says_it_closes_its_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hub = TestHub::start(Settings::default()).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let token = token_expiring(SUB_KEY, &["*"], now + 1);
     let mut stream = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
     stream
@@ -720,10 +714,7 @@ async fn topics_under_the_hub_path_are_reserved() {
 #[tokio::test]
 async fn nbf_is_checked_and_exp_has_no_silent_leeway() {
     let hub = TestHub::start(Settings::default()).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let later = serde_json::json!({"mercure": {"subscribe": ["*"]}, "nbf": now + 60});
     let not_yet = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),

@@ -269,6 +269,14 @@ impl Sse {
 }
 
 /// A subscriber token granting `subscribe` that expires at `exp` (seconds since the epoch).
+/// Seconds since the epoch, for `exp` and `nbf` claims.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 pub fn token_expiring(key: &[u8], subscribe: &[&str], exp: u64) -> String {
     sign_hmac(
         Algorithm::HS256,

@@ -92,13 +92,7 @@ impl ReadCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::update::NewUpdate;
-
-    fn update(position: u64, data_len: usize) -> Arc<Update> {
-        let mut new = NewUpdate::new(vec!["t".into()], "x".repeat(data_len));
-        new.id = format!("u{position}");
-        Arc::new(new.into_update(position).unwrap())
-    }
+    use crate::update::test_update as update;
 
     fn positions(v: &[Arc<Update>]) -> Vec<u64> {
         v.iter().map(|u| u.position).collect()
