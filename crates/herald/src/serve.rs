@@ -2,7 +2,7 @@
 
 use crate::config::{ServeConfig, Store};
 use anyhow::{Context, bail};
-use herald_hub::auth::{Claims, KeySource, MercureClaim, Verifier, sign_hmac};
+use herald_hub::auth::{Claims, KeySource, Role, Verifier, sign_hmac};
 use herald_hub::history::{FileHistory, FileOptions, History, MemoryHistory, StoreError};
 use jsonwebtoken::Algorithm;
 use std::path::{Path, PathBuf};
@@ -270,22 +270,15 @@ fn print_banner(
         ),
     }
     let exp = crate::token::expiry(24 * 3600);
-    let token = |publish: bool| {
+    let token = |role| {
         sign_hmac(
             alg,
             secret,
-            &Claims {
-                mercure: Some(MercureClaim {
-                    publish: publish.then(|| vec!["*".to_owned()]),
-                    subscribe: (!publish).then(|| vec!["*".to_owned()]),
-                    payload: None,
-                }),
-                exp: Some(exp),
-            },
+            &Claims::for_role(role, vec!["*".into()], Some(exp)),
         )
     };
-    eprintln!("publisher token (24 h):  {}", token(true)?);
-    eprintln!("subscriber token (24 h): {}", token(false)?);
+    eprintln!("publisher token (24 h):  {}", token(Role::Publisher)?);
+    eprintln!("subscriber token (24 h): {}", token(Role::Subscriber)?);
     Ok(())
 }
 

@@ -40,6 +40,25 @@ pub struct MercureClaim {
     pub payload: Option<Value>,
 }
 
+impl Claims {
+    /// The claims of a token for one role: `topics` to publish to, or to subscribe to, and an
+    /// optional expiry.
+    pub fn for_role(role: Role, topics: Vec<String>, exp: Option<u64>) -> Claims {
+        let (publish, subscribe) = match role {
+            Role::Publisher => (Some(topics), None),
+            Role::Subscriber => (None, Some(topics)),
+        };
+        Claims {
+            mercure: Some(MercureClaim {
+                publish,
+                subscribe,
+                payload: None,
+            }),
+            exp,
+        }
+    }
+}
+
 /// What a valid token grants, compiled for matching.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {

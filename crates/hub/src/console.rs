@@ -10,7 +10,7 @@
 //!   rebinding page has its own name there) and, when the browser sends one, an `Origin` equal
 //!   to the hub's own (another site's page cannot mint through the user's browser).
 
-use crate::auth::{Claims, MercureClaim, sign_hmac};
+use crate::auth::{Claims, Role, sign_hmac};
 use crate::http::HttpError;
 use crate::hub::Hub;
 use axum::Router;
@@ -228,9 +228,9 @@ async fn mint(State(hub): State<Hub>, request: Request) -> Result<Response, Http
     }
     crate::topic::SelectorSet::parse(&topics)
         .map_err(|err| HttpError::new(StatusCode::BAD_REQUEST, err.to_string()))?;
-    let publish = match role.as_deref() {
-        Some("publisher") => true,
-        Some("subscriber") => false,
+    let role = match role.as_deref() {
+        Some("publisher") => Role::Publisher,
+        Some("subscriber") => Role::Subscriber,
         _ => {
             return Err(HttpError::new(
                 StatusCode::BAD_REQUEST,
@@ -243,14 +243,7 @@ async fn mint(State(hub): State<Hub>, request: Request) -> Result<Response, Http
         .unwrap_or_default()
         .saturating_add(MINTED_FOR)
         .as_secs();
-    let claims = Claims {
-        mercure: Some(MercureClaim {
-            publish: publish.then(|| topics.clone()),
-            subscribe: (!publish).then_some(topics),
-            payload: None,
-        }),
-        exp: Some(exp),
-    };
+    let claims = Claims::for_role(role, topics, Some(exp));
     let token = sign_hmac(key.alg, &key.secret, &claims)
         .map_err(|err| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
     Ok((
