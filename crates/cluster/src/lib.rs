@@ -8,6 +8,7 @@
 
 mod nats;
 mod redis;
+mod tail;
 
 use herald_hub::update::{NewUpdate, Update};
 use std::sync::Arc;

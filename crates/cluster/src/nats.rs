@@ -24,10 +24,12 @@
 //!   would get `409`).
 //! - **Reads** (`read_after`, `resolve`) ask the stream leader (`STREAM.MSG.GET`), not any
 //!   replica (direct get): a node reads everything any node has acknowledged.
-//! - **Retention** is the stream's own limits: `max_msgs` = `--history-size`, `max_age` =
+//! - **Retention** is the stream's own limits: `max_msgs` = `--history-size`, `max_bytes` =
+//!   `--history-max-bytes` (counted by the server: payload, subject and headers), `max_age` =
 //!   `--history-max-age`, discard old. Set when a node starts: the stream is created, or its
 //!   limits updated, so every node enforces the same thing without a timer of its own.
 
+use crate::tail::{self, Feeder, Readiness};
 use async_nats::connection::State;
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
 use async_nats::jetstream::context::{GetStreamErrorKind, PublishErrorKind};
@@ -43,10 +45,9 @@ use futures_util::future::{BoxFuture, FutureExt};
 use herald_hub::history::{Cause, EARLIEST, Feed, History, Retention, Start, StoreError};
 use herald_hub::update::{NewUpdate, Update};
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// The longest a call may take before the hub gives up (and a publisher gets `503`).
 pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -164,21 +165,9 @@ pub(crate) fn id_token(id: &str) -> String {
     }
 }
 
-/// History in a JetStream stream (see the module documentation).
+/// History in a JetStream stream (see the module documentation). [`NatsHistory::open`] gives it
+/// as an `Arc`: the tail it starts runs for as long as one is held.
 pub struct NatsHistory {
-    inner: Arc<NatsState>,
-    feed: Mutex<Option<Feed>>,
-}
-
-impl std::fmt::Debug for NatsHistory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsHistory")
-            .field("stream", &self.inner.stream)
-            .finish_non_exhaustive()
-    }
-}
-
-struct NatsState {
     servers: Vec<ServerAddr>,
     stream: String,
     /// `NAME.u.>`: every update subject.
@@ -188,8 +177,16 @@ struct NatsState {
     /// Held while connecting, so that concurrent calls make one connection, not one each.
     connecting: tokio::sync::Mutex<()>,
     connections: AtomicU64,
-    /// The tail reads and the last call worked.
-    ready: AtomicBool,
+    readiness: Readiness,
+    feed: Mutex<Option<Feed>>,
+}
+
+impl std::fmt::Debug for NatsHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsHistory")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One client connection and its JetStream context.
@@ -210,7 +207,7 @@ impl Conn {
 impl NatsHistory {
     /// Connects to NATS at `url` (`nats://HOST:PORT[?stream=NAME]`), creates the stream or
     /// updates its limits, and starts tailing it after its current end.
-    pub async fn open(url: &str, retention: Retention) -> Result<NatsHistory, StoreError> {
+    pub async fn open(url: &str, retention: Retention) -> Result<Arc<NatsHistory>, StoreError> {
         let NatsUrl {
             servers,
             stream,
@@ -223,26 +220,28 @@ impl NatsHistory {
                     .map_err(|e| StoreError::failed("", e))
             })
             .collect::<Result<_, _>>()?;
-        let inner = Arc::new(NatsState {
+        let mut history = NatsHistory {
             servers,
             filter: format!("{stream}.u.>"),
             stream,
             conn: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             connections: AtomicU64::new(0),
-            ready: AtomicBool::new(true),
-        });
-        let head = inner.run(inner.ensure_stream(&retention, replicas)).await?;
+            readiness: Readiness::new(),
+            feed: Mutex::new(None),
+        };
+        let head = history
+            .run(history.ensure_stream(&retention, replicas))
+            .await?;
         let (feed_tx, feed) = Feed::channel(head);
-        tokio::spawn(tail_loop(Arc::downgrade(&inner), head, feed_tx));
-        Ok(NatsHistory {
-            inner,
-            feed: Mutex::new(Some(feed)),
-        })
+        history.feed = Mutex::new(Some(feed));
+        let history = Arc::new(history);
+        tokio::spawn(tail::drive(Arc::downgrade(&history), head, None, feed_tx));
+        Ok(history)
     }
 }
 
-impl NatsState {
+impl NatsHistory {
     /// The shared connection, or a new one if it is down (see "Outages" in the module docs).
     async fn connection(&self) -> Result<Conn, StoreError> {
         if let Some(conn) = self.live_connection() {
@@ -267,15 +266,15 @@ impl NatsState {
             .cloned()
     }
 
-    /// Runs a call with the bounded wait, and keeps `ready` up to date (a refused duplicate is
-    /// an answer, so it counts as reachable).
+    /// Runs a call with the bounded wait, and keeps the readiness of commands up to date (a
+    /// refused duplicate is an answer, so it counts as reachable).
     async fn run<T>(
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let result = bounded(call).await;
         let reachable = !matches!(result, Err(StoreError::Unavailable { .. }));
-        self.ready.store(reachable, Ordering::Release);
+        self.readiness.set_commands(reachable);
         result
     }
 
@@ -289,6 +288,9 @@ impl NatsState {
         let conn = self.connection().await?;
         let max_messages = i64::try_from(retention.max_updates.max(1)).unwrap_or(i64::MAX);
         let max_age = retention.max_age.unwrap_or(Duration::ZERO);
+        let max_bytes = retention
+            .max_bytes
+            .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX));
         // Twice: a node starting at the same time may create the stream between our look and
         // our create.
         for _ in 0..2 {
@@ -297,6 +299,7 @@ impl NatsState {
                     let info = stream.cached_info();
                     let mut config = info.config.clone();
                     if config.max_messages == max_messages
+                        && config.max_bytes == max_bytes
                         && config.max_age == max_age
                         && config.discard == DiscardPolicy::Old
                         && config.subjects.contains(&self.filter)
@@ -305,6 +308,7 @@ impl NatsState {
                         return Ok(info.state.last_sequence);
                     }
                     config.max_messages = max_messages;
+                    config.max_bytes = max_bytes;
                     config.max_age = max_age;
                     config.discard = DiscardPolicy::Old;
                     if let Some(replicas) = replicas {
@@ -332,7 +336,7 @@ impl NatsState {
                         subjects: vec![self.filter.clone()],
                         max_messages,
                         max_age,
-                        max_bytes: -1,
+                        max_bytes,
                         discard: DiscardPolicy::Old,
                         retention: RetentionPolicy::Limits,
                         storage: StorageType::File,
@@ -363,7 +367,7 @@ impl NatsState {
         Ok(stream.cached_info().state.clone())
     }
 
-    async fn append(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
+    async fn append_update(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
         update.validate()?;
         let json = serde_json::to_vec(&update).map_err(|e| StoreError::failed("", e))?;
         let subject = format!("{}.u.{}", self.stream, id_token(&update.id));
@@ -391,7 +395,7 @@ impl NatsState {
         Ok(Arc::new(update.into_update(position)?))
     }
 
-    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
+    async fn read_range(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
         self.run(async {
             let conn = self.connection().await?;
             let stream = conn
@@ -431,7 +435,7 @@ impl NatsState {
         .await
     }
 
-    async fn resolve(&self, last_event_id: &str) -> Result<Start, StoreError> {
+    async fn resolve_id(&self, last_event_id: &str) -> Result<Start, StoreError> {
         self.run(async {
             let conn = self.connection().await?;
             if last_event_id == EARLIEST {
@@ -467,7 +471,7 @@ impl NatsState {
         .await
     }
 
-    async fn last_id(&self) -> Result<Option<String>, StoreError> {
+    async fn newest_id(&self) -> Result<Option<String>, StoreError> {
         self.run(async {
             let conn = self.connection().await?;
             let state = self.state(&conn).await?;
@@ -490,7 +494,7 @@ impl NatsState {
 
 impl History for NatsHistory {
     fn append(&self, update: NewUpdate) -> BoxFuture<'_, Result<Arc<Update>, StoreError>> {
-        self.inner.append(update).boxed()
+        self.append_update(update).boxed()
     }
 
     fn read_after(
@@ -498,16 +502,16 @@ impl History for NatsHistory {
         after: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>> {
-        self.inner.read_after(after, limit).boxed()
+        self.read_range(after, limit).boxed()
     }
 
     fn resolve(&self, last_event_id: &str) -> BoxFuture<'_, Result<Start, StoreError>> {
         let id = last_event_id.to_owned();
-        async move { self.inner.resolve(&id).await }.boxed()
+        async move { self.resolve_id(&id).await }.boxed()
     }
 
     fn last_id(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
-        self.inner.last_id().boxed()
+        self.newest_id().boxed()
     }
 
     fn take_feed(&self) -> Option<Feed> {
@@ -515,7 +519,7 @@ impl History for NatsHistory {
     }
 
     fn is_ready(&self) -> bool {
-        self.inner.ready.load(Ordering::Acquire)
+        self.readiness.is_ready()
     }
 }
 
@@ -540,7 +544,7 @@ async fn connect(servers: &[ServerAddr], id: u64) -> Result<Conn, StoreError> {
 }
 
 /// The tail's consumer and how far it delivered.
-struct Tail {
+pub(crate) struct Tail {
     conn: Conn,
     /// The consumer's continuous message stream: the client keeps pull requests outstanding
     /// (renewing them before they expire) and reports missed server heartbeats as errors.
@@ -556,128 +560,102 @@ struct Tail {
     delivered: u64,
 }
 
-/// Feeds the dispatcher with every message after sequence `after`, in stream order, for as
-/// long as the hub lives; after errors makes a new consumer that resumes after the last
-/// message fed.
-async fn tail_loop(
-    inner: std::sync::Weak<NatsState>,
-    mut after: u64,
-    feed: mpsc::UnboundedSender<Arc<Update>>,
-) {
-    let mut tail = None;
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let Some(this) = inner.upgrade() else { return };
-        if feed.is_closed() {
-            return;
-        }
-        match read_tail(&this, &mut tail, &mut after, &feed).await {
-            Ok(true) => {
-                if !this.ready.swap(true, Ordering::AcqRel) {
-                    tracing::info!("nats reachable again; the feed resumes after {after}");
-                }
-                backoff = Duration::from_millis(50);
-            }
-            Ok(false) => return,
-            Err(err) => {
-                tail = None;
-                if this.ready.swap(false, Ordering::AcqRel) {
-                    tracing::error!(%err, "nats unreachable; publishes get 503 until it is back");
-                }
-                drop(this);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
+impl tail::Engine for NatsHistory {
+    const NAME: &'static str = "nats";
+    type Reader = Tail;
 
-/// Feeds what arrives within [`TAIL_BLOCK`]. `Ok(false)` when the feed is closed.
-async fn read_tail(
-    this: &NatsState,
-    tail: &mut Option<Tail>,
-    after: &mut u64,
-    feed: &mpsc::UnboundedSender<Arc<Update>>,
-) -> Result<bool, StoreError> {
-    let conn = bounded(this.connection()).await?;
-    let connects = conn.client.statistics().connects.load(Ordering::Acquire);
-    let tail = match tail.take() {
-        Some(t) if t.conn.id == conn.id && t.connects == connects => tail.insert(t),
-        _ => {
-            let config = consumer::pull::Config {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: *after + 1,
-                },
-                ack_policy: consumer::AckPolicy::None,
-                filter_subject: this.filter.clone(),
-                inactive_threshold: CONSUMER_INACTIVE,
-                memory_storage: true,
-                num_replicas: 1,
-                ..Default::default()
+    fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Feeds what arrives within [`TAIL_BLOCK`], on the tail's consumer (a new one, starting
+    /// after the position fed last, when there is none or its connection changed).
+    async fn read(&self, tail: &mut Option<Tail>, feeder: &mut Feeder) -> Result<(), StoreError> {
+        let conn = bounded(self.connection()).await?;
+        let connects = conn.client.statistics().connects.load(Ordering::Acquire);
+        let tail = match tail.take() {
+            Some(t) if t.conn.id == conn.id && t.connects == connects => tail.insert(t),
+            _ => {
+                let config = consumer::pull::Config {
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: feeder.after() + 1,
+                    },
+                    ack_policy: consumer::AckPolicy::None,
+                    filter_subject: self.filter.clone(),
+                    inactive_threshold: CONSUMER_INACTIVE,
+                    memory_storage: true,
+                    num_replicas: 1,
+                    ..Default::default()
+                };
+                let messages = bounded(async {
+                    let consumer = conn
+                        .js
+                        .create_consumer_on_stream(config, &self.stream)
+                        .await
+                        .map_err(unavailable)?;
+                    consumer
+                        .stream()
+                        .max_messages_per_batch(TAIL_BATCH)
+                        .expires(TAIL_BLOCK * 5)
+                        .heartbeat(TAIL_BLOCK)
+                        .messages()
+                        .await
+                        .map_err(unavailable)
+                })
+                .await?;
+                tail.insert(Tail {
+                    conn,
+                    messages,
+                    connects,
+                    delivered: 0,
+                })
+            }
+        };
+        // Everything that arrives within one block time; an idle stream just comes back.
+        let deadline = tokio::time::Instant::now() + TAIL_BLOCK;
+        loop {
+            let Ok(next) = tokio::time::timeout_at(deadline, tail.messages.next()).await else {
+                break;
             };
-            let messages = bounded(async {
-                let consumer = conn
-                    .js
-                    .create_consumer_on_stream(config, &this.stream)
-                    .await
-                    .map_err(unavailable)?;
-                consumer
-                    .stream()
-                    .max_messages_per_batch(TAIL_BATCH)
-                    .expires(TAIL_BLOCK * 5)
-                    .heartbeat(TAIL_BLOCK)
-                    .messages()
-                    .await
-                    .map_err(unavailable)
-            })
-            .await?;
-            tail.insert(Tail {
-                conn,
-                messages,
-                connects,
-                delivered: 0,
-            })
+            let Some(message) = next else {
+                return Err(StoreError::unavailable(
+                    "nats: the consumer's message stream ended",
+                ));
+            };
+            let message = message.map_err(|e| StoreError::failed("nats pull", e))?;
+            let (sequence, delivered) = {
+                let info = message.info().map_err(|e| corrupt(&e.to_string()))?;
+                (info.stream_sequence, info.consumer_sequence)
+            };
+            if delivered != tail.delivered + 1 {
+                return Err(StoreError::unavailable(format!(
+                    "nats feed: delivery {} lost; resuming after {}",
+                    tail.delivered + 1,
+                    feeder.after()
+                )));
+            }
+            tail.delivered = delivered;
+            if sequence <= feeder.after() {
+                continue; // fed already: skip the decoding
+            }
+            if !feeder.feed(decode(sequence, &message.payload)) {
+                return Ok(());
+            }
         }
-    };
-    // Everything that arrives within one block time; an idle stream just comes back.
-    let deadline = tokio::time::Instant::now() + TAIL_BLOCK;
-    loop {
-        let Ok(next) = tokio::time::timeout_at(deadline, tail.messages.next()).await else {
-            break;
-        };
-        let Some(message) = next else {
+        // A pull also ends when the connection died under it.
+        if !tail.conn.is_up() {
             return Err(StoreError::unavailable(
-                "nats: the consumer's message stream ended",
+                "nats: connection lost during a pull",
             ));
-        };
-        let message = message.map_err(|e| StoreError::failed("nats pull", e))?;
-        let (sequence, delivered) = {
-            let info = message.info().map_err(|e| corrupt(&e.to_string()))?;
-            (info.stream_sequence, info.consumer_sequence)
-        };
-        if delivered != tail.delivered + 1 {
-            return Err(StoreError::unavailable(format!(
-                "nats feed: delivery {} lost; resuming after {after}",
-                tail.delivered + 1
-            )));
         }
-        tail.delivered = delivered;
-        if sequence <= *after {
-            continue;
-        }
-        let update = decode(sequence, &message.payload);
-        *after = sequence;
-        if feed.send(update).is_err() {
-            return Ok(false);
-        }
+        Ok(())
     }
-    // A pull also ends when the connection died under it.
-    if !tail.conn.is_up() {
-        return Err(StoreError::unavailable(
-            "nats: connection lost during a pull",
-        ));
+
+    /// Calls share the connection the tail has just read on: they work as well.
+    async fn check_commands(&self, _recovered: bool) -> Result<(), StoreError> {
+        self.readiness.set_commands(true);
+        Ok(())
     }
-    Ok(true)
 }
 
 /// The message at `sequence`, `None` if it is not (or no longer) in the stream.

@@ -5,10 +5,12 @@
 //!   `XRANGE`/`XREAD` can start after any position without a lookup, and the Redis server's
 //!   clock second, for retention by age. `KEY:pos` is the counter that gives positions (dense,
 //!   the same on every node). `KEY:ids` is a sorted set, member = update id, score = position:
-//!   the `Last-Event-ID` index, trimmed together with the stream.
+//!   the `Last-Event-ID` index, trimmed together with the stream. `KEY:bytes` counts the bytes
+//!   of the entries, for `--history-max-bytes`.
 //! - **Append** is one Lua script (atomic on the server): refuse a known id, take the next
-//!   position, `XADD` with `MAXLEN ~` (`--history-size`), index the id, drop index entries the
-//!   trim removed. The publisher's `200` comes after Redis answered it.
+//!   position, `XADD`, index the id, trim the oldest entries beyond `--history-size` and
+//!   `--history-max-bytes`, drop index entries the trim removed. The publisher's `200` comes
+//!   after Redis answered it.
 //! - **Feed.** Every node tails the stream with `XREAD BLOCK` on a connection of its own and
 //!   feeds its dispatcher in stream order, its own updates included; so every node delivers
 //!   the same updates in the same order. After an outage the tail resumes after the last
@@ -27,15 +29,15 @@
 //!   that trims the oldest entries by the time in their ids (idempotent, so nodes need not
 //!   coordinate).
 
+use crate::tail::{self, Feeder, Readiness};
 use futures_util::future::{BoxFuture, FutureExt};
 use herald_hub::history::{EARLIEST, Feed, History, Retention, Start, StoreError};
 use herald_hub::update::{NewUpdate, Update};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, Value};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// The longest a command may take before the hub gives up (and a publisher gets `503`).
 pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,20 +53,27 @@ const AGE_RETENTION_PERIOD: Duration = Duration::from_secs(2);
 /// The largest sequence part of a stream id: `P-MAX_SEQ` sorts after every entry of position P.
 const MAX_SEQ: &str = "18446744073709551615";
 
+/// What is wrong with a Redis store URL.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UrlError {
+    #[error("`stream=` needs a key name")]
+    EmptyStream,
+    // The tail reads RESP2 replies; RESP3 would turn them into maps.
+    #[error("`protocol=` is not supported: herald speaks RESP2 to redis")]
+    Protocol,
+}
+
 /// `--store redis://HOST:PORT/DB[?stream=KEY]`, split into what the Redis client needs and
 /// the stream key (default `herald`).
-pub(crate) fn parse_url(url: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_url(url: &str) -> Result<(String, String), UrlError> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut key = None;
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("stream", value)) if !value.is_empty() => key = Some(value.to_owned()),
-            Some(("stream", _)) => return Err("`stream=` needs a key name".into()),
-            // The tail reads RESP2 replies; RESP3 would turn them into maps.
-            Some(("protocol", _)) => {
-                return Err("`protocol=` is not supported: herald speaks RESP2 to redis".into());
-            }
+            Some(("stream", _)) => return Err(UrlError::EmptyStream),
+            Some(("protocol", _)) => return Err(UrlError::Protocol),
             _ => rest.push(pair),
         }
     }
@@ -76,95 +85,95 @@ pub(crate) fn parse_url(url: &str) -> Result<(String, String), String> {
     Ok((client_url, key.unwrap_or_else(|| "herald".to_owned())))
 }
 
-/// History in a Redis stream (see the module documentation).
+/// History in a Redis stream (see the module documentation). [`RedisHistory::open`] gives it
+/// as an `Arc`: the tail it starts runs for as long as one is held.
 pub struct RedisHistory {
-    inner: Arc<RedisState>,
-    feed: Mutex<Option<Feed>>,
-}
-
-impl std::fmt::Debug for RedisHistory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisHistory")
-            .field("stream", &self.inner.keys.stream)
-            .finish_non_exhaustive()
-    }
-}
-
-struct RedisState {
     keys: Keys,
     retention: Retention,
+    /// For the tail's connections.
+    client: Client,
     commands: ConnectionManager,
-    /// The tail's last read worked.
-    tail_ok: AtomicBool,
-    /// The last command on `commands` worked.
-    commands_ok: AtomicBool,
+    readiness: Readiness,
     /// When a command last got an answer, in milliseconds since `epoch`.
     commands_answered: AtomicU64,
     epoch: Instant,
     append: Script,
     resolve: Script,
     trim_age: Script,
+    feed: Mutex<Option<Feed>>,
+}
+
+impl std::fmt::Debug for RedisHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHistory")
+            .field("stream", &self.keys.stream)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Keys {
     stream: String,
     counter: String,
     ids: String,
+    /// The bytes of the stream's entries (see [`APPEND`]).
+    bytes: String,
 }
 
 impl RedisHistory {
     /// Connects to Redis at `url` (`redis://HOST:PORT/DB[?stream=KEY]`) and starts tailing the
     /// stream after its current end.
-    pub async fn open(url: &str, retention: Retention) -> Result<RedisHistory, StoreError> {
-        let (client_url, key) = parse_url(url).map_err(StoreError::unavailable)?;
+    pub async fn open(url: &str, retention: Retention) -> Result<Arc<RedisHistory>, StoreError> {
+        let (client_url, key) = parse_url(url).map_err(|e| StoreError::failed("", e))?;
         let client = Client::open(client_url.as_str()).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(1);
         let commands = bounded(ConnectionManager::new_with_config(client.clone(), config)).await?;
-        let inner = Arc::new(RedisState {
+        // The tail's first connection is made before `open` returns, so that a bad URL or an
+        // unreachable server fails the start rather than the first read.
+        let tail = tail_connection(&client).await?;
+        let mut history = RedisHistory {
             keys: Keys {
                 counter: format!("{key}:pos"),
                 ids: format!("{key}:ids"),
+                bytes: format!("{key}:bytes"),
                 stream: key,
             },
             retention,
+            client,
             commands,
-            tail_ok: AtomicBool::new(true),
-            commands_ok: AtomicBool::new(true),
+            readiness: Readiness::new(),
             commands_answered: AtomicU64::new(0),
             epoch: Instant::now(),
-            append: Script::new(APPEND),
+            append: Script::new(&format!("{SIZES}{APPEND}")),
             resolve: Script::new(RESOLVE),
-            trim_age: Script::new(TRIM_AGE),
-        });
-        let head = inner.head().await?;
-        let tail = tail_connection(&client).await?;
+            trim_age: Script::new(&format!("{SIZES}{TRIM_AGE}")),
+            feed: Mutex::new(None),
+        };
+        let head = history.head().await?;
         let (feed_tx, feed) = Feed::channel(head);
-        tokio::spawn(tail_loop(
-            Arc::downgrade(&inner),
-            client,
-            tail,
+        history.feed = Mutex::new(Some(feed));
+        let history = Arc::new(history);
+        tokio::spawn(tail::drive(
+            Arc::downgrade(&history),
             head,
+            Some(tail),
             feed_tx,
         ));
-        if let Some(max_age) = inner.retention.max_age {
-            tokio::spawn(age_retention(Arc::downgrade(&inner), max_age));
+        if let Some(max_age) = history.retention.max_age {
+            tokio::spawn(age_retention(Arc::downgrade(&history), max_age));
         }
-        Ok(RedisHistory {
-            inner,
-            feed: Mutex::new(Some(feed)),
-        })
+        Ok(history)
     }
 }
 
-impl RedisState {
+impl RedisHistory {
     fn conn(&self) -> ConnectionManager {
         self.commands.clone()
     }
 
-    /// Runs a command with the bounded wait, and keeps `commands_ok` up to date.
+    /// Runs a command with the bounded wait, and keeps the readiness of commands up to date.
     async fn run<T, F>(&self, command: F) -> Result<T, StoreError>
     where
         F: Future<Output = redis::RedisResult<T>>,
@@ -174,16 +183,12 @@ impl RedisState {
             self.commands_answered
                 .store(self.millis(), Ordering::Release);
         }
-        self.commands_ok.store(result.is_ok(), Ordering::Release);
+        self.readiness.set_commands(result.is_ok());
         result
     }
 
     fn millis(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn is_ready(&self) -> bool {
-        self.tail_ok.load(Ordering::Acquire) && self.commands_ok.load(Ordering::Acquire)
     }
 
     /// Whether the tail should PING the command connection: its last command failed, or it
@@ -192,13 +197,13 @@ impl RedisState {
         let idle = self
             .millis()
             .saturating_sub(self.commands_answered.load(Ordering::Acquire));
-        !self.commands_ok.load(Ordering::Acquire) || idle >= COMMAND_KEEPALIVE.as_millis() as u64
+        !self.readiness.commands_ok() || idle >= COMMAND_KEEPALIVE.as_millis() as u64
     }
 
     /// PINGs the command connection, twice if need be: on a connection that died unnoticed
     /// the first PING fails and makes the manager reconnect, the second waits for the new
     /// connection. (A PING, unlike a publish, may be repeated blindly.)
-    async fn check_commands(&self) -> Result<(), StoreError> {
+    async fn ping_commands(&self) -> Result<(), StoreError> {
         let ping = || async {
             let mut conn = self.conn();
             self.run(redis::cmd("PING").query_async::<()>(&mut conn))
@@ -246,7 +251,7 @@ impl RedisState {
         Ok(entries(reply)?.into_iter().next())
     }
 
-    async fn append(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
+    async fn append_update(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
         update.validate()?;
         let json = serde_json::to_string(&update).map_err(|e| StoreError::failed("", e))?;
         let mut conn = self.conn();
@@ -255,9 +260,11 @@ impl RedisState {
             .key(&self.keys.stream)
             .key(&self.keys.counter)
             .key(&self.keys.ids)
+            .key(&self.keys.bytes)
             .arg(&update.id)
             .arg(json)
-            .arg(self.retention.max_updates.max(1));
+            .arg(self.retention.max_updates.max(1))
+            .arg(self.retention.max_bytes.unwrap_or(0));
         let position: i64 = self.run(invocation.invoke_async(&mut conn)).await?;
         if position < 0 {
             return Err(StoreError::DuplicateId(update.id));
@@ -265,7 +272,7 @@ impl RedisState {
         Ok(Arc::new(update.into_update(position as u64)?))
     }
 
-    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
+    async fn read_range(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
         let mut conn = self.conn();
         let reply: Value = self
             .run(
@@ -281,7 +288,7 @@ impl RedisState {
         Ok(entries(reply)?.into_iter().map(decode).collect())
     }
 
-    async fn resolve(&self, last_event_id: &str) -> Result<Start, StoreError> {
+    async fn resolve_id(&self, last_event_id: &str) -> Result<Start, StoreError> {
         let mut conn = self.conn();
         let mut invocation = self.resolve.prepare_invoke();
         invocation
@@ -298,14 +305,14 @@ impl RedisState {
         })
     }
 
-    async fn last_id(&self) -> Result<Option<String>, StoreError> {
+    async fn newest_id(&self) -> Result<Option<String>, StoreError> {
         Ok(self.newest().await?.map(|e| decode(e).id().to_owned()))
     }
 }
 
 impl History for RedisHistory {
     fn append(&self, update: NewUpdate) -> BoxFuture<'_, Result<Arc<Update>, StoreError>> {
-        self.inner.append(update).boxed()
+        self.append_update(update).boxed()
     }
 
     fn read_after(
@@ -313,16 +320,16 @@ impl History for RedisHistory {
         after: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>> {
-        self.inner.read_after(after, limit).boxed()
+        self.read_range(after, limit).boxed()
     }
 
     fn resolve(&self, last_event_id: &str) -> BoxFuture<'_, Result<Start, StoreError>> {
         let id = last_event_id.to_owned();
-        async move { self.inner.resolve(&id).await }.boxed()
+        async move { self.resolve_id(&id).await }.boxed()
     }
 
     fn last_id(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
-        self.inner.last_id().boxed()
+        self.newest_id().boxed()
     }
 
     fn take_feed(&self) -> Option<Feed> {
@@ -330,7 +337,7 @@ impl History for RedisHistory {
     }
 
     fn is_ready(&self) -> bool {
-        self.inner.is_ready()
+        self.readiness.is_ready()
     }
 }
 
@@ -343,132 +350,80 @@ async fn tail_connection(client: &Client) -> Result<MultiplexedConnection, Store
     bounded(client.get_multiplexed_async_connection_with_config(&config)).await
 }
 
-/// Feeds the dispatcher with every entry after position `after`, in stream order, for as long
-/// as the hub lives; reconnects after errors and resumes after the last entry fed.
-async fn tail_loop(
-    inner: std::sync::Weak<RedisState>,
-    client: Client,
-    conn: MultiplexedConnection,
-    mut after: u64,
-    feed: mpsc::UnboundedSender<Arc<Update>>,
-) {
-    let mut conn = Some(conn);
-    let mut backoff = Duration::from_millis(50);
-    let mut was_ready = true;
-    loop {
-        let Some(this) = inner.upgrade() else { return };
-        if feed.is_closed() {
-            return;
+impl tail::Engine for RedisHistory {
+    const NAME: &'static str = "redis";
+    type Reader = MultiplexedConnection;
+
+    fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// One `XREAD BLOCK` of what follows the position fed last.
+    async fn read(
+        &self,
+        reader: &mut Option<MultiplexedConnection>,
+        feeder: &mut Feeder,
+    ) -> Result<(), StoreError> {
+        let mut conn = match reader.take() {
+            Some(conn) => conn,
+            None => tail_connection(&self.client).await?,
+        };
+        let reply: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(TAIL_BATCH)
+            .arg("BLOCK")
+            .arg(TAIL_BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&self.keys.stream)
+            .arg(format!("{}-{MAX_SEQ}", feeder.after()))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        *reader = Some(conn);
+        // Nil: nothing new within the block time. Otherwise [[stream, entries]].
+        let Value::Array(streams) = reply else {
+            return Ok(());
+        };
+        for stream in streams {
+            let Value::Array(mut pair) = stream else {
+                return Err(corrupt("XREAD reply"));
+            };
+            if pair.len() == 2 {
+                for entry in entries(pair.pop().expect("two items"))? {
+                    if !feeder.feed(decode(entry)) {
+                        return Ok(());
+                    }
+                }
+            }
         }
-        let connection = match conn.take() {
-            Some(c) => Ok(c),
-            None => tail_connection(&client).await,
-        };
-        let result = match connection {
-            Ok(mut c) => {
-                let read = read_tail(&this, &mut c, after).await;
-                if read.is_ok() {
-                    conn = Some(c);
-                }
-                read
-            }
-            Err(err) => Err(err),
-        };
-        match result {
-            Ok(updates) => {
-                backoff = Duration::from_millis(50);
-                for update in updates {
-                    if update.position <= after {
-                        continue;
-                    }
-                    after = update.position;
-                    if feed.send(update).is_err() {
-                        return;
-                    }
-                }
-                // Whatever broke the tail's connection (an engine restart) broke the command
-                // connection too, but that one only finds out when a command fails on it:
-                // make sure it works before saying ready (see "Outages").
-                let tail_recovered = !this.tail_ok.load(Ordering::Acquire);
-                let check = if tail_recovered || this.commands_need_check() {
-                    this.check_commands().await
-                } else {
-                    Ok(())
-                };
-                this.tail_ok.store(true, Ordering::Release);
-                let ready = this.is_ready();
-                if ready && !was_ready {
-                    tracing::info!("redis reachable again; the feed resumes after {after}");
-                } else if !ready && was_ready {
-                    let err = check
-                        .err()
-                        .map_or_else(|| "a command failed".to_owned(), |e| e.to_string());
-                    tracing::error!(
-                        %err,
-                        "redis does not answer commands; publishes get 503 until it does"
-                    );
-                }
-                was_ready = ready;
-            }
-            Err(err) => {
-                this.tail_ok.store(false, Ordering::Release);
-                if was_ready {
-                    tracing::error!(%err, "redis unreachable; publishes get 503 until it is back");
-                }
-                was_ready = false;
-                drop(this);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
+        Ok(())
+    }
+
+    /// Whatever broke the tail's connection (an engine restart) broke the command connection
+    /// too, but that one only finds out when a command fails on it: PING it (see "Outages").
+    async fn check_commands(&self, recovered: bool) -> Result<(), StoreError> {
+        if recovered || self.commands_need_check() {
+            self.ping_commands().await
+        } else {
+            Ok(())
         }
     }
 }
 
-async fn read_tail(
-    this: &RedisState,
-    conn: &mut MultiplexedConnection,
-    after: u64,
-) -> Result<Vec<Arc<Update>>, StoreError> {
-    let reply: Value = redis::cmd("XREAD")
-        .arg("COUNT")
-        .arg(TAIL_BATCH)
-        .arg("BLOCK")
-        .arg(TAIL_BLOCK_MS)
-        .arg("STREAMS")
-        .arg(&this.keys.stream)
-        .arg(format!("{after}-{MAX_SEQ}"))
-        .query_async(conn)
-        .await
-        .map_err(unavailable)?;
-    // Nil: nothing new within the block time. Otherwise [[stream, entries]].
-    let Value::Array(streams) = reply else {
-        return Ok(Vec::new());
-    };
-    let mut updates = Vec::new();
-    for stream in streams {
-        let Value::Array(mut pair) = stream else {
-            return Err(corrupt("XREAD reply"));
-        };
-        if pair.len() == 2 {
-            for entry in entries(pair.pop().expect("two items"))? {
-                updates.push(decode(entry));
-            }
-        }
-    }
-    Ok(updates)
-}
-
-async fn age_retention(inner: std::sync::Weak<RedisState>, max_age: Duration) {
+async fn age_retention(history: Weak<RedisHistory>, max_age: Duration) {
     let mut tick = tokio::time::interval(AGE_RETENTION_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(this) = inner.upgrade() else { return };
+        let Some(this) = history.upgrade() else {
+            return;
+        };
         let mut conn = this.conn();
         let mut invocation = this.trim_age.prepare_invoke();
         invocation
             .key(&this.keys.stream)
             .key(&this.keys.ids)
+            .key(&this.keys.bytes)
             .arg(max_age.as_millis() as u64);
         let trimmed: Result<i64, _> = bounded(invocation.invoke_async(&mut conn)).await;
         match trimmed {
@@ -552,8 +507,33 @@ async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result
     }
 }
 
-/// KEYS: stream, counter, ids. ARGV: id, json, max updates. Returns the position, or -1 when
-/// the id is already in history.
+/// Lua shared by the scripts: the size of an entry (its JSON), and the sum over the stream.
+const SIZES: &str = r#"
+local function entry_size(e)
+  local f = e[2]
+  for i = 1, #f, 2 do
+    if f[i] == 'u' then return string.len(f[i + 1]) end
+  end
+  return 0
+end
+local function stream_bytes(key)
+  local total = 0
+  local from = '-'
+  while true do
+    local batch = redis.call('XRANGE', key, from, '+', 'COUNT', 1000)
+    if #batch == 0 then return total end
+    for _, e in ipairs(batch) do total = total + entry_size(e) end
+    from = '(' .. batch[#batch][1]
+  end
+end
+"#;
+
+/// KEYS: stream, counter, ids, bytes. ARGV: id, json, max updates, max bytes (0: no limit).
+/// Returns the position, or -1 when the id is already in history.
+///
+/// Trimming is exact, oldest first, keeping the newest entry: by count and, with a limit, by
+/// bytes, which `KEY:bytes` counts (made by summing the stream the first time; `XADD MAXLEN`
+/// would trim without telling how much).
 const APPEND: &str = r#"
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return -1 end
 local pos = redis.call('INCR', KEYS[2])
@@ -568,8 +548,29 @@ if newest[1] then
 end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], string.format('%d-%d', pos, ms), 'u', ARGV[2])
+redis.call('XADD', KEYS[1], string.format('%d-%d', pos, ms), 'u', ARGV[2])
 redis.call('ZADD', KEYS[3], pos, ARGV[1])
+local total
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  total = redis.call('INCRBY', KEYS[4], string.len(ARGV[2]))
+else
+  total = stream_bytes(KEYS[1])
+end
+local max_len = tonumber(ARGV[3])
+local max_bytes = tonumber(ARGV[4])
+local len = redis.call('XLEN', KEYS[1])
+local function over()
+  return len > 1 and (len > max_len or (max_bytes > 0 and total > max_bytes))
+end
+while over() do
+  for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 16)) do
+    if not over() then break end
+    redis.call('XDEL', KEYS[1], e[1])
+    total = total - entry_size(e)
+    len = len - 1
+  end
+end
+redis.call('SET', KEYS[4], total)
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 if first[1] then
   local first_pos = tonumber(string.match(first[1][1], '^(%d+)-'))
@@ -596,8 +597,8 @@ if pos < first_pos - 1 then return -1 end
 return pos
 "#;
 
-/// KEYS: stream, ids. ARGV: max age in ms. Drops entries older than that (by the time in their
-/// ids) and their index entries; returns how many.
+/// KEYS: stream, ids, bytes. ARGV: max age in ms. Drops entries older than that (by the time in
+/// their ids), their index entries and their bytes from the count; returns how many.
 const TRIM_AGE: &str = r#"
 local t = redis.call('TIME')
 local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
@@ -608,15 +609,18 @@ for _ = 1, 50 do
   if #batch == 0 then break end
   local keep
   local last_old
+  local old_bytes = 0
   for _, e in ipairs(batch) do
     local pos, ms = string.match(e[1], '^(%d+)-(%d+)$')
     if tonumber(ms) >= cutoff then keep = pos break end
     last_old = pos
+    old_bytes = old_bytes + entry_size(e)
   end
   if last_old then
     local upto = keep or (tonumber(last_old) + 1)
     removed = removed + redis.call('XTRIM', KEYS[1], 'MINID', upto .. '-0')
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. upto)
+    if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('DECRBY', KEYS[3], old_bytes) end
   end
   if keep or #batch < 100 then break end
 end

@@ -67,6 +67,11 @@ pub struct ServeConfig {
     /// Updates kept in history [default: 10000].
     #[arg(long, env = "HERALD_HISTORY_SIZE")]
     pub history_size: Option<usize>,
+    /// Bytes of updates kept in history (each counted as stored: its data, fields and a little
+    /// overhead); the oldest beyond are dropped, the newest always kept; 0 for no limit but
+    /// --history-size (the memory store stops at 536870912) [default: 0].
+    #[arg(long, env = "HERALD_HISTORY_MAX_BYTES")]
+    pub history_max_bytes: Option<u64>,
     /// Seconds an update is kept in history; 0 keeps them until --history-size drops them
     /// [default: 0].
     #[arg(long, env = "HERALD_HISTORY_MAX_AGE")]
@@ -179,6 +184,7 @@ impl ServeConfig {
             accept_history_loss,
             store_memory,
             history_size,
+            history_max_bytes,
             history_max_age,
             heartbeat,
             subscriptions,
@@ -324,10 +330,12 @@ impl ServeConfig {
         self.history_size.unwrap_or(10_000)
     }
 
-    /// How much history the store keeps (`--history-size`, `--history-max-age`).
+    /// How much history the store keeps (`--history-size`, `--history-max-bytes`,
+    /// `--history-max-age`).
     pub fn retention(&self) -> herald_hub::history::Retention {
         herald_hub::history::Retention {
             max_updates: self.history_size(),
+            max_bytes: self.history_max_bytes.filter(|&bytes| bytes > 0),
             max_age: self.history_max_age(),
         }
     }

@@ -26,7 +26,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             "--history-max-age applies to the file store; the memory store keeps the newest \
              --history-size updates"
         ),
-        Store::Memory => Arc::new(MemoryHistory::new(config.history_size())),
+        Store::Memory => Arc::new(MemoryHistory::with_retention(retention)),
         Store::File(path) => Arc::new(
             FileHistory::open(
                 &path,
@@ -48,16 +48,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 )),
             })?,
         ),
-        Store::Redis(url) => Arc::new(
-            herald_cluster::RedisHistory::open(&url, retention)
-                .await
-                .with_context(|| format!("cannot use the redis store {url}"))?,
-        ),
-        Store::Nats(url) => Arc::new(
-            herald_cluster::NatsHistory::open(&url, retention)
-                .await
-                .with_context(|| format!("cannot use the nats store {url}"))?,
-        ),
+        Store::Redis(url) => herald_cluster::RedisHistory::open(&url, retention)
+            .await
+            .with_context(|| format!("cannot use the redis store {url}"))?,
+        Store::Nats(url) => herald_cluster::NatsHistory::open(&url, retention)
+            .await
+            .with_context(|| format!("cannot use the nats store {url}"))?,
     };
     // With no key configured, the hub makes one; kept with a file store, so that tokens survive
     // restarts as the history does.

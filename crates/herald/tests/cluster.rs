@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Serve, TestDir, publish, publisher_token, request, send_signal, tempdir};
+use common::{
+    Serve, TestDir, publish, publish_form, publisher_token, request, send_signal, tempdir,
+};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -725,6 +727,23 @@ fn subscriptions_are_listed_cluster_wide(backend: Backend) {
     drop(on_d);
 }
 
+/// Waits until replaying history from `earliest` gives exactly `want`.
+fn wait_for_history(addr: &str, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let replay = Subscriber::connect(addr, Some("earliest"));
+        std::thread::sleep(Duration::from_millis(300));
+        let got = replay.close();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "history holds {got:?}, expected {want:?}"
+        );
+    }
+}
+
 /// `--history-max-age`: updates older than that leave history (and resuming before them says
 /// `earliest`), on every node.
 fn retention_by_age(backend: Backend) {
@@ -739,19 +758,30 @@ fn retention_by_age(backend: Backend) {
     }
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(publish(&node.addr, &token, "new"), Some(200));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let replay = Subscriber::connect(&node.addr, Some("earliest"));
-        std::thread::sleep(Duration::from_millis(300));
-        let got = replay.close();
-        if got == ["new"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "old updates still in history: {got:?}"
-        );
+    wait_for_history(&node.addr, &["new"]);
+}
+
+/// `--history-size` and `--history-max-bytes`: the oldest updates beyond either leave history,
+/// counted by the engine.
+fn retention_by_count_and_bytes(backend: Backend) {
+    let engine = Engine::start(backend, "bytes");
+    // Updates of 2,000 bytes of data: three fit in 7,500 bytes with what each stores besides
+    // its data, four do not.
+    let node = Node::start_with(
+        &engine,
+        &["--history-size", "4", "--history-max-bytes", "7500"],
+    );
+    let token = token();
+    for k in 0..6 {
+        assert_eq!(publish(&node.addr, &token, &format!("s{k}")), Some(200));
     }
+    wait_for_history(&node.addr, &["s2", "s3", "s4", "s5"]);
+    let data = "x".repeat(2000);
+    for k in 0..4 {
+        let form = format!("topic=t&data={data}&id=b{k}");
+        assert_eq!(publish_form(&node.addr, &token, &form), Some(200));
+    }
+    wait_for_history(&node.addr, &["b1", "b2", "b3"]);
 }
 
 /// Writes an entry that is not a Herald update into the engine, as a foreign program or
@@ -869,6 +899,11 @@ macro_rules! suite {
             #[ignore = "services tier: scripts/test.sh services"]
             fn retention_by_age() {
                 super::retention_by_age($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn retention_by_count_and_bytes() {
+                super::retention_by_count_and_bytes($backend)
             }
         }
     };

@@ -37,15 +37,20 @@ impl Feed {
     }
 }
 
-/// How much history a store keeps, the same for every backend: the newest `max_updates`, none
-/// older than `max_age`. (Built once by `herald serve` from `--history-size` and
+/// How much history a store keeps, the same for every backend: the newest `max_updates`,
+/// together at most `max_bytes`, none older than `max_age`. The oldest updates go first.
+/// (Built once by `herald serve` from `--history-size`, `--history-max-bytes` and
 /// `--history-max-age`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Updates kept; the oldest beyond are dropped (the Redis stream trims approximately,
-    /// never keeping fewer).
+    /// Updates kept; the oldest beyond are dropped.
     pub max_updates: usize,
-    /// Updates older than this are dropped; `None` keeps them until `max_updates` drops them.
+    /// Bytes of updates kept, each counted as the size the backend stores it in (its data,
+    /// fields and a small overhead); the newest update is kept whatever its size. `None`: no
+    /// limit but the count (the memory store still stops at [`memory::MAX_BYTES`]).
+    pub max_bytes: Option<u64>,
+    /// Updates older than this are dropped; `None` keeps them until another limit drops them.
+    /// (The memory store does not apply it: `herald serve` refuses it there.)
     pub max_age: Option<std::time::Duration>,
 }
 
@@ -53,6 +58,7 @@ impl Default for Retention {
     fn default() -> Retention {
         Retention {
             max_updates: 10_000,
+            max_bytes: None,
             max_age: None,
         }
     }
@@ -167,7 +173,6 @@ pub trait History: Send + Sync + 'static {
     /// The committed updates in order, for the dispatcher; `None` after the first call.
     fn take_feed(&self) -> Option<Feed>;
 
-    /// Whether the backend can currently accept writes (for `/readyz`).
     /// The positions history holds now, for the console; `None` where the backend cannot tell
     /// cheaply (the cluster engines).
     fn span(&self) -> Option<Span> {

@@ -22,7 +22,7 @@ async fn publish_gets_503_while_the_store_fails_then_recovers() {
             FileOptions {
                 retention: Retention {
                     max_updates: 1000,
-                    max_age: None,
+                    ..Retention::default()
                 },
                 ..FileOptions::default()
             },

@@ -19,7 +19,7 @@ fn open(dir: &std::path::Path, name: &str, max_updates: usize) -> anyhow::Result
         FileOptions {
             retention: Retention {
                 max_updates,
-                max_age: None,
+                ..Retention::default()
             },
             ..FileOptions::default()
         },

@@ -185,6 +185,16 @@ impl Store {
         })
     }
 
+    /// The bytes of every update stored: one pass over the keyspace, made only when retention
+    /// by bytes needs it.
+    fn stored_bytes(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for kv in self.updates.iter() {
+            total += u64::from(kv.size().map_err(unavailable)?);
+        }
+        Ok(total)
+    }
+
     fn first_position(&self) -> Result<Option<u64>, StoreError> {
         match self.updates.first_key_value() {
             Some(kv) => Ok(Some(decode_position(&kv.key().map_err(unavailable)?)?)),
@@ -236,6 +246,8 @@ struct Shared {
     /// retention: reading it from the store would step over the tombstones of every update
     /// retention deleted since the last compaction.
     oldest: AtomicU64,
+    /// The bytes of the updates stored, as written (kept only with a retention by bytes).
+    bytes: AtomicU64,
     ready: AtomicBool,
     /// Test hook: makes the writer fail its commits as a broken disk would.
     fail_writes: AtomicBool,
@@ -502,6 +514,10 @@ impl FileHistory {
         for update in cached {
             tail.push(update, TAIL_CACHE, plan.tail_bytes);
         }
+        let bytes = match options.retention.max_bytes {
+            Some(_) => store.stored_bytes()?,
+            None => 0,
+        };
         let shared = Arc::new(Shared {
             path,
             options,
@@ -510,6 +526,7 @@ impl FileHistory {
             tail: Mutex::new(tail),
             read_cache: Mutex::new(ReadCache::new(plan.read_cache_bytes)),
             oldest: AtomicU64::new(oldest),
+            bytes: AtomicU64::new(bytes),
             ready: AtomicBool::new(true),
             fail_writes: AtomicBool::new(false),
             record: Mutex::new(RecordKeeper {
@@ -703,6 +720,7 @@ fn write_batch(
     let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
     let mut seen = HashSet::new();
     let mut next = head;
+    let mut written = 0u64;
     let mut outcomes = Vec::with_capacity(requests.len());
     for request in requests {
         let update = &request.update;
@@ -725,6 +743,7 @@ fn write_batch(
         };
         next += 1;
         let json = serde_json::to_vec(&stored).map_err(unavailable)?;
+        written += json.len() as u64;
         batch.insert(&store.updates, next.to_be_bytes(), json);
         batch.insert(&store.ids, update.id.as_bytes(), next.to_be_bytes());
         outcomes.push(Ok(Arc::new(encoded)));
@@ -737,6 +756,7 @@ fn write_batch(
         return Err(unavailable("injected write failure"));
     }
     batch.commit().map_err(unavailable)?;
+    shared.bytes.fetch_add(written, Ordering::AcqRel);
     Ok(outcomes)
 }
 
@@ -804,7 +824,8 @@ fn placeholders(
     Ok(count)
 }
 
-/// One retention pass: drops the oldest updates beyond the count limit or the age limit.
+/// One retention pass: drops the oldest updates beyond the count limit, the bytes limit or the
+/// age limit (the newest update stays, whatever its size).
 fn retain(shared: &Shared) -> Result<(), StoreError> {
     let Ok(store) = shared.store() else {
         return Ok(()); // reopening; the next pass will do it
@@ -816,6 +837,9 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
         .retention
         .max_age
         .map(|age| now_ms().saturating_sub(age.as_millis() as u64));
+    let mut excess_bytes = shared.options.retention.max_bytes.map_or(0, |max| {
+        shared.bytes.load(Ordering::Acquire).saturating_sub(max)
+    });
     let mut doomed = Vec::new();
     for kv in store.updates.iter().take(RETENTION_BATCH) {
         let (key, value) = kv.into_inner().map_err(unavailable)?;
@@ -823,11 +847,14 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
         let stored: Stored = serde_json::from_slice(&value)
             .map_err(|e| StoreError::failed(format!("corrupt update at {position}"), e))?;
         let too_many = position < keep_from_count;
+        let too_big = excess_bytes > 0 && position < head;
         let too_old = oldest_time.is_some_and(|t| stored.time < t);
-        if !too_many && !too_old {
+        if !too_many && !too_big && !too_old {
             break;
         }
-        doomed.push((position, key, stored.update.id));
+        let size = value.len() as u64;
+        excess_bytes = excess_bytes.saturating_sub(size);
+        doomed.push((position, key, stored.update.id, size));
     }
     // The record stops vouching for these before they go, so that a start after a crash does
     // not take them for lost; if it cannot be written, they stay.
@@ -835,14 +862,16 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
     let allowed = shared.keep_record(drop_below, false);
     let mut batch = store.db.batch();
     let mut dropped = 0usize;
+    let mut dropped_bytes = 0;
     let mut last_dropped = 0;
-    for (position, key, id) in doomed {
+    for (position, key, id, size) in doomed {
         if position >= allowed {
             break;
         }
         batch.remove(&store.updates, key);
         batch.remove(&store.ids, id.as_bytes());
         dropped += 1;
+        dropped_bytes += size;
         last_dropped = position;
     }
     if dropped == 0 {
@@ -850,6 +879,7 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
     }
     // Deletions need no sync of their own: if they are lost in a crash, the next pass redoes them.
     batch.commit().map_err(unavailable)?;
+    shared.bytes.fetch_sub(dropped_bytes, Ordering::AcqRel);
     let mut tail = lock(&shared.tail);
     while tail
         .updates
@@ -873,7 +903,7 @@ mod tests {
         FileOptions {
             retention: Retention {
                 max_updates,
-                max_age: None,
+                ..Retention::default()
             },
             accept_loss: false,
             ..FileOptions::default()
@@ -1109,6 +1139,7 @@ mod tests {
                 retention: Retention {
                     max_updates: 1000,
                     max_age: Some(Duration::from_millis(300)),
+                    max_bytes: None,
                 },
                 accept_loss: false,
                 ..FileOptions::default()
@@ -1121,6 +1152,42 @@ mod tests {
         assert_eq!(ids(&h.read_after(0, 10).await.unwrap()), ["new"]);
         assert_eq!(h.resolve("old").await.unwrap(), Start::Unknown);
         assert_eq!(h.append(update("newer")).await.unwrap().position, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_by_bytes_also_after_a_restart() {
+        let sized = |id: &str, len: usize| {
+            let mut u = NewUpdate::new(vec!["t".into()], "x".repeat(len));
+            u.id = id.into();
+            u
+        };
+        let by_bytes = |max_bytes| FileOptions {
+            retention: Retention {
+                max_updates: 1000,
+                max_bytes: Some(max_bytes),
+                max_age: None,
+            },
+            ..FileOptions::default()
+        };
+        let dir = tempdir("bytes");
+        // Each update is stored as a little over 1,000 bytes.
+        let h = FileHistory::open(&dir, by_bytes(3_500)).unwrap();
+        for i in 1..=6 {
+            h.append(sized(&format!("b{i}"), 1000)).await.unwrap();
+        }
+        tokio::time::sleep(RETENTION_PERIOD * 3).await;
+        assert_eq!(ids(&h.read_after(0, 10).await.unwrap()), ["b4", "b5", "b6"]);
+        assert_eq!(h.resolve("b3").await.unwrap(), Start::Unknown);
+        close(h);
+        // A smaller limit at the next start counts what the store holds already.
+        let h = FileHistory::open(&dir, by_bytes(2_500)).unwrap();
+        tokio::time::sleep(RETENTION_PERIOD * 3).await;
+        assert_eq!(ids(&h.read_after(0, 10).await.unwrap()), ["b5", "b6"]);
+        // An update over the limit stays, alone.
+        h.append(sized("huge", 10_000)).await.unwrap();
+        tokio::time::sleep(RETENTION_PERIOD * 3).await;
+        assert_eq!(ids(&h.read_after(0, 10).await.unwrap()), ["huge"]);
+        assert_eq!(h.resolve(EARLIEST).await.unwrap(), Start::After(6));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1215,6 +1282,7 @@ mod tests {
             retention: Retention {
                 max_updates: 1000,
                 max_age: Some(Duration::from_millis(200)),
+                max_bytes: None,
             },
             accept_loss: false,
             ..FileOptions::default()

@@ -1,19 +1,20 @@
 //! The `memory` backend: a bounded ring of the newest updates. Fast, and gone on restart; for
 //! tests and for deployments that accept losing history on a restart.
 
-use super::{EARLIEST, Feed, History, Start, StoreError, Window};
+use super::{EARLIEST, Feed, History, Retention, Start, StoreError, Window};
 use crate::update::{NewUpdate, Update};
 use futures_util::future::{BoxFuture, FutureExt, ready};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// Most bytes the ring holds, whatever `--history-size` says: large updates shorten history
-/// rather than exhaust memory.
+/// Most bytes the ring holds when [`Retention::max_bytes`] does not say, whatever
+/// `--history-size` says: large updates shorten history rather than exhaust memory.
 pub const MAX_BYTES: usize = 512 << 20;
 
 /// A bounded in-memory history.
 pub struct MemoryHistory {
     capacity: usize,
+    max_bytes: usize,
     state: Mutex<State>,
 }
 
@@ -32,11 +33,24 @@ impl std::fmt::Debug for MemoryHistory {
 }
 
 impl MemoryHistory {
-    /// Keeps the newest `capacity` updates (at least one).
+    /// Keeps the newest `capacity` updates (at least one), at most [`MAX_BYTES`].
     pub fn new(capacity: usize) -> Self {
+        MemoryHistory::with_retention(Retention {
+            max_updates: capacity,
+            ..Retention::default()
+        })
+    }
+
+    /// Keeps what `retention` says by count and by bytes (at least the newest update); its
+    /// `max_age` is not applied.
+    pub fn with_retention(retention: Retention) -> Self {
         let (feed_tx, feed_rx) = Feed::channel(0);
+        let max_bytes = retention
+            .max_bytes
+            .map_or(MAX_BYTES, |b| usize::try_from(b).unwrap_or(usize::MAX));
         MemoryHistory {
-            capacity: capacity.max(1),
+            capacity: retention.max_updates.max(1),
+            max_bytes,
             state: Mutex::new(State {
                 window: Window::default(),
                 feed_tx,
@@ -57,7 +71,7 @@ impl MemoryHistory {
         }
         let position = window.head + 1;
         let update = Arc::new(update.into_update(position)?);
-        window.push(update.clone(), self.capacity, MAX_BYTES);
+        window.push(update.clone(), self.capacity, self.max_bytes);
         // Sent under the lock, so the feed is in position order. The dispatcher lives as long
         // as the hub; if it is gone the hub is shutting down and nobody is left to tell.
         let _ = state.feed_tx.send(update.clone());
@@ -149,6 +163,36 @@ mod tests {
             next.position, 2,
             "no position was consumed by the refused update"
         );
+    }
+
+    #[tokio::test]
+    async fn retention_by_bytes_keeps_the_newest_that_fit() {
+        let sized = |id: &str, len: usize| {
+            let mut u = NewUpdate::new(vec!["t".into()], "x".repeat(len));
+            u.id = id.into();
+            u
+        };
+        let first = MemoryHistory::new(10)
+            .append(sized("probe", 1000))
+            .await
+            .unwrap();
+        let one = super::super::footprint(&first) as u64;
+        let h = MemoryHistory::with_retention(Retention {
+            max_updates: 100,
+            max_bytes: Some(3 * one),
+            max_age: None,
+        });
+        for i in 1..=5 {
+            h.append(sized(&format!("u{i}"), 1000)).await.unwrap();
+        }
+        assert_eq!(h.resolve("u2").await.unwrap(), Start::Unknown, "dropped");
+        assert_eq!(h.resolve(EARLIEST).await.unwrap(), Start::After(2));
+        assert_eq!(h.read_after(0, 10).await.unwrap().len(), 3);
+        // An update larger than the limit is kept alone.
+        h.append(sized("big", 10_000)).await.unwrap();
+        let kept = h.read_after(0, 10).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].id(), "big");
     }
 
     #[tokio::test]
