@@ -101,14 +101,18 @@ pub fn router(hub: Hub) -> Router {
 /// whose router answers it here.
 pub(crate) fn check_head(version: http::Version, headers: &HeaderMap) -> Result<(), HttpError> {
     // RFC 9112 section 3.2: a server must answer 400 to an HTTP/1.1 request without a Host
-    // header or with more than one (proxies and virtual hosts could disagree on which applies).
-    if version == http::Version::HTTP_11 {
-        let hosts = headers.get_all(header::HOST).iter().count();
-        if hosts != 1 {
-            return Err(HttpError::bad_request(format!(
-                "an HTTP/1.1 request needs exactly one Host header, this one has {hosts}"
-            )));
-        }
+    // header, and to any request with more than one (proxies and virtual hosts could disagree
+    // on which applies).
+    let hosts = headers.get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(HttpError::bad_request(format!(
+            "a request may have one Host header, this one has {hosts}"
+        )));
+    }
+    if version == http::Version::HTTP_11 && hosts == 0 {
+        return Err(HttpError::bad_request(
+            "an HTTP/1.1 request needs a Host header, this one has none",
+        ));
     }
     Ok(())
 }

@@ -4,12 +4,15 @@
 //! 16 KiB of read buffer and 8 KiB of write buffer for as long as it lives, ~25 KiB per idle
 //! subscriber in all, and hyper offers no knob below 8 KiB for either. An idle subscriber needs
 //! neither: it sends one request and then only receives. So the accept loop reads the first
-//! request head itself (`httparse`, hyper's own parser); a `GET` of the hub path in HTTP/1.1 with
-//! no body is checked by the same code as the hyper route (`http::open_subscription`) and
-//! then streamed here, chunk by chunk, straight from the shared encoded `Bytes` with one
-//! vectored write, holding no buffer while idle. Everything else (publishing, other routes,
-//! refused subscriptions, HTTP/1.0, anything odd) is handed to hyper with the bytes already
-//! read, so errors, CORS preflights and keep-alive behave exactly as before.
+//! request head itself (`httparse`, hyper's own parser); a `GET` of the hub path in HTTP/1.1 or
+//! HTTP/1.0 with no body is checked by the same code as the hyper route
+//! (`http::open_subscription`) and then streamed here, chunk by chunk, straight from the shared
+//! encoded `Bytes` with one vectored write, holding no buffer while idle: in the chunked coding
+//! for HTTP/1.1, delimited by the connection's close for HTTP/1.0 (which has no chunks; an
+//! HTTP/1.0 proxy such as nginx's default upstream speaks it). Either way the connection ends
+//! with the stream, and the head says so. Everything else (publishing, other routes, refused
+//! subscriptions, anything odd) is handed to hyper with the bytes already read, so errors,
+//! CORS preflights and keep-alive behave exactly as before.
 
 use crate::http::{LINK, Opened, SSE_HEADERS, cors_simple_headers, open_subscription};
 use crate::hub::Hub;
@@ -45,19 +48,24 @@ pub(crate) async fn serve(hub: &Hub, stream: TcpStream) -> Outcome {
     // history lookup) takes far more state than streaming, and it is freed before the stream
     // starts.
     match accept(hub, &stream).await {
-        Accepted::Stream(head, opened) => Outcome::Stream(Streaming::new(
+        Accepted::Stream(head, framing, opened) => Outcome::Stream(Streaming::new(
             stream,
             head,
+            framing,
             opened,
             hub.inner.write_limits.clone(),
         )),
-        Accepted::Hyper(prefix) => Outcome::Hyper(Prefixed::new(prefix, stream)),
+        Accepted::Hyper(prefix) => Outcome::Hyper(Prefixed::new(
+            prefix,
+            stream,
+            hub.inner.write_limits.timeout,
+        )),
         Accepted::Gone => Outcome::Gone,
     }
 }
 
 enum Accepted {
-    Stream(Vec<u8>, Opened),
+    Stream(Vec<u8>, Framing, Opened),
     Hyper(Bytes),
     Gone,
 }
@@ -79,7 +87,14 @@ async fn accept(hub: &Hub, stream: &TcpStream) -> Accepted {
         return Accepted::Hyper(head.freeze());
     };
     match open_subscription(hub, &request.uri, &request.headers).await {
-        Ok(opened) => Accepted::Stream(response_head(hub, &request, &opened), opened),
+        Ok(opened) => {
+            let framing = request.framing();
+            Accepted::Stream(
+                response_head(hub, &request, framing, &opened),
+                framing,
+                opened,
+            )
+        }
         // Refusals are answered by the hyper route, which runs the same checks.
         Err(_) => Accepted::Hyper(head.freeze()),
     }
@@ -89,11 +104,29 @@ async fn accept(hub: &Hub, stream: &TcpStream) -> Accepted {
 pub(crate) struct Head {
     method: http::Method,
     uri: http::Uri,
-    version_1_1: bool,
+    /// HTTP/1.1 or HTTP/1.0 (httparse knows no other).
+    version: http::Version,
     headers: http::HeaderMap,
 }
 
+/// How the end of the response body is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// The chunked transfer coding, ended by its last chunk (HTTP/1.1).
+    Chunked,
+    /// The bytes as they are, ended by closing the connection (HTTP/1.0, which has no chunks).
+    UntilClose,
+}
+
 impl Head {
+    fn framing(&self) -> Framing {
+        if self.version == http::Version::HTTP_11 {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    }
+
     /// A subscription this path can serve: anything else, including every head that breaks a
     /// rule, goes to hyper, which applies its parser's rules and then `http::check_head`, so
     /// both paths refuse exactly the same requests.
@@ -106,16 +139,13 @@ impl Head {
             // Several lengths, even equal ones: hyper decides.
             (Some(_), Some(_)) => false,
         };
+        // `Connection: close` needs nothing more: the stream always ends its connection.
         self.method == http::Method::GET
-            && self.version_1_1
             && self.uri.path() == crate::http::HUB_PATH
             && no_body
-            && crate::http::check_head(http::Version::HTTP_11, h).is_ok()
+            && crate::http::check_head(self.version, h).is_ok()
             && !h.contains_key(http::header::UPGRADE)
             && !h.contains_key(http::header::TRANSFER_ENCODING)
-            && !h
-                .get(http::header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
     }
 }
 
@@ -182,13 +212,19 @@ fn to_head(request: &httparse::Request<'_, '_>) -> Option<Head> {
     Some(Head {
         method,
         uri,
-        version_1_1: request.version == Some(1),
+        version: match request.version? {
+            1 => http::Version::HTTP_11,
+            0 => http::Version::HTTP_10,
+            _ => return None,
+        },
         headers,
     })
 }
 
-/// The response head, with the same headers as the hyper route.
-fn response_head(hub: &Hub, request: &Head, opened: &Opened) -> Vec<u8> {
+/// The response head, with the same headers as the hyper route. (`HTTP/1.1` also to an
+/// HTTP/1.0 request: a server sends the highest version it conforms to, RFC 9110 section 2.5;
+/// the framing is what must suit the client.)
+fn response_head(hub: &Hub, request: &Head, framing: Framing, opened: &Opened) -> Vec<u8> {
     use std::fmt::Write;
     let mut head = String::with_capacity(512);
     head.push_str("HTTP/1.1 200 OK\r\n");
@@ -213,11 +249,14 @@ fn response_head(hub: &Hub, request: &Head, opened: &Opened) -> Vec<u8> {
     {
         let _ = write!(head, "{name}: {value}\r\n");
     }
+    if framing == Framing::Chunked {
+        head.push_str("transfer-encoding: chunked\r\n");
+    }
     // The connection ends with the stream (it never serves a second request): say so, or a
     // pooling client that sees the stream end cleanly reuses the closed socket.
     let _ = write!(
         head,
-        "transfer-encoding: chunked\r\nconnection: close\r\ndate: {}\r\n\r\n",
+        "connection: close\r\ndate: {}\r\n\r\n",
         httpdate::fmt_http_date(std::time::SystemTime::now())
     );
     head.into_bytes()
@@ -240,6 +279,7 @@ pub(crate) struct Streaming {
     out: Option<Out>,
     /// The terminating chunk is being written: the stream is over once it is out.
     ending: bool,
+    framing: Framing,
     limits: Arc<WriteLimits>,
     /// Runs while a write is blocked; reset whenever the socket takes bytes. Only a
     /// subscriber with a blocked write holds one.
@@ -269,11 +309,16 @@ struct Out {
 impl Out {
     /// The data as is (the response head, the terminating chunk).
     fn raw(data: Bytes) -> Self {
+        Out::unframed(Chunk::One(data))
+    }
+
+    /// The data as is (a body delimited by the connection's close).
+    fn unframed(data: Chunk) -> Self {
         Out {
             size_line: [0; 18],
             size_len: 0,
             len: data.len(),
-            data: Chunk::One(data),
+            data,
             framed: false,
             written: 0,
         }
@@ -339,12 +384,19 @@ impl Out {
 }
 
 impl Streaming {
-    fn new(stream: TcpStream, head: Vec<u8>, opened: Opened, limits: Arc<WriteLimits>) -> Self {
+    fn new(
+        stream: TcpStream,
+        head: Vec<u8>,
+        framing: Framing,
+        opened: Opened,
+        limits: Arc<WriteLimits>,
+    ) -> Self {
         let mut streaming = Streaming {
             stream,
             subscriber: opened.subscriber,
             out: None,
             ending: false,
+            framing,
             limits,
             stalled: None,
         };
@@ -433,7 +485,14 @@ impl Future for Streaming {
                 // An empty chunk would end the body; the subscriber never makes one, but a
                 // zero-length write must not be framed as the terminator.
                 Poll::Ready(Some(chunk)) if chunk.is_empty() => {}
-                Poll::Ready(Some(chunk)) => this.start(Out::chunk(chunk)),
+                Poll::Ready(Some(chunk)) => this.start(match this.framing {
+                    Framing::Chunked => Out::chunk(chunk),
+                    Framing::UntilClose => Out::unframed(chunk),
+                }),
+                // The end of an unframed body is the end of the connection.
+                Poll::Ready(None) if this.framing == Framing::UntilClose => {
+                    return Poll::Ready(());
+                }
                 Poll::Ready(None) => {
                     // The last chunk: a clean end the client can tell from a broken connection.
                     this.start(Out::raw(Bytes::from_static(b"0\r\n\r\n")));
@@ -463,14 +522,54 @@ fn poll_client_gone(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<std::io::R
 
 /// A connection whose first bytes were already read: they are read again first, so hyper sees
 /// the whole request.
+///
+/// Writes have the same bound as the direct path's: a write that makes no progress for the
+/// hub's write timeout fails (`TimedOut`), and hyper closes the connection. So a client that
+/// stops reading cannot hold a response forever, whatever it is: a subscription opened by a
+/// later request of a keep-alive connection, or over h2c, streams through hyper.
 pub(crate) struct Prefixed {
     prefix: Bytes,
     inner: TcpStream,
+    write_timeout: Duration,
+    /// Runs while a write is blocked; cleared when the socket takes bytes.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Prefixed {
-    fn new(prefix: Bytes, inner: TcpStream) -> Self {
-        Prefixed { prefix, inner }
+    fn new(prefix: Bytes, inner: TcpStream, write_timeout: Duration) -> Self {
+        Prefixed {
+            prefix,
+            inner,
+            write_timeout,
+            stalled: None,
+        }
+    }
+
+    /// Passes on the result of a write, failing one that has been blocked for the write
+    /// timeout. A pending write also waits on the timer, so its expiry wakes the connection.
+    fn bound_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        match result {
+            Poll::Pending => {
+                let timeout = self.write_timeout;
+                let stalled = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if stalled.as_mut().poll(cx).is_ready() {
+                    self.stalled = None;
+                    tracing::debug!("a connection took no bytes for the write timeout; closing");
+                    return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+                }
+                Poll::Pending
+            }
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
     }
 }
 
@@ -496,7 +595,9 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.bound_write(cx, result)
     }
 
     fn poll_write_vectored(
@@ -504,7 +605,9 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.bound_write(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -142,10 +142,15 @@ async fn direct_path_refuses_what_hyper_refuses() {
         // HTTP/1.1 without a Host, and with two.
         "GET /.well-known/mercure?topic=t HTTP/1.1\r\n\r\n",
         "GET /.well-known/mercure?topic=t HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+        // Two Hosts in HTTP/1.0 too (which may have none), now that it is streamed directly.
+        "GET /.well-known/mercure?topic=t HTTP/1.0\r\nhost: a\r\nhost: b\r\n\r\n",
+        // A body, in HTTP/1.0.
+        "GET /.well-known/mercure?topic=t HTTP/1.0\r\ncontent-length: 0\r\n\
+         content-length: 5\r\n\r\n",
     ] {
         let response = raw(&hub, head.as_bytes(), Duration::from_secs(2)).await;
         assert!(
-            response.starts_with("HTTP/1.1 400"),
+            response.starts_with("HTTP/1.1 400") || response.starts_with("HTTP/1.0 400"),
             "{head:?} must be refused, got {response:?}"
         );
     }
@@ -399,19 +404,35 @@ async fn a_slow_steady_body_arrives_and_a_trickle_is_cut_off() {
 /// A subscriber that reads its response head and then nothing more, with a 4 KiB receive
 /// buffer (as finding 3's slow consumers).
 async fn stuck_subscriber(hub: &TestHub) -> TcpStream {
+    stuck_subscriber_sending(
+        hub,
+        b"GET /.well-known/mercure?topic=big HTTP/1.1\r\nhost: h\r\n\r\n",
+    )
+    .await
+}
+
+/// [`stuck_subscriber`] with the given request (or requests, of which the last subscribes).
+async fn stuck_subscriber_sending(hub: &TestHub, request: &[u8]) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(hub.addr).await.unwrap();
-    stream
-        .write_all(b"GET /.well-known/mercure?topic=big HTTP/1.1\r\nhost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = [0u8; 512];
-    let n = tokio::time::timeout(WAIT, stream.read(&mut head))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    stream.write_all(request).await.unwrap();
+    // Up to the subscription's head (after a first response, if there is one).
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&got).contains("text/event-stream") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "the connection ended: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(byte[0]);
+    }
     stream
 }
 
@@ -454,6 +475,95 @@ async fn a_subscriber_that_stops_reading_is_closed_after_the_write_timeout() {
     assert!(closed_within(&mut stuck, WAIT).await.is_some());
     let (_, _, text) = hub.get("/metrics").await;
     assert_eq!(metric(&text, "herald_owed_bytes"), 0.0, "nothing left owed");
+}
+
+/// Subscriptions in HTTP/1.0 (as nginx speaks upstream by default) or with `Connection: close`
+/// went through hyper, which bounds neither the write time nor the bytes owed. They are now
+/// streamed by the direct path (HTTP/1.0 delimited by the connection's close, as it has no
+/// chunks), under the same bounds.
+#[tokio::test]
+async fn http_1_0_and_connection_close_subscriptions_are_streamed_under_the_same_bounds() {
+    let hub = TestHub::start(Settings {
+        write_timeout: Duration::from_secs(1),
+        ..anonymous()
+    })
+    .await;
+    // An HTTP/1.0 subscription: no chunks, the connection's end is the body's.
+    let mut old = TcpStream::connect(hub.addr).await.unwrap();
+    old.write_all(b"GET /.well-known/mercure?topic=t HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, old.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let id = hub.publish(&[("topic", "t"), ("data", "hello")]).await;
+    let want = format!("id: {id}\ndata: hello\n\n");
+    while !String::from_utf8_lossy(&got).contains(&want) {
+        let n = tokio::time::timeout(WAIT, old.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(
+        body.starts_with(":") || body.starts_with("id:"),
+        "unframed: {body:?}"
+    );
+
+    // Stuck subscribers of both kinds are closed after the write timeout, by the direct path.
+    let mut stuck = vec![
+        stuck_subscriber_sending(&hub, b"GET /.well-known/mercure?topic=big HTTP/1.0\r\n\r\n")
+            .await,
+        stuck_subscriber_sending(
+            &hub,
+            b"GET /.well-known/mercure?topic=big HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n",
+        )
+        .await,
+    ];
+    publish_big(&hub, 48).await;
+    assert_eq!(
+        wait_for_metric(&hub, "herald_subscriber_closed_stalled_total", 2.0).await,
+        2.0
+    );
+    for stream in &mut stuck {
+        assert!(closed_within(stream, WAIT).await.is_some());
+    }
+}
+
+/// A subscription opened by a later request of a keep-alive connection is served by hyper,
+/// which wrote to a client that stopped reading for as long as the connection lived. Writes on
+/// hyper's connections now have the same write timeout.
+#[tokio::test]
+async fn a_subscription_behind_another_request_is_closed_after_the_write_timeout() {
+    let hub = TestHub::start(Settings {
+        write_timeout: Duration::from_secs(1),
+        ..anonymous()
+    })
+    .await;
+    let mut stuck = stuck_subscriber_sending(
+        &hub,
+        b"GET /healthz HTTP/1.1\r\nhost: h\r\n\r\n\
+          GET /.well-known/mercure?topic=big HTTP/1.1\r\nhost: h\r\n\r\n",
+    )
+    .await;
+    publish_big(&hub, 48).await;
+    // Not read meanwhile: reading would unblock the hub's writes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let closed = closed_within(&mut stuck, Duration::from_secs(3)).await;
+    assert!(closed.is_some(), "the connection is still open");
 }
 
 /// Finding 3: what is owed to blocked subscribers together is bounded by a budget; beyond it

@@ -53,11 +53,23 @@ const REGEX_SIZE_LIMIT: usize = 256 << 10;
 /// per direction): a topic that makes the DFA thrash gets the slower, still linear, fallback
 /// instead of more memory.
 const DFA_SIZE_LIMIT: usize = 64 << 10;
-/// What a compiled template is charged against the budget besides its automata, for its lazy
-/// DFA caches. They grow with the variety of topics matched, up to [`DFA_SIZE_LIMIT`] each;
-/// topics come from publishers, who hold a token, so the typical use is charged (measured:
-/// a `{id}` template's caches stay under 16 KB), not the most a hostile publisher could make.
+/// What a compiled template is charged against the budget besides its automata, for the lazy
+/// DFA caches of one thread. They grow with the variety of topics matched, up to
+/// [`DFA_SIZE_LIMIT`] each; topics come from publishers, who hold a token, so the typical use
+/// is charged (measured: a `{id}` template's caches stay under 16 KB), not the most a hostile
+/// publisher could make.
 const CACHE_CHARGE: usize = 16 << 10;
+
+/// How many threads may each hold a cache of one template: the regex keeps one per thread that
+/// matches with it at the same time, and templates are matched on the `herald-match` thread
+/// (live updates) and on the runtime's workers (a subscriber catching up from history checks
+/// each update it reads). The runtime has one worker per core.
+fn cache_holders() -> usize {
+    static HOLDERS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+        1 + std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    });
+    *HOLDERS
+}
 
 /// Bytes charged by every compiled template alive in this process, and the most allowed.
 static TEMPLATE_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -112,7 +124,7 @@ impl Template {
         // Compiled without the lock held: compiling takes up to a millisecond, and other
         // requests must not queue behind it.
         let regex = compile(source)?;
-        let charge = regex.memory_usage() + CACHE_CHARGE + 2 * source.len();
+        let charge = regex.memory_usage() + CACHE_CHARGE * cache_holders() + 2 * source.len();
         let budget = TEMPLATE_BUDGET.load(Ordering::Relaxed);
         if TEMPLATE_BYTES
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
