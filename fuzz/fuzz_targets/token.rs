@@ -109,6 +109,7 @@ fn as_claims(v: &Verifier, input: &[u8]) {
         // And the hub can open a subscription with it, whatever its expiry and selectors.
         let request =
             http::Request::get("/.well-known/mercure?topic=https%3A%2F%2Fexample.com%2Fbooks%2F1")
+                .header(header::HOST, "hub.example")
                 .header(header::AUTHORIZATION, format!("Bearer {for_subscriber}"))
                 .body(axum::body::Body::empty())
                 .expect("a valid request");
