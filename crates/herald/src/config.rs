@@ -18,9 +18,30 @@ pub struct ServeConfig {
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address to listen on, HOST:PORT (an IP address or a name such as `localhost`); port 0
-    /// picks a free port; `0.0.0.0:PORT` listens on every interface [default: 127.0.0.1:8080].
-    #[arg(long, env = "HERALD_LISTEN")]
-    pub listen: Option<String>,
+    /// picks a free port; `0.0.0.0:PORT` listens on every interface. Repeatable. HTTPS when a
+    /// certificate is configured (--tls-cert and --tls-key, or --tls-self-signed), else
+    /// plaintext; `http://HOST:PORT` is plaintext and `https://HOST:PORT` HTTPS whatever the
+    /// others are (e.g. HTTPS for the world, plaintext on an internal address)
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, env = "HERALD_LISTEN", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub listen: Vec<String>,
+    /// PEM file of the TLS certificate, its chain after it; re-read on SIGHUP and when it
+    /// changes (with --tls-key).
+    #[arg(long, env = "HERALD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the TLS certificate's private key (with --tls-cert).
+    #[arg(long, env = "HERALD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// For development: serve HTTPS with a self-signed certificate for localhost, 127.0.0.1
+    /// and ::1, made once and kept in the file store's directory (`tls/`, or ./herald-tls with
+    /// another store); its path and fingerprints are printed at start.
+    #[arg(long, env = "HERALD_TLS_SELF_SIGNED", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_self_signed: Option<bool>,
+    /// Most streams (requests, subscriptions) one HTTP/2 connection may have open at once
+    /// [default: 128].
+    #[arg(long, env = "HERALD_HTTP2_MAX_STREAMS")]
+    pub http2_max_streams: Option<u32>,
     /// HMAC secret for publisher and subscriber JWTs. With no key at all the hub makes a random
     /// one and prints tokens for first use.
     #[arg(long, env = "HERALD_JWT_KEY", hide_env_values = true)]
@@ -171,7 +192,10 @@ impl ServeConfig {
             ($($field:ident),*) => { $( if self.$field.is_none() { self.$field = file.$field; } )* };
         }
         fill!(
-            listen,
+            tls_cert,
+            tls_key,
+            tls_self_signed,
+            http2_max_streams,
             jwt_key,
             publisher_jwt_key,
             subscriber_jwt_key,
@@ -206,17 +230,53 @@ impl ServeConfig {
         if self.cors_origin.is_empty() {
             self.cors_origin = file.cors_origin;
         }
+        if self.listen.is_empty() {
+            self.listen = file.listen;
+        }
         Ok(self)
     }
 
-    /// The address to listen on: `--listen` resolved (the first IPv4 address of a name, as
-    /// `localhost` is both `127.0.0.1` and `::1`), or the default.
-    pub fn listen(&self) -> anyhow::Result<SocketAddr> {
-        let Some(listen) = self.listen.as_deref() else {
-            return Ok(SocketAddr::from(([127, 0, 0, 1], 8080)));
-        };
+    /// Whether a certificate is configured (files, or the self-signed one).
+    pub fn tls_configured(&self) -> bool {
+        self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_self_signed == Some(true)
+    }
+
+    /// The addresses to listen on, each resolved (the first IPv4 address of a name, as
+    /// `localhost` is both `127.0.0.1` and `::1`) and with whether it serves HTTPS; or the
+    /// default.
+    pub fn listen(&self) -> anyhow::Result<Vec<(SocketAddr, bool)>> {
+        let tls = self.tls_configured();
+        if self.listen.is_empty() {
+            return Ok(vec![(SocketAddr::from(([127, 0, 0, 1], 8080)), tls)]);
+        }
+        self.listen
+            .iter()
+            .map(|entry| {
+                let (https, address) = if let Some(rest) = entry.strip_prefix("https://") {
+                    if !tls {
+                        bail!(
+                            "--listen {entry:?} serves HTTPS: give it a certificate with \
+                             --tls-cert FILE --tls-key FILE, or --tls-self-signed for development"
+                        );
+                    }
+                    (true, rest)
+                } else if let Some(rest) = entry.strip_prefix("http://") {
+                    (false, rest)
+                } else {
+                    (tls, entry.as_str())
+                };
+                Ok((resolve(address.trim_end_matches('/'))?, https))
+            })
+            .collect()
+    }
+}
+
+/// A `--listen` address resolved.
+fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
+    {
         let usage = "--listen takes HOST:PORT, such as 127.0.0.1:8080, localhost:8080, \
-                     0.0.0.0:8080 (every interface) or [::1]:8080";
+                     0.0.0.0:8080 (every interface) or [::1]:8080, optionally after http:// \
+                     or https://";
         if let Ok(addr) = listen.parse() {
             return Ok(addr);
         }
@@ -235,7 +295,23 @@ impl ServeConfig {
             .copied()
             .with_context(|| format!("--listen {listen:?} resolves to no address: {usage}"))
     }
+}
 
+/// A TOML value that is one string or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
+}
+
+impl ServeConfig {
     pub fn store(&self) -> anyhow::Result<Store> {
         let store = self.store.as_deref().unwrap_or("file:./herald-data");
         match store.split_once(':') {
@@ -288,6 +364,7 @@ impl ServeConfig {
                 .unwrap_or(defaults.reserved_connections),
             max_connections_per_ip: self.max_connections_per_ip.filter(|&n| n > 0),
             template_budget: self.template_budget.unwrap_or(defaults.template_budget),
+            http2_max_streams: self.http2_max_streams.unwrap_or(defaults.http2_max_streams),
             mint_key: None,
         }
     }
@@ -302,6 +379,24 @@ impl ServeConfig {
             if value == Some(0) {
                 bail!("{flag} must be at least 1 second");
             }
+        }
+        match (
+            &self.tls_cert,
+            &self.tls_key,
+            self.tls_self_signed == Some(true),
+        ) {
+            (Some(_), None, _) => {
+                bail!("--tls-cert needs --tls-key, the certificate's private key")
+            }
+            (None, Some(_), _) => bail!("--tls-key needs --tls-cert, the key's certificate"),
+            (Some(_), Some(_), true) => bail!(
+                "--tls-self-signed makes a certificate of its own: leave out --tls-cert and \
+                 --tls-key, or --tls-self-signed"
+            ),
+            _ => {}
+        }
+        if self.http2_max_streams == Some(0) {
+            bail!("--http2-max-streams must be at least 1");
         }
         if self.store_memory.is_some() && !matches!(self.store()?, Store::File(_)) {
             bail!("--store-memory applies to the file store (--store file:PATH)");

@@ -7,6 +7,7 @@ mod limits;
 mod publish;
 mod serve;
 mod subscribe;
+mod tls;
 mod token;
 mod trim;
 

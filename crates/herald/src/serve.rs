@@ -4,6 +4,7 @@ use crate::config::{ServeConfig, Store};
 use anyhow::{Context, bail};
 use herald_hub::auth::{Claims, KeySource, Role, Verifier, sign_hmac};
 use herald_hub::history::{FileHistory, FileOptions, History, MemoryHistory, StoreError};
+use herald_hub::server::Listener;
 use jsonwebtoken::Algorithm;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,23 +79,76 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             secret: secret.as_slice().into(),
         });
     }
+    // After the store: a self-signed certificate is kept in its directory.
+    let certificate = crate::tls::certificate(&config, &store)?;
     let hub = herald_hub::Hub::start(history, verifier, settings);
     crate::trim::start();
-    let listener = herald_hub::server::bind(listen).await.map_err(|err| {
-        let hint = match err.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                ": another program (another herald?) listens there; stop it, or pick another \
-                 address with --listen HOST:PORT"
+    let mut listeners = Vec::new();
+    let mut urls = Vec::new();
+    for (addr, https) in listen {
+        let listener = herald_hub::server::bind(addr).await.map_err(|err| {
+            let hint = match err.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    ": another program (another herald?) listens there; stop it, or pick \
+                     another address with --listen HOST:PORT"
+                }
+                _ => "",
+            };
+            anyhow::Error::new(err).context(format!("cannot listen on {addr}{hint}"))
+        })?;
+        let bound = listener.local_addr()?;
+        match (&certificate, https) {
+            (Some(certificate), true) => {
+                urls.push(format!("https://{}", url_host(bound)));
+                listeners.push(Listener::tls(listener, certificate.tls.clone()));
             }
-            _ => "",
-        };
-        anyhow::Error::new(err).context(format!("cannot listen on {listen}{hint}"))
-    })?;
-    let addr = listener.local_addr()?;
-    print_banner(&config, &store, alg, &keys, &addr)?;
-    eprintln!("herald listening on http://{addr}");
-    herald_hub::server::serve(hub, listener, shutdown_signal()).await?;
+            _ => {
+                urls.push(format!("http://{bound}"));
+                listeners.push(Listener::plain(listener));
+            }
+        }
+    }
+    print_banner(&config, &store, alg, &keys, &urls, certificate.as_ref())?;
+    if let Some(certificate) = &certificate {
+        // A renewed certificate (certbot, cert-manager) is picked up without a restart:
+        // when its files change, and on SIGHUP.
+        certificate.tls.watch(TLS_WATCH_PERIOD);
+        reload_on_sighup(certificate.tls.clone());
+    }
+    for url in &urls {
+        eprintln!("herald listening on {url}");
+    }
+    herald_hub::server::serve_all(hub, listeners, shutdown_signal()).await?;
     Ok(())
+}
+
+/// How often the certificate's files are looked at for a change.
+const TLS_WATCH_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The host part of an HTTPS URL for `addr`: `localhost` for a loopback address, the name the
+/// certificates made for development carry (a browser checks the name).
+fn url_host(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_loopback() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// Reloads the certificate on every SIGHUP.
+fn reload_on_sighup(tls: herald_hub::tls::Tls) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if let Err(err) = tls.reload() {
+                tracing::error!(%err, "SIGHUP: keeping the certificate in use");
+            }
+        }
+    });
 }
 
 struct Keys {
@@ -162,7 +216,7 @@ fn random_secret() -> String {
 }
 
 /// Writes a new file that only its owner may read (0600 on Unix).
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -228,7 +282,8 @@ fn print_banner(
     store: &Store,
     alg: Algorithm,
     keys: &Keys,
-    addr: &std::net::SocketAddr,
+    urls: &[String],
+    certificate: Option<&crate::tls::Certificate>,
 ) -> anyhow::Result<()> {
     let store = match store {
         Store::Memory => "memory (lost when the hub stops)".to_owned(),
@@ -240,9 +295,30 @@ fn print_banner(
         env!("CARGO_PKG_VERSION"),
         config.history_size()
     );
-    eprintln!("console: http://{addr}/");
-    eprintln!("hub:     http://{addr}/.well-known/mercure");
-    eprintln!("health:  http://{addr}/healthz, /readyz; metrics: /metrics");
+    let url = &urls[0];
+    eprintln!("console: {url}/");
+    eprintln!("hub:     {url}/.well-known/mercure");
+    eprintln!("health:  {url}/healthz, /readyz; metrics: /metrics");
+    for other in &urls[1..] {
+        eprintln!("also:    {other}/");
+    }
+    if let Some(signed) = certificate.and_then(|c| c.self_signed.as_ref()) {
+        eprintln!(
+            "TLS: a self-signed certificate for localhost, 127.0.0.1 and ::1 ({}): {}",
+            if signed.made {
+                "made now"
+            } else {
+                "made at an earlier start"
+            },
+            signed.cert.display()
+        );
+        eprintln!("  SHA-256 fingerprint: {}", signed.fingerprint);
+        eprintln!(
+            "  trust it with curl --cacert {}, or Chromium --ignore-certificate-errors-spki-list={}",
+            signed.cert.display(),
+            signed.spki_sha256
+        );
+    }
     let Some(generated) = &keys.generated else {
         return Ok(());
     };

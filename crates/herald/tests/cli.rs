@@ -774,3 +774,104 @@ fn bench_fanout_without_a_key_says_what_to_pass() {
         text(&out.stderr)
     );
 }
+
+/// `--tls-self-signed`: HTTPS (HTTP/2 by ALPN) with a certificate made once, kept with the
+/// store and printed with its fingerprints; a plaintext listener beside it for an internal
+/// address; the same certificate again at the next start.
+#[test]
+fn a_self_signed_certificate_serves_https_and_is_kept() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
+    let store = format!("file:{}", dir.display());
+    let args = [
+        "--store",
+        &store,
+        "--tls-self-signed",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "http://127.0.0.1:0",
+    ];
+    let first = Server::start(&args, &[]);
+    assert!(first.url.starts_with("https://localhost:"), "{}", first.url);
+    let cert = dir.join("tls").join("cert.pem");
+    let banner = first.banner.join("\n");
+    assert!(
+        banner.contains(&format!("(made now): {}", cert.display())),
+        "{banner}"
+    );
+    let fingerprint = first.printed("  SHA-256 fingerprint:");
+    assert_eq!(fingerprint.len(), 32 * 3 - 1, "{fingerprint}");
+    let plain = first.printed("also:");
+    assert!(plain.starts_with("http://127.0.0.1:"), "{plain}");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(args)
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "curl {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let cacert = cert.to_str().unwrap();
+    let healthz = format!("{}/healthz", first.url);
+    // Trusted through the printed file, and spoken in HTTP/2.
+    let version = curl(&[
+        "--cacert",
+        cacert,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        &healthz,
+    ]);
+    assert_eq!(version, "2");
+    assert_eq!(
+        curl(&["--cacert", cacert, "--http1.1", &healthz]).trim(),
+        "ok"
+    );
+    assert_eq!(curl(&[&format!("{}healthz", plain)]).trim(), "ok");
+    drop(first);
+    let second = Server::start(&args, &[]);
+    let banner = second.banner.join("\n");
+    assert!(banner.contains("(made at an earlier start)"), "{banner}");
+    assert_eq!(second.printed("  SHA-256 fingerprint:"), fingerprint);
+}
+
+/// HTTPS settings that cannot work are refused at start, saying what to fix.
+#[test]
+fn bad_tls_settings_are_refused_at_start() {
+    let scratch = tempfile::tempdir().unwrap();
+    let missing = scratch.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    assert_fails_with(
+        &["serve", "--store", "memory", "--tls-cert", missing],
+        &["--tls-cert needs --tls-key"],
+    );
+    assert_fails_with(
+        &[
+            "serve",
+            "--store",
+            "memory",
+            "--tls-cert",
+            missing,
+            "--tls-key",
+            missing,
+        ],
+        &[
+            "cannot serve HTTPS",
+            "cannot read certificate",
+            "missing.pem",
+        ],
+    );
+    assert_fails_with(
+        &[
+            "serve",
+            "--store",
+            "memory",
+            "--listen",
+            "https://127.0.0.1:0",
+        ],
+        &["serves HTTPS", "--tls-self-signed"],
+    );
+}

@@ -67,6 +67,9 @@ pub struct Settings {
     /// Memory all distinct compiled URI templates may take (process-wide, see
     /// [`crate::topic::set_template_budget`]).
     pub template_budget: usize,
+    /// Most streams (requests, subscriptions) one HTTP/2 connection may have open at once
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub http2_max_streams: u32,
 }
 
 impl Default for Settings {
@@ -91,6 +94,7 @@ impl Default for Settings {
             reserved_connections: 64,
             max_connections_per_ip: None,
             template_budget: crate::topic::DEFAULT_TEMPLATE_BUDGET,
+            http2_max_streams: 128,
         }
     }
 }

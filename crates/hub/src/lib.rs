@@ -12,6 +12,8 @@
 //! - [`auth`]: JWTs with the `mercure` claim: where they are found, what they grant; [`topic`]:
 //!   topic selectors (exact, URI template, `*`) and their matching.
 //! - [`console`]: the web console's settings; [`Metrics`]: the hub's Prometheus metrics.
+//! - [`tls`]: HTTPS (rustls), with a certificate that can be replaced while the hub runs;
+//!   [`server::Listener`] serves a listener in plaintext or over TLS.
 //!
 //! # Inside (private)
 //! `dispatch` (which subscribers receive an update, in two stages), `signals` (what the
@@ -32,6 +34,7 @@ mod signals;
 mod stream;
 mod subscriber;
 mod subscriptions;
+pub mod tls;
 pub mod topic;
 pub mod update;
 

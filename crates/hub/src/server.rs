@@ -1,11 +1,16 @@
-//! Accepting connections: binds, serves HTTP/1.1 on each accepted socket, and shuts down
-//! gracefully (stop accepting, end the SSE streams cleanly, let responses finish).
+//! Accepting connections: binds, serves HTTP/1.1 and HTTP/2 on each accepted socket, in
+//! plaintext or over TLS, and shuts down gracefully (stop accepting, end the SSE streams
+//! cleanly, let responses finish).
 //!
-//! Each connection's first request head is read by `stream.rs`: subscriptions are streamed
-//! there directly, everything else is served by hyper with the axum router.
+//! A plaintext connection's first request head is read by `stream.rs`: subscriptions are
+//! streamed there directly, everything else (h2c included) is served by hyper with the axum
+//! router. A TLS connection is served by hyper after the handshake, HTTP/2 or HTTP/1.1 as ALPN
+//! chose.
 
 use crate::hub::Hub;
-use crate::stream::{self, Outcome};
+use crate::stream::{self, Outcome, Prefixed};
+use crate::tls::Tls;
+use futures_util::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -19,10 +24,50 @@ use tokio::net::TcpListener;
 /// How long in-flight responses get to finish after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `hub` on `listener` until `shutdown` completes, then drains.
+/// A bound listener and how its connections speak.
+#[derive(Debug)]
+pub struct Listener {
+    listener: TcpListener,
+    tls: Option<Tls>,
+}
+
+impl Listener {
+    /// Plaintext HTTP/1.1 (and h2c).
+    pub fn plain(listener: TcpListener) -> Listener {
+        Listener {
+            listener,
+            tls: None,
+        }
+    }
+
+    /// HTTPS: HTTP/2 or HTTP/1.1 over TLS, as ALPN chooses.
+    pub fn tls(listener: TcpListener, tls: Tls) -> Listener {
+        Listener {
+            listener,
+            tls: Some(tls),
+        }
+    }
+
+    /// The address it is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Serves `hub` on `listener` (plaintext) until `shutdown` completes, then drains.
 pub async fn serve(
     hub: Hub,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_all(hub, vec![Listener::plain(listener)], shutdown).await
+}
+
+/// Serves `hub` on every listener until `shutdown` completes, then drains. The limits on
+/// connections count them all together.
+pub async fn serve_all(
+    hub: Hub,
+    listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     // Shared, so that a connection task holds one pointer to them, not copies.
@@ -34,20 +79,40 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(hub.inner.settings.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(hub.inner.settings.http2_max_streams)
+        // A peer that stops answering pings is gone: its streams end.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let http: Http = Arc::new((builder, crate::http::router(hub.clone())));
+    // One stream of every listener's connections, each tagged with its TLS acceptor.
+    let mut incoming = futures_util::stream::select_all(listeners.into_iter().map(|l| {
+        let acceptor = l.tls.as_ref().map(Tls::acceptor);
+        futures_util::stream::unfold(l.listener, move |listener| {
+            let acceptor = acceptor.clone();
+            async move {
+                let accepted = listener.accept().await;
+                Some(((accepted, acceptor), listener))
+            }
+        })
+        .boxed()
+    }));
     let graceful = GracefulShutdown::new();
     let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     let per_ip = Arc::new(PerIp::default());
     let mut backoff = ACCEPT_BACKOFF_MIN;
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => {
+        let (stream, peer, acceptor) = tokio::select! {
+            accepted = incoming.next() => match accepted {
+                None => break,
+                Some((Ok((stream, peer)), acceptor)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
-                    accepted
+                    (stream, peer, acceptor)
                 }
-                Err(err) => {
+                Some((Err(err), _)) => {
                     // Out of file descriptors and the like: keep serving the connections we
                     // have, and retry later rather than spin on a failing accept.
                     tracing::warn!(%err, retry_in = ?backoff, "accept failed");
@@ -86,6 +151,7 @@ pub async fn serve(
         tokio::spawn(connection(
             stream,
             peer,
+            acceptor,
             hub.clone(),
             http.clone(),
             graceful.watcher(),
@@ -158,6 +224,7 @@ where
 fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     hub: Hub,
     http: Http,
     watcher: Watcher,
@@ -165,30 +232,75 @@ fn connection(
 ) -> impl Future<Output = ()> {
     async move {
         tracing::debug!(%peer, "connection open");
-        let mut outcome = Box::pin(stream::serve(&hub, stream)).await;
-        match &mut outcome {
-            // Awaited in place: the task holds the small streaming state and nothing else.
-            Outcome::Stream(streaming) => streaming.await,
-            Outcome::Hyper(_) => {
-                let Outcome::Hyper(io) = outcome else {
-                    unreachable!()
-                };
-                let (builder, router) = &*http;
-                let service = TowerToHyperService::new(WithPeer {
-                    router: router.clone(),
-                    peer,
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                // Boxed: a hyper connection is large and most connections never need one.
-                if let Err(err) = Box::pin(watcher.watch(conn.into_owned())).await {
-                    tracing::debug!(%peer, %err, "connection error");
+        if let Some(acceptor) = tls {
+            // Boxed: the handshake and a hyper connection are large.
+            Box::pin(tls_connection(stream, peer, acceptor, &hub, &http, watcher)).await;
+        } else {
+            let mut outcome = Box::pin(stream::serve(&hub, stream)).await;
+            match &mut outcome {
+                // Awaited in place: the task holds the small streaming state and nothing else.
+                Outcome::Stream(streaming) => streaming.await,
+                Outcome::Hyper(_) => {
+                    let Outcome::Hyper(io) = outcome else {
+                        unreachable!()
+                    };
+                    // Boxed: a hyper connection is large and most connections never need one.
+                    Box::pin(serve_hyper(io, peer, &http, watcher)).await;
                 }
+                Outcome::Gone => {}
             }
-            Outcome::Gone => {}
         }
         tracing::debug!(%peer, "connection closed");
         drop(open);
     }
+}
+
+/// Serves one connection with hyper, HTTP/1.1 or HTTP/2 (by ALPN, or h2c's preface).
+async fn serve_hyper<IO>(io: IO, peer: SocketAddr, http: &Http, watcher: Watcher)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (builder, router) = &**http;
+    let service = TowerToHyperService::new(WithPeer {
+        router: router.clone(),
+        peer,
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(err) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, %err, "connection error");
+    }
+}
+
+/// A TLS connection: the handshake (within the header timeout, as a first request head),
+/// then hyper, with the write timeout on every write.
+async fn tls_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    hub: &Hub,
+    http: &Http,
+    watcher: Watcher,
+) {
+    let settings = &hub.inner.settings;
+    let mut shutdown = hub.shutdown_signal();
+    let tls = tokio::select! {
+        handshake = tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)) => {
+            match handshake {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        },
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
+    let io = Prefixed::new(bytes::Bytes::new(), tls, settings.write_timeout);
+    serve_hyper(io, peer, http, watcher).await;
 }
 
 /// The accept loop's pause after a failed accept (out of descriptors), doubled each time.

@@ -527,16 +527,16 @@ fn poll_client_gone(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<std::io::R
 /// hub's write timeout fails (`TimedOut`), and hyper closes the connection. So a client that
 /// stops reading cannot hold a response forever, whatever it is: a subscription opened by a
 /// later request of a keep-alive connection, or over h2c, streams through hyper.
-pub(crate) struct Prefixed {
+pub(crate) struct Prefixed<IO = TcpStream> {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: IO,
     write_timeout: Duration,
     /// Runs while a write is blocked; cleared when the socket takes bytes.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl Prefixed {
-    fn new(prefix: Bytes, inner: TcpStream, write_timeout: Duration) -> Self {
+impl<IO> Prefixed<IO> {
+    pub(crate) fn new(prefix: Bytes, inner: IO, write_timeout: Duration) -> Self {
         Prefixed {
             prefix,
             inner,
@@ -573,7 +573,7 @@ impl Prefixed {
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -589,7 +589,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

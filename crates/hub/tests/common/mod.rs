@@ -43,6 +43,16 @@ impl TestHub {
 
     /// A hub on the given history backend.
     pub async fn start_on(history: Arc<dyn History>, settings: Settings) -> TestHub {
+        TestHub::start_serving(history, settings, Vec::new()).await
+    }
+
+    /// A hub on the given history backend, serving `extra` listeners besides its plaintext
+    /// one (`addr`).
+    pub async fn start_serving(
+        history: Arc<dyn History>,
+        settings: Settings,
+        extra: Vec<herald_hub::server::Listener>,
+    ) -> TestHub {
         let verifier = Verifier::new(
             Algorithm::HS256,
             &KeySource::Secret(PUB_KEY.to_vec()),
@@ -60,7 +70,9 @@ impl TestHub {
             let stopped = async {
                 let _ = stopped.await;
             };
-            herald_hub::server::serve(server_hub, listener, stopped)
+            let mut listeners = vec![herald_hub::server::Listener::plain(listener)];
+            listeners.extend(extra);
+            herald_hub::server::serve_all(server_hub, listeners, stopped)
                 .await
                 .expect("server runs");
         });

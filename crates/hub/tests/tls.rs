@@ -1,0 +1,311 @@
+//! HTTPS: the hub over TLS (rustls), HTTP/1.1 and HTTP/2 by ALPN, over real sockets; many
+//! subscriptions on one HTTP/2 connection, one of them not read; the certificate replaced
+//! under live subscribers.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use herald_hub::Settings;
+use herald_hub::history::MemoryHistory;
+use herald_hub::server::Listener;
+use herald_hub::tls::Tls;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ClientConfig;
+use rustls_pki_types::{CertificateDer, ServerName};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// A hub with a plaintext listener (`hub.addr`) and a TLS one.
+struct TlsHub {
+    hub: TestHub,
+    addr: SocketAddr,
+    tls: Tls,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A self-signed certificate for localhost, as PEM files in `dir`.
+fn write_pair(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+impl TlsHub {
+    async fn start(settings: Settings) -> TlsHub {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = write_pair(dir.path(), "hub");
+        let tls = Tls::from_pem_files(&cert_path, &key_path).unwrap();
+        let listener = herald_hub::server::bind(([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hub = TestHub::start_serving(
+            Arc::new(MemoryHistory::new(10_000)),
+            settings,
+            vec![Listener::tls(listener, tls.clone())],
+        )
+        .await;
+        TlsHub {
+            hub,
+            addr,
+            tls,
+            cert_path,
+            key_path,
+            _dir: dir,
+        }
+    }
+
+    /// A client that trusts the certificate the hub presents now, offering `alpn`.
+    fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.tls.certificates()[0].clone()).unwrap();
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        TlsConnector::from(Arc::new(config))
+    }
+
+    async fn connect(&self, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        tokio::time::timeout(WAIT, self.client(alpn).connect(name, tcp))
+            .await
+            .expect("handshake in time")
+            .expect("handshake succeeds")
+    }
+}
+
+/// Reads from `stream` until what arrived contains `want`; everything read.
+async fn read_until(stream: &mut TlsStream<TcpStream>, got: &mut String, want: &str) {
+    let mut buf = [0u8; 4096];
+    while !got.contains(want) {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {want:?} in time; got {got:?}"))
+            .unwrap();
+        assert!(n > 0, "the stream ended before {want:?}: {got:?}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+async fn subscribe_h1(hub: &TlsHub, topic: &str) -> (TlsStream<TcpStream>, String) {
+    let mut stream = hub.connect(&[b"http/1.1"]).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    stream
+        .write_all(
+            format!("GET /.well-known/mercure?topic={topic} HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut got = String::new();
+    read_until(&mut stream, &mut got, "\r\n\r\n").await;
+    (stream, got)
+}
+
+fn anonymous() -> Settings {
+    Settings {
+        anonymous: true,
+        ..Settings::default()
+    }
+}
+
+#[tokio::test]
+async fn http_1_1_over_tls_subscribes_and_publishes() {
+    let hub = TlsHub::start(anonymous()).await;
+    let (mut stream, mut got) = subscribe_h1(&hub, "t").await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        got.to_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{got}"
+    );
+    // Published over TLS too, on a connection of its own.
+    let mut publisher = hub.connect(&[b"http/1.1"]).await;
+    let token = publisher_token(&["*"]);
+    let body = "topic=t&data=over+tls";
+    publisher
+        .write_all(
+            format!(
+                "POST /.well-known/mercure HTTP/1.1\r\nhost: localhost\r\n\
+                 authorization: Bearer {token}\r\n\
+                 content-type: application/x-www-form-urlencoded\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    read_until(&mut publisher, &mut answer, "urn:uuid:").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    read_until(&mut stream, &mut got, "data: over tls\n\n").await;
+}
+
+/// What one HTTP/2 subscription received so far.
+async fn read_h2(body: &mut hyper::body::Incoming, got: &mut String, want: &str) {
+    while !got.contains(want) {
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("not all in time: {} bytes", got.len()))
+            .expect("the stream goes on")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            got.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+}
+
+/// Twelve subscriptions on one HTTP/2 connection (a browser's page with twelve
+/// `EventSource`s, beyond HTTP/1.1's six connections), and a publish on the same connection:
+/// every subscription receives it. One of them is then never read while 4 MB are published:
+/// flow control holds that stream back, not the others.
+#[tokio::test]
+async fn http_2_carries_many_subscriptions_on_one_connection() {
+    let hub = TlsHub::start(anonymous()).await;
+    let tls = hub.connect(&[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut streams = Vec::new();
+    for _ in 0..12 {
+        let request = http::Request::get("https://localhost/.well-known/mercure?topic=t")
+            .body(
+                Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap();
+        let response = tokio::time::timeout(WAIT, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        streams.push((response.into_body(), String::new()));
+    }
+    let token = publisher_token(&["*"]);
+    let publish = |data: String| {
+        http::Request::post("https://localhost/.well-known/mercure")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                Full::new(Bytes::from(format!("topic=t&data={data}")))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap()
+    };
+    let response = sender.send_request(publish("hello".into())).await.unwrap();
+    assert_eq!(response.status(), 200);
+    for (body, got) in &mut streams {
+        read_h2(body, got, "data: hello\n\n").await;
+    }
+    // The first stream is no longer read; the others read everything.
+    let big = "x".repeat(100 << 10);
+    for k in 0..40 {
+        let response = sender
+            .send_request(publish(format!("{big}{k}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // Read side by side, as a browser does: a stream read only after the others would hold
+    // the connection's window with what it was sent.
+    let want = format!("{big}39\n\n");
+    futures_util::future::join_all(
+        streams
+            .iter_mut()
+            .skip(1)
+            .map(|(body, got)| read_h2(body, got, &want)),
+    )
+    .await;
+}
+
+/// A new certificate (files replaced, then a reload, as on SIGHUP): live subscriptions keep
+/// their connection and receive, new connections get the new certificate.
+#[tokio::test]
+async fn a_reloaded_certificate_serves_new_connections_and_keeps_live_ones() {
+    let hub = TlsHub::start(anonymous()).await;
+    let old = hub.tls.certificates()[0].clone();
+    let old_client = hub.client(&[b"http/1.1"]);
+    let (mut live, mut got) = subscribe_h1(&hub, "t").await;
+    let dir = hub.cert_path.parent().unwrap();
+    let (cert, key) = write_pair(dir, "next");
+    std::fs::copy(&cert, &hub.cert_path).unwrap();
+    std::fs::copy(&key, &hub.key_path).unwrap();
+    hub.tls.reload().unwrap();
+    let new = CertificateDer::from(
+        std::fs::read(&cert)
+            .map(|pem| {
+                use rustls_pki_types::pem::PemObject;
+                CertificateDer::from_pem_slice(&pem).unwrap().to_vec()
+            })
+            .unwrap(),
+    );
+    assert_ne!(new, old);
+    // A client that trusts only the new certificate gets in.
+    let fresh = hub.connect(&[b"http/1.1"]).await;
+    assert_eq!(
+        fresh.get_ref().1.peer_certificates().unwrap()[0],
+        new,
+        "new connections get the new certificate"
+    );
+    // One that trusts only the old one does not.
+    let tcp = TcpStream::connect(hub.addr).await.unwrap();
+    let refused = old_client
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await;
+    assert!(refused.is_err(), "the old certificate is gone");
+    // The subscription opened before still receives.
+    let id = hub
+        .hub
+        .publish(&[("topic", "t"), ("data", "after reload")])
+        .await;
+    read_until(
+        &mut live,
+        &mut got,
+        &format!("id: {id}\ndata: after reload\n\n"),
+    )
+    .await;
+}
+
+/// A client that opens a TLS connection and sends nothing is cut off after the header
+/// timeout, as a plaintext one is.
+#[tokio::test]
+async fn a_silent_tls_client_is_cut_off_at_the_header_timeout() {
+    let hub = TlsHub::start(Settings {
+        header_timeout: Duration::from_secs(1),
+        ..anonymous()
+    })
+    .await;
+    let mut silent = TcpStream::connect(hub.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(WAIT, silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
