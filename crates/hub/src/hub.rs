@@ -1,5 +1,5 @@
 //! The hub: the pieces of a running hub (history, dispatcher, verifier, metrics, settings) and
-//! its life cycle. `http.rs` serves it; `server.rs` accepts connections for it.
+//! its life cycle. `http/` serves it; `server.rs` accepts connections for it.
 
 use crate::auth::Verifier;
 use crate::dispatch::Dispatcher;

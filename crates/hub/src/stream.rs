@@ -5,8 +5,8 @@
 //! subscriber in all, and hyper offers no knob below 8 KiB for either. An idle subscriber needs
 //! neither: it sends one request and then only receives. So the accept loop reads the first
 //! request head itself (`httparse`, hyper's own parser); a `GET` of the hub path in HTTP/1.1 or
-//! HTTP/1.0 with no body is checked by the same code as the hyper route
-//! (`http::open_subscription`) and then streamed here, chunk by chunk, straight from the shared
+//! HTTP/1.0 with no body is answered by the same code as the hyper route
+//! (`http::subscribe::respond`), rendered here and then streamed, chunk by chunk, straight from the shared
 //! encoded `Bytes` with one vectored write, holding no buffer while idle: in the chunked coding
 //! for HTTP/1.1, delimited by the connection's close for HTTP/1.0 (which has no chunks; an
 //! HTTP/1.0 proxy such as nginx's default upstream speaks it). Either way the connection ends
@@ -14,7 +14,7 @@
 //! subscriptions, anything odd) is handed to hyper with the bytes already read, so errors,
 //! CORS preflights and keep-alive behave exactly as before.
 
-use crate::http::{LINK, Opened, SSE_HEADERS, cors_simple_headers, open_subscription};
+use crate::http::subscribe::{SubscriptionResponse, respond};
 use crate::hub::Hub;
 use crate::subscriber::{Chunk, Subscriber};
 use bytes::{Bytes, BytesMut};
@@ -65,7 +65,7 @@ pub(crate) async fn serve(hub: &Hub, stream: TcpStream) -> Outcome {
 }
 
 enum Accepted {
-    Stream(Vec<u8>, Framing, Opened),
+    Stream(Vec<u8>, Framing, SubscriptionResponse),
     Hyper(Bytes),
     Gone,
 }
@@ -86,14 +86,10 @@ async fn accept(hub: &Hub, stream: &TcpStream) -> Accepted {
     let Some(request) = parsed.filter(|r| r.is_plain_subscribe()) else {
         return Accepted::Hyper(head.freeze());
     };
-    match open_subscription(hub, &request.uri, &request.headers).await {
-        Ok(opened) => {
+    match respond(hub, &request.uri, &request.headers).await {
+        Ok(answer) => {
             let framing = request.framing();
-            Accepted::Stream(
-                response_head(hub, &request, framing, &opened),
-                framing,
-                opened,
-            )
+            Accepted::Stream(response_head(framing, &answer), framing, answer)
         }
         // Refusals are answered by the hyper route, which runs the same checks.
         Err(_) => Accepted::Hyper(head.freeze()),
@@ -221,45 +217,27 @@ fn to_head(request: &httparse::Request<'_, '_>) -> Option<Head> {
     })
 }
 
-/// The response head, with the same headers as the hyper route. (`HTTP/1.1` also to an
-/// HTTP/1.0 request: a server sends the highest version it conforms to, RFC 9110 section 2.5;
-/// the framing is what must suit the client.)
-fn response_head(hub: &Hub, request: &Head, framing: Framing, opened: &Opened) -> Vec<u8> {
-    use std::fmt::Write;
-    let mut head = String::with_capacity(512);
-    head.push_str("HTTP/1.1 200 OK\r\n");
-    for (name, value) in SSE_HEADERS {
-        let _ = write!(head, "{name}: {value}\r\n");
-    }
-    if let Some(id) = &opened.resumed_from {
-        // Ids are validated single-line when published; a header-unsafe one is left out, as
-        // the hyper route does.
-        if http::HeaderValue::from_str(id).is_ok() {
-            let _ = write!(head, "last-event-id: {id}\r\n");
+/// The response head: [`SubscriptionResponse`]'s headers and this transport's framing.
+/// (`HTTP/1.1` also to an HTTP/1.0 request: a server sends the highest version it conforms
+/// to, RFC 9110 section 2.5; the framing is what must suit the client.)
+fn response_head(framing: Framing, answer: &SubscriptionResponse) -> Vec<u8> {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    for (name, value) in &answer.headers {
+        for part in [name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+            head.extend_from_slice(part);
         }
     }
-    let _ = write!(head, "link: {LINK}\r\n");
-    let origin = request
-        .headers
-        .get(http::header::ORIGIN)
-        .map(|o| o.as_bytes());
-    for (name, value) in cors_simple_headers(&hub.inner.settings.cors_origins, origin)
-        .into_iter()
-        .flatten()
-    {
-        let _ = write!(head, "{name}: {value}\r\n");
-    }
     if framing == Framing::Chunked {
-        head.push_str("transfer-encoding: chunked\r\n");
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     // The connection ends with the stream (it never serves a second request): say so, or a
     // pooling client that sees the stream end cleanly reuses the closed socket.
-    let _ = write!(
-        head,
-        "connection: close\r\ndate: {}\r\n\r\n",
-        httpdate::fmt_http_date(std::time::SystemTime::now())
-    );
-    head.into_bytes()
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    for part in [b"connection: close\r\ndate: ", date.as_bytes(), b"\r\n\r\n"] {
+        head.extend_from_slice(part);
+    }
+    head
 }
 
 /// A subscription being streamed: writes the response head, then every chunk the subscriber
@@ -388,12 +366,12 @@ impl Streaming {
         stream: TcpStream,
         head: Vec<u8>,
         framing: Framing,
-        opened: Opened,
+        answer: SubscriptionResponse,
         limits: Arc<WriteLimits>,
     ) -> Self {
         let mut streaming = Streaming {
             stream,
-            subscriber: opened.subscriber,
+            subscriber: answer.subscriber,
             out: None,
             ending: false,
             framing,

@@ -309,3 +309,134 @@ async fn a_silent_tls_client_is_cut_off_at_the_header_timeout() {
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// The headers of a raw HTTP/1 response head, lowercased, without the framing ones each
+/// transport adds itself.
+fn head_headers(head: &str) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = head
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .filter(|(n, _)| !["transfer-encoding", "connection", "date"].contains(&n.as_str()))
+        .collect();
+    headers.sort();
+    headers
+}
+
+/// One subscription answer for every transport: the direct HTTP/1.1 writer, HTTP/1.0, a
+/// subscription behind another request of a keep-alive connection (hyper), HTTP/1.1 over
+/// TLS, HTTP/2 over TLS and h2c answer the same request with the same status and headers
+/// (SSE, `Last-Event-ID`, `Link`, CORS), apart from each one's framing.
+#[tokio::test]
+async fn every_transport_answers_a_subscription_with_the_same_headers() {
+    let hub = TlsHub::start(Settings {
+        cors_origins: vec!["https://app.example".into()],
+        ..anonymous()
+    })
+    .await;
+    let id = hub.hub.publish(&[("topic", "t"), ("data", "x")]).await;
+    let target = "/.well-known/mercure?topic=t";
+    let fields = format!("origin: https://app.example\r\nlast-event-id: {id}\r\n");
+    let h1 = |version: &str, before: &str| {
+        let host = if version == "1.1" {
+            "host: localhost\r\n"
+        } else {
+            ""
+        };
+        format!("{before}GET {target} HTTP/{version}\r\n{host}{fields}\r\n")
+    };
+    let mut heads = Vec::new();
+    // Plaintext: direct (HTTP/1.1, HTTP/1.0) and hyper (after another request).
+    let healthz = "GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    for (name, request) in [
+        ("direct HTTP/1.1", h1("1.1", "")),
+        ("direct HTTP/1.0", h1("1.0", "")),
+        ("hyper HTTP/1.1 keep-alive", h1("1.1", healthz)),
+    ] {
+        let mut stream = TcpStream::connect(hub.hub.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // Up to the end of the subscription's head, the last one.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&got);
+            if let Some(start) = text.rfind("HTTP/1.")
+                && text[start..].contains("text/event-stream")
+                && text[start..].contains("\r\n\r\n")
+            {
+                break;
+            }
+            let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "{name}: {text}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let start = text.rfind("HTTP/1.").unwrap();
+        let head = text[start..].split("\r\n\r\n").next().unwrap().to_owned();
+        assert!(
+            head.starts_with("HTTP/1.") && head.contains(" 200 "),
+            "{name}: {head}"
+        );
+        heads.push((name.to_owned(), head_headers(&head)));
+    }
+    // HTTP/1.1 over TLS.
+    let mut tls = hub.connect(&[b"http/1.1"]).await;
+    tls.write_all(h1("1.1", "").as_bytes()).await.unwrap();
+    let mut got = String::new();
+    read_until(&mut tls, &mut got, "\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    heads.push((
+        "TLS HTTP/1.1".into(),
+        head_headers(got.split("\r\n\r\n").next().unwrap()),
+    ));
+    // HTTP/2 over TLS, and h2c.
+    let tls = hub.connect(&[b"h2"]).await;
+    let plain = TcpStream::connect(hub.hub.addr).await.unwrap();
+    for (name, io) in [
+        ("TLS HTTP/2", Box::new(tls) as Box<dyn Io>),
+        ("h2c", Box::new(plain) as Box<dyn Io>),
+    ] {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::get(format!("https://localhost{target}"))
+            .header("origin", "https://app.example")
+            .header("last-event-id", &id)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+        assert_eq!(response.version(), http::Version::HTTP_2, "{name}");
+        let mut headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+            .filter(|(n, _)| n != "date")
+            .collect();
+        headers.sort();
+        heads.push((name.into(), headers));
+    }
+    let (first, want) = &heads[0];
+    assert!(
+        want.iter().any(|(n, v)| n == "last-event-id" && *v == id),
+        "{want:?}"
+    );
+    assert!(
+        want.iter().any(|(n, _)| n == "access-control-allow-origin"),
+        "{want:?}"
+    );
+    assert!(want.iter().any(|(n, _)| n == "link"), "{want:?}");
+    for (name, headers) in &heads[1..] {
+        assert_eq!(headers, want, "{name} differs from {first}");
+    }
+}
+
+/// What the HTTP/2 client runs on: a TLS stream or a plain one.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}

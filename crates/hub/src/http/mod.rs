@@ -1,0 +1,276 @@
+//! HTTP: the routes and what they share: errors, the request-head rules, form decoding and
+//! token checks. Everything protocol-specific about requests is parsed here, so the core sees
+//! selectors and grants. By concern: [`subscribe`] (one answer for every transport),
+//! [`publish`], [`subscriptions_api`], [`cors`], [`health`].
+
+pub(crate) mod cors;
+mod health;
+mod publish;
+pub(crate) mod subscribe;
+mod subscriptions_api;
+
+use crate::auth::{self, Grants, Role};
+use crate::history::StoreError;
+use crate::hub::Hub;
+use crate::subscriptions::SUBSCRIPTIONS_PATH;
+use crate::topic::SelectorError;
+use axum::Router;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+
+/// The path of the hub.
+pub(crate) const HUB_PATH: &str = "/.well-known/mercure";
+
+/// The discovery `Link` header value, on every response.
+pub(crate) const LINK: &str = "</.well-known/mercure>; rel=\"mercure\"";
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// An error answered to the client: a status and a message that says what to fix.
+#[derive(Debug)]
+pub(crate) struct HttpError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl HttpError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        HttpError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn unauthorized(message: impl Into<String>) -> Self {
+        HttpError::new(StatusCode::UNAUTHORIZED, message)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, format!("{}\n", self.message)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 here is a passing condition (a full hub, a store outage).
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mercure\""),
+            );
+        }
+        response
+    }
+}
+
+/// The hub's routes, with CORS and the discovery `Link` header.
+pub fn router(hub: Hub) -> Router {
+    use subscriptions_api::list_subscriptions;
+    Router::new()
+        .route(HUB_PATH, get(subscribe::subscribe).post(publish::publish))
+        .route(SUBSCRIPTIONS_PATH, get(list_subscriptions))
+        .route(
+            &format!("{SUBSCRIPTIONS_PATH}/{{topic}}"),
+            get(list_subscriptions),
+        )
+        .route(
+            &format!("{SUBSCRIPTIONS_PATH}/{{topic}}/{{subscriber}}"),
+            get(list_subscriptions),
+        )
+        .merge(crate::console::routes())
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .layer(axum::middleware::map_response(add_link))
+        .layer(axum::middleware::from_fn(refuse_bad_heads))
+        // Outermost: a preflight is answered before anything else looks at the request.
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            cors::layer,
+        ))
+        .with_state(hub)
+}
+
+/// The request-head rules hyper's parser does not apply itself, checked in this one place
+/// for every transport: the direct subscription path hands a head that fails them to hyper,
+/// whose router answers it here.
+pub(crate) fn check_head(version: http::Version, headers: &HeaderMap) -> Result<(), HttpError> {
+    // RFC 9112 section 3.2: a server must answer 400 to an HTTP/1.1 request without a Host
+    // header, and to any request with more than one (proxies and virtual hosts could disagree
+    // on which applies).
+    let hosts = headers.get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(HttpError::bad_request(format!(
+            "a request may have one Host header, this one has {hosts}"
+        )));
+    }
+    if version == http::Version::HTTP_11 && hosts == 0 {
+        return Err(HttpError::bad_request(
+            "an HTTP/1.1 request needs a Host header, this one has none",
+        ));
+    }
+    Ok(())
+}
+
+async fn refuse_bad_heads(request: Request, next: axum::middleware::Next) -> Response {
+    match check_head(request.version(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn add_link(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::LINK, HeaderValue::from_static(LINK));
+    response
+}
+
+/// The token in the request's `authorization` query parameter, if any.
+fn query_token(request: &Request) -> Result<Option<String>, HttpError> {
+    let Some(query) = request.uri().query() else {
+        return Ok(None);
+    };
+    for pair in form_pairs(query.as_bytes(), "query parameter") {
+        let (key, value) = pair?;
+        if key == auth::QUERY_PARAM {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+/// The `key=value` pairs of an `application/x-www-form-urlencoded` body or query string,
+/// decoded strictly: a name or value whose percent-decoded bytes are not UTF-8 is an error
+/// naming it (`what` says where it was), never silently replaced with U+FFFD as
+/// `form_urlencoded::parse` would, which would store and deliver data the publisher never
+/// sent.
+pub(crate) fn form_pairs<'a>(
+    input: &'a [u8],
+    what: &'static str,
+) -> impl Iterator<Item = Result<(String, String), HttpError>> + 'a {
+    input
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(move |pair| {
+            let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[..0]),
+            };
+            let key = form_decode(key).map_err(|_| {
+                HttpError::bad_request(format!(
+                    "a {what} name is not valid UTF-8 once percent-decoded: encode text as UTF-8"
+                ))
+            })?;
+            let value = form_decode(value).map_err(|_| {
+                HttpError::bad_request(format!(
+                    "the {what} {key:?} is not valid UTF-8 once percent-decoded: encode text \
+                     as UTF-8 (binary data needs an encoding such as base64)"
+                ))
+            })?;
+            Ok((key, value))
+        })
+}
+
+/// Decodes one form component: `+` is a space, `%XX` a byte; the result must be UTF-8.
+fn form_decode(raw: &[u8]) -> Result<String, std::string::FromUtf8Error> {
+    let plus_as_space: std::borrow::Cow<'_, [u8]> = if raw.contains(&b'+') {
+        raw.iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect::<Vec<u8>>()
+            .into()
+    } else {
+        raw.into()
+    };
+    let bytes: Vec<u8> = percent_encoding::percent_decode(&plus_as_space).collect();
+    String::from_utf8(bytes)
+}
+
+/// Verifies the request's token, if any, for `role`.
+fn grants(
+    hub: &Hub,
+    role: Role,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Option<Grants>, HttpError> {
+    let located = auth::locate_token(headers, query_token)
+        .map_err(|err| HttpError::unauthorized(err.to_string()))?;
+    if role == Role::Publisher
+        && let Some((_, auth::Location::Cookie)) = located
+    {
+        check_cookie_origin(hub, headers)?;
+    }
+    match located.map(|(token, _)| token) {
+        None => Ok(None),
+        Some(token) => hub
+            .inner
+            .verifier
+            .verify(role, token)
+            .map(Some)
+            .map_err(|err| match err {
+                auth::AuthError::Selector(SelectorError::OverBudget { .. }) => {
+                    HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+                }
+                err => HttpError::unauthorized(format!("{err}")),
+            }),
+    }
+}
+
+/// A browser sends the cookie with any request to the hub, including one forged by another
+/// site; publishing with it is only allowed from the hub's own origin or a configured CORS origin.
+fn check_cookie_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), HttpError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let uri: http::Uri = v.parse().ok()?;
+            Some(format!("{}://{}", uri.scheme_str()?, uri.authority()?))
+        });
+    let Some(origin) = origin else {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "publishing with the mercureAuthorization cookie needs an Origin header from an \
+             allowed origin; send the JWT in the Authorization header instead",
+        ));
+    };
+    let own = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|host| origin.ends_with(&format!("://{host}")));
+    let allowed = hub
+        .inner
+        .settings
+        .cors_origins
+        .iter()
+        .any(|o| o == "*" || *o == origin);
+    if own || allowed {
+        Ok(())
+    } else {
+        Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "origin {origin} may not publish with the mercureAuthorization cookie (add it with --cors-origin)"
+            ),
+        ))
+    }
+}
+
+fn store_error(err: StoreError) -> HttpError {
+    match err {
+        StoreError::DuplicateId(_) => HttpError::new(StatusCode::CONFLICT, err.to_string()),
+        StoreError::Invalid(_) => HttpError::bad_request(err.to_string()),
+        // `Damaged` only comes from opening a store, never from a request.
+        StoreError::Unavailable { .. } | StoreError::Damaged(_) => HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{err}; retry later"),
+        ),
+    }
+}

@@ -1,0 +1,229 @@
+//! Subscribing: `GET /.well-known/mercure?topic=…`, checked (selectors, token, limits,
+//! `Last-Event-ID`) and answered with one [`SubscriptionResponse`] that every transport renders.
+
+use super::{HttpError, LAST_EVENT_ID, LINK, cors, form_pairs, grants, store_error};
+use crate::auth::{self, Role};
+use crate::dispatch::Filter;
+use crate::history::{EARLIEST, Start};
+use crate::hub::Hub;
+use crate::subscriber::Subscriber;
+use crate::subscriptions::SubscriptionGuard;
+use crate::topic::{SelectorError, SelectorSet};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use std::sync::Arc;
+
+/// The fields of a subscribe request's query string.
+#[derive(Default)]
+struct SubscribeQuery {
+    topics: Vec<String>,
+    last_event_id: Option<String>,
+    authorization: Option<String>,
+}
+
+fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
+    let mut q = SubscribeQuery::default();
+    for pair in form_pairs(query.as_bytes(), "query parameter") {
+        let (key, value) = pair?;
+        match &*key {
+            "topic" => q.topics.push(value),
+            // `Last-Event-ID` as a query parameter is the older spelling of `lastEventID`.
+            "lastEventID" | "Last-Event-ID" => {
+                q.last_event_id.get_or_insert(value);
+            }
+            auth::QUERY_PARAM => q.authorization = Some(value),
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+/// The headers of every subscription stream (beside `Last-Event-ID`, CORS and `Link`).
+const SSE_HEADERS: [(&str, &str); 3] = [
+    ("content-type", "text/event-stream"),
+    (
+        "cache-control",
+        "private, no-cache, no-store, must-revalidate, max-age=0",
+    ),
+    // Tells nginx not to buffer the stream.
+    ("x-accel-buffering", "no"),
+];
+
+/// A subscribe request that passed every check: the answer's headers and the subscriber that
+/// makes its body. Built once, by [`respond`], whatever the transport; each transport only
+/// renders it (the status is always `200`), adding its own framing: the direct HTTP/1 writer
+/// (`stream.rs`) a chunked or close-delimited body and `Connection: close`, hyper (HTTP/2, and
+/// HTTP/1 requests the direct path leaves to it) its frames.
+pub(crate) struct SubscriptionResponse {
+    /// Every header of the answer: SSE, `Last-Event-ID`, `Link` and CORS.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub subscriber: Subscriber,
+}
+
+/// Checks a subscribe request (selectors, token, `Last-Event-ID`), registers the
+/// subscription and builds its answer. Every transport answers with this, so all of them
+/// accept and refuse exactly the same requests with the same headers.
+pub(crate) async fn respond(
+    hub: &Hub,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<SubscriptionResponse, HttpError> {
+    let (subscriber, resumed_from) = open(hub, uri, headers).await?;
+    let mut answer = Vec::with_capacity(8);
+    for (name, value) in SSE_HEADERS {
+        answer.push((
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        ));
+    }
+    // Ids are validated single-line when published; one a header cannot carry is left out.
+    if let Some(id) = resumed_from.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        answer.push((LAST_EVENT_ID, id));
+    }
+    answer.push((header::LINK, HeaderValue::from_static(LINK)));
+    let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
+    answer.extend(cors::simple_headers(
+        &hub.inner.settings.cors_origins,
+        origin,
+    ));
+    Ok(SubscriptionResponse {
+        headers: answer,
+        subscriber,
+    })
+}
+
+/// Checks a subscribe request and registers the subscription: its subscriber, and the
+/// `Last-Event-ID` to answer (the id resumed from, or `earliest`).
+async fn open(
+    hub: &Hub,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<(Subscriber, Option<String>), HttpError> {
+    let query = parse_subscribe_query(uri.query().unwrap_or(""))?;
+    if query.topics.is_empty() {
+        return Err(HttpError::bad_request(
+            "missing \"topic\" query parameter: subscribe with ?topic=<selector> (repeatable; \
+             a topic, a URI template or *)",
+        ));
+    }
+    let settings = &hub.inner.settings;
+    let open = usize::try_from(hub.metrics().connections.get()).unwrap_or(0);
+    let for_subscribers = settings
+        .max_connections
+        .saturating_sub(settings.reserved_connections);
+    if open > for_subscribers {
+        // The rest is kept so that health checks and publishers always get in.
+        return Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this hub holds all the subscriptions it may ({for_subscribers} connections); \
+                 retry later or on another node"
+            ),
+        ));
+    }
+    if query.topics.len() > settings.max_topics {
+        return Err(HttpError::bad_request(format!(
+            "too many \"topic\" parameters: {} given, at most {} allowed (the hub's \
+             --max-topics)",
+            query.topics.len(),
+            settings.max_topics
+        )));
+    }
+    let grants = grants(
+        hub,
+        Role::Subscriber,
+        headers,
+        query.authorization.as_deref(),
+    )?;
+    if grants.is_none() && !settings.anonymous {
+        return Err(HttpError::unauthorized(
+            "this hub requires a subscriber JWT: send it as `Authorization: Bearer <jwt>`, in the \
+             authorization query parameter or in the mercureAuthorization cookie",
+        ));
+    }
+    let topics = SelectorSet::parse(&query.topics).map_err(|err| match err {
+        SelectorError::OverBudget { .. } => {
+            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+        }
+        err => HttpError::bad_request(format!("invalid topic selector: {err}")),
+    })?;
+    let last_event_id = headers
+        .get(LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(query.last_event_id.clone())
+        .filter(|id| !id.is_empty());
+
+    let inner = &hub.inner;
+    let payload = grants.as_ref().and_then(|g| g.payload.clone());
+    let filter = Arc::new(Filter { topics, grants });
+    // Register first, then look up history: see subscriber.rs for why this order is gap-free.
+    let registration = inner.dispatcher.register(filter.clone());
+    // As the reference hub does: a known id (or `earliest`) resumes there and the response's
+    // `Last-Event-ID` names it; an id the hub does not know replays nothing (live updates only)
+    // and the response says `earliest`, the protocol's signal to re-fetch the state.
+    let (replay_after, resumed_from) = match &last_event_id {
+        None => (None, None),
+        Some(id) => match inner.history.resolve(id).await.map_err(store_error)? {
+            Start::After(position) => (Some(position), Some(id.clone())),
+            Start::Unknown => (None, Some(EARLIEST.to_owned())),
+        },
+    };
+    let mut subscriber = Subscriber::new(
+        registration,
+        filter,
+        inner.history.clone(),
+        inner.metrics.clone(),
+        replay_after,
+    );
+    if last_event_id.as_deref() == Some(EARLIEST) {
+        subscriber = subscriber.replaying_from_earliest();
+    }
+    if let Some(registry) = &inner.subscriptions {
+        let (id, events) = registry.connect(query.topics, payload);
+        let started = registry.announce(inner.history.clone(), None, events);
+        // The guard first: if this request is dropped while the start is announced, its end
+        // is announced all the same, after the start.
+        subscriber = subscriber.with_subscription(SubscriptionGuard::new(
+            id,
+            registry.clone(),
+            inner.history.clone(),
+            started.clone(),
+        ));
+        started.await;
+    }
+    Ok((subscriber, resumed_from))
+}
+
+/// `GET /.well-known/mercure` through hyper: [`respond`]'s answer as a streamed body.
+pub(super) async fn subscribe(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, HttpError> {
+    let SubscriptionResponse {
+        headers: answer,
+        mut subscriber,
+    } = respond(&hub, request.uri(), &headers).await?;
+    // hyper takes one buffer per frame: the parts of a chunk are sent as frames of their own.
+    let mut parts = std::collections::VecDeque::new();
+    let body = futures_util::stream::poll_fn(move |cx| {
+        loop {
+            if let Some(part) = parts.pop_front() {
+                return std::task::Poll::Ready(Some(Ok::<_, std::convert::Infallible>(part)));
+            }
+            match std::task::ready!(subscriber.poll_next_chunk(cx)) {
+                Some(chunk) => parts.extend(chunk.into_parts()),
+                None => return std::task::Poll::Ready(None),
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let h = response.headers_mut();
+    for (name, value) in answer {
+        h.append(name, value);
+    }
+    Ok(response)
+}

@@ -1,0 +1,95 @@
+//! The subscriptions API: `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`,
+//! the active subscriptions as JSON-LD, with an `ETag` for polling.
+
+use super::{HttpError, grants, query_token};
+use crate::auth::Role;
+use crate::history::EARLIEST;
+use crate::hub::Hub;
+use crate::subscriptions::SubscriptionList;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+/// `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`: the active subscriptions,
+/// for a bearer whose `mercure.subscribe` claim matches this URL (as for private updates).
+pub(super) async fn list_subscriptions(
+    State(hub): State<Hub>,
+    axum::extract::Path(segments): axum::extract::Path<Vec<(String, String)>>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, HttpError> {
+    let Some(registry) = &hub.inner.subscriptions else {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            "the subscriptions API is disabled: start the hub with --subscriptions",
+        ));
+    };
+    let query_token = query_token(&request)?;
+    let Some(grants) = grants(&hub, Role::Subscriber, &headers, query_token.as_deref())? else {
+        return Err(HttpError::unauthorized(
+            "the subscriptions API requires a subscriber JWT whose mercure.subscribe claim \
+             matches this URL",
+        ));
+    };
+    let path = request.uri().path();
+    if !grants.subscribe.matches(path) {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!("the JWT's mercure.subscribe claim does not match {path:?}"),
+        ));
+    }
+    let segment = |name: &str| {
+        segments
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (topic, subscriber) = (segment("topic"), segment("subscriber"));
+    let (list, last_event_id) = registry.list(topic, subscriber);
+    let last_event_id = last_event_id.unwrap_or_else(|| EARLIEST.to_owned());
+    let body = if subscriber.is_some() {
+        let Some(mut one) = list.into_iter().next() else {
+            return Err(HttpError::new(
+                StatusCode::NOT_FOUND,
+                "no such active subscription",
+            ));
+        };
+        one.context = Some("https://mercure.rocks/");
+        one.last_event_id = Some(last_event_id.clone());
+        serde_json::to_string(&one)
+    } else {
+        serde_json::to_string(&SubscriptionList::new(
+            path.to_owned(),
+            last_event_id.clone(),
+            list,
+        ))
+    }
+    .map_err(|err| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    // The view changes only with an event, so its last event id identifies the document (as
+    // the spec's examples show): a client polling with If-None-Match gets 304 until it changes.
+    let etag = format!("\"{}\"", last_event_id.replace(['"', '\\'], "_"));
+    let etag = HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static("\"_\""));
+    let unchanged = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag.trim_start_matches("W/") == etag.to_str().unwrap_or_default()
+        });
+    if unchanged {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/ld+json"),
+            ),
+            (header::ETAG, etag),
+        ],
+        body,
+    )
+        .into_response())
+}
