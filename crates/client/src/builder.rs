@@ -5,6 +5,7 @@
 use crate::backoff;
 use crate::error::Error;
 use crate::event_source::EventSource;
+use crate::tls::TlsOptions;
 use herald_sse::Limits;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub struct Builder {
     max_backoff: Duration,
     jitter: f64,
     limits: Limits,
+    tls: TlsOptions,
 }
 
 /// Validated configuration, owned by the event source.
@@ -32,6 +34,8 @@ pub(crate) struct Config {
     pub max_backoff: Duration,
     pub jitter: f64,
     pub limits: Limits,
+    /// For `https://` URLs.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Builder {
@@ -45,6 +49,7 @@ impl Builder {
             max_backoff: Duration::from_secs(60),
             jitter: 0.5,
             limits: Limits::default(),
+            tls: TlsOptions::default(),
         }
     }
 
@@ -91,6 +96,13 @@ impl Builder {
         self
     }
 
+    /// Which servers an `https://` URL may reach (default: those the system's roots vouch
+    /// for).
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Checks the configuration and makes the event source. Nothing happens on the network
     /// (and no runtime is needed) until the source is first polled.
     pub fn build(self) -> Result<EventSource, Error> {
@@ -102,13 +114,17 @@ impl Builder {
             .url
             .parse()
             .map_err(|e: http::uri::InvalidUri| invalid_url(e.to_string()))?;
-        match uri.scheme_str() {
-            Some(scheme) if scheme.eq_ignore_ascii_case("http") => {}
+        let tls = match uri.scheme_str() {
+            Some(scheme) if scheme.eq_ignore_ascii_case("http") => None,
+            // Made once here: it reads the system's certificate store.
+            Some(scheme) if scheme.eq_ignore_ascii_case("https") => {
+                Some(std::sync::Arc::new(self.tls.client_config()?))
+            }
             Some(other) => return Err(Error::UnsupportedScheme(other.to_owned())),
             None => {
                 return Err(invalid_url("not an absolute URL (http://host/path)".into()));
             }
-        }
+        };
         if uri.host().is_none_or(str::is_empty) {
             return Err(invalid_url("no host".into()));
         }
@@ -131,6 +147,7 @@ impl Builder {
             max_backoff: self.max_backoff,
             jitter: self.jitter,
             limits: self.limits,
+            tls,
         }))
     }
 }

@@ -19,9 +19,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// Only `http://` is supported (from [`Builder::build`](crate::Builder::build)).
-    #[error("unsupported URL scheme {0:?}: only http:// is supported (TLS is not built yet)")]
+    /// Only `http://` and `https://` are supported (from
+    /// [`Builder::build`](crate::Builder::build)).
+    #[error("unsupported URL scheme {0:?}: use http:// or https://")]
     UnsupportedScheme(String),
+    /// A certificate given to trust cannot be used (from
+    /// [`Builder::build`](crate::Builder::build)).
+    #[error("cannot use the certificate to trust: {0}")]
+    Certificate(String),
     /// A header given to the builder is not a valid HTTP header (from
     /// [`Builder::build`](crate::Builder::build)).
     #[error("invalid header {name:?}: {reason}")]

@@ -19,6 +19,7 @@ use herald_sse::{Decoder, MessageEvent};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Empty;
 use hyper::body::{Body as _, Incoming};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use std::collections::VecDeque;
@@ -95,7 +96,7 @@ enum Verdict {
 /// it must be polled inside a tokio runtime (the connection runs on it).
 pub struct EventSource {
     config: Config,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     state: State,
     decoder: Decoder,
     /// Events taken from the decoder, not yet yielded.
@@ -114,7 +115,7 @@ impl EventSource {
         EventSource::builder(url).build()
     }
 
-    /// Configures an event source for `url` (an absolute `http://` URL).
+    /// Configures an event source for `url` (an absolute `http://` or `https://` URL).
     pub fn builder(url: &str) -> Builder {
         Builder::new(url)
     }
@@ -125,9 +126,13 @@ impl EventSource {
         // No idle pool: an event stream holds its connection for as long as it lives, and a
         // connection the server has just closed must never be picked up again for the
         // reconnection (that would turn a clean reconnect into a spurious failure).
+        let tls = config.tls.clone().unwrap_or_else(|| {
+            // Plain http://: the connector never uses it.
+            std::sync::Arc::new(crate::tls::TlsOptions::default().client_config_without_roots())
+        });
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
-            .build_http();
+            .build(crate::tls::connector(tls));
         EventSource {
             retry: config.retry,
             config,

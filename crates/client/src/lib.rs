@@ -53,11 +53,11 @@
 //! does not wait.
 //!
 //! # Limits and choices
-//! - Plain `http://` only for now: an `https://` URL is refused by [`Builder::build`] with
-//!   [`Error::UnsupportedScheme`]. (TLS would need a connector and a TLS stack as dependencies.)
+//! - `http://` and `https://` (rustls; HTTP/2 when the server's ALPN offers it, else
+//!   HTTP/1.1). The system's roots are trusted; [`Builder::tls`] with a [`TlsOptions`] adds a
+//!   certificate to trust (a development hub's self-signed one) or turns checking off.
 //! - Redirects are not followed: a 3xx with a `Location` is a fatal [`Error::Redirect`] naming
-//!   the target, so that the URL can be fixed. Following them mostly matters for `http://` to
-//!   `https://` redirects, which could not be followed without TLS anyway.
+//!   the target, so that the URL can be fixed.
 //! - No read timeout: like browsers, a connection that goes silent without closing is trusted.
 //!   Hubs that send heartbeat comments keep it alive; detecting a dead peer is left to TCP.
 //! - [`Item::Open`] does not carry the response headers: nothing needs them yet.
@@ -68,6 +68,7 @@
 //! - `builder` — configuration ([`Builder`]), validated once by [`Builder::build`].
 //! - `backoff` — reconnection delays (doubling, cap, jitter).
 //! - `error` — [`Error`], and which failures are final.
+//! - `tls` — [`TlsOptions`]: which servers an `https://` URL may reach.
 //!
 //! [`EventSource`] is `Send` and a `FusedStream`; it can be built anywhere but must be polled
 //! inside a tokio runtime. Reconnection decisions are logged with `tracing` at debug level.
@@ -76,8 +77,10 @@ mod backoff;
 mod builder;
 mod error;
 mod event_source;
+mod tls;
 
 pub use builder::Builder;
 pub use error::{Cause, Error};
 pub use event_source::{EventSource, Item, ReadyState};
 pub use herald_sse::{DecodeError, Limits, MessageEvent};
+pub use tls::TlsOptions;

@@ -10,6 +10,7 @@ mod subscribe;
 mod tls;
 mod token;
 mod trim;
+mod trust;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

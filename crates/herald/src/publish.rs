@@ -37,6 +37,8 @@ pub struct PubArgs {
     /// Publisher JWT.
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
     token: String,
+    #[command(flatten)]
+    trust: crate::trust::TrustArgs,
 }
 
 pub async fn run(args: PubArgs) -> anyhow::Result<()> {
@@ -78,7 +80,8 @@ pub async fn run(args: PubArgs) -> anyhow::Result<()> {
         )
         .body(Full::new(Bytes::from(form.finish())))
         .with_context(|| format!("invalid hub URL {:?}", args.hub))?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
+    let connector = args.trust.options()?.connector()?;
+    let client = Client::builder(TokioExecutor::new()).build(connector);
     let response = client
         .request(request)
         .await

@@ -25,12 +25,14 @@ pub struct SubArgs {
     /// Subscriber JWT (needed for private updates, or when the hub is not anonymous).
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    trust: crate::trust::TrustArgs,
 }
 
 pub async fn run(args: SubArgs) -> anyhow::Result<()> {
     let mut url = url_with_topics(&args.hub, &args.selectors);
     url.shrink_to_fit();
-    let mut builder = EventSource::builder(&url);
+    let mut builder = EventSource::builder(&url).tls(args.trust.options()?);
     if let Some(token) = &args.token {
         builder = builder.header("authorization", &format!("Bearer {token}"));
     }

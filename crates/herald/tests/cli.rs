@@ -831,6 +831,23 @@ fn a_self_signed_certificate_serves_https_and_is_kept() {
         "ok"
     );
     assert_eq!(curl(&[&format!("{}healthz", plain)]).trim(), "ok");
+    // `herald pub` over HTTPS: trusting the printed certificate, or with checks off; not
+    // trusting it, refused with a message that says so.
+    let token = first.printed("publisher token (24 h):");
+    let hub = first.hub();
+    let publish = |extra: &[&str]| {
+        let mut args = vec!["pub", "--hub", &hub, "--token", &token, "t", "--data", "x"];
+        args.extend_from_slice(extra);
+        herald(&args)
+    };
+    let trusted = publish(&["--ca-file", cacert]);
+    assert!(trusted.status.success(), "{}", text(&trusted.stderr));
+    assert!(text(&trusted.stdout).starts_with("urn:uuid:"));
+    assert!(publish(&["--insecure"]).status.success());
+    let untrusted = publish(&[]);
+    assert!(!untrusted.status.success());
+    let said = format!("{:#}", text(&untrusted.stderr)).to_lowercase();
+    assert!(said.contains("certificate"), "{said}");
     drop(first);
     let second = Server::start(&args, &[]);
     let banner = second.banner.join("\n");

@@ -440,3 +440,53 @@ async fn every_transport_answers_a_subscription_with_the_same_headers() {
 /// What the HTTP/2 client runs on: a TLS stream or a plain one.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// `herald-client` over HTTPS: trusting the hub's certificate (as `--ca-file` does) it opens,
+/// over HTTP/2, and receives; not trusting it, it cannot connect (a transient error naming the
+/// certificate, as a browser's); with checking off (`--insecure`) it connects.
+#[tokio::test]
+async fn the_client_subscribes_over_https() {
+    use futures_util::StreamExt;
+    use herald_client::{EventSource, Item, TlsOptions};
+    let hub = TlsHub::start(anonymous()).await;
+    let url = format!(
+        "https://localhost:{}/.well-known/mercure?topic=t",
+        hub.addr.port()
+    );
+    let pem = std::fs::read(&hub.cert_path).unwrap();
+    let mut trusted = EventSource::builder(&url)
+        .tls(TlsOptions::default().add_root_pem(&pem))
+        .build()
+        .unwrap();
+    let opened = tokio::time::timeout(WAIT, trusted.next()).await.unwrap();
+    assert!(matches!(opened, Some(Ok(Item::Open))), "{opened:?}");
+    let id = hub.hub.publish(&[("topic", "t"), ("data", "secure")]).await;
+    match tokio::time::timeout(WAIT, trusted.next()).await.unwrap() {
+        Some(Ok(Item::Message(m))) => {
+            assert_eq!(
+                (m.last_event_id.as_str(), m.data.as_str()),
+                (id.as_str(), "secure")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut untrusted = EventSource::new(&url).unwrap();
+    match tokio::time::timeout(WAIT, untrusted.next()).await.unwrap() {
+        Some(Err(err)) => {
+            assert!(!err.is_fatal(), "{err}");
+            assert!(
+                err.to_string().to_lowercase().contains("certificate"),
+                "{err}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut insecure = EventSource::builder(&url)
+        .tls(TlsOptions::default().accept_invalid_certificates(true))
+        .build()
+        .unwrap();
+    let opened = tokio::time::timeout(WAIT, insecure.next()).await.unwrap();
+    assert!(matches!(opened, Some(Ok(Item::Open))), "{opened:?}");
+}
