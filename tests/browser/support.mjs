@@ -36,7 +36,7 @@ export function startHub(args, { key = true, anonymous = true } = {}) {
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stderr });
     lines.on('line', (line) => {
-      const m = line.match(/^herald listening on (http:\/\/\S+)$/);
+      const m = line.match(/^herald listening on (https?:\/\/\S+)$/);
       if (m) resolve({ child, url: m[1], banner });
       else banner.push(line);
     });
@@ -53,10 +53,10 @@ export async function stopHub(hub) {
   await exited;
 }
 
-export const launchBrowser = () => chromium.launch({
+export const launchBrowser = (extraArgs = []) => chromium.launch({
   executablePath: chromiumPath,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
+    '--disable-component-update', '--disable-sync', '--no-first-run', ...extraArgs],
 });
 
 /** A token from `herald token` with the tier's key, e.g. `token('--publish', '*')`. */
