@@ -272,7 +272,8 @@ where
 }
 
 /// A TLS connection: the handshake (within the header timeout, as a first request head),
-/// then hyper, with the write timeout on every write.
+/// then HTTP/2 with hyper, or HTTP/1.1 as a plaintext connection is served (a subscription
+/// streamed directly, the rest by hyper), with the write timeout on every write.
 async fn tls_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -299,9 +300,25 @@ async fn tls_connection(
         },
         _ = shutdown.wait_for(|stop| *stop) => return,
     };
-    let io = Prefixed::new(bytes::Bytes::new(), tls, settings.write_timeout);
-    serve_hyper(io, peer, http, watcher).await;
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let io = Prefixed::new(bytes::Bytes::new(), tls, settings.write_timeout);
+        serve_hyper(io, peer, http, watcher).await;
+        return;
+    }
+    // HTTP/1.1 over TLS: a subscription takes the direct path, as in plaintext. What rustls
+    // may hold encrypted for a client that stopped reading is bounded, beside the owed bytes.
+    let mut tls = Box::new(tls);
+    tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+    match stream::serve(hub, tls).await {
+        Outcome::Stream(streaming) => streaming.await,
+        Outcome::Hyper(io) => serve_hyper(io, peer, http, watcher).await,
+        Outcome::Gone => {}
+    }
 }
+
+/// Bytes a TLS session of the direct path may hold encrypted and unsent (rustls's default is
+/// 64 KiB): what a blocked subscriber holds beyond the owed-bytes budget.
+const TLS_BUFFER_LIMIT: usize = 16 * 1024;
 
 /// The accept loop's pause after a failed accept (out of descriptors), doubled each time.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);

@@ -33,21 +33,21 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 32;
 
 /// What became of a connection after its first request head.
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<S: Socket = TcpStream> {
     /// A subscription to stream: await it (a small, hand-written future).
-    Stream(Streaming),
+    Stream(Streaming<S>),
     /// Not for the direct path: serve it with hyper, replaying the bytes already read.
-    Hyper(Prefixed),
+    Hyper(Prefixed<S>),
     /// The client went away (or sent nothing in time) before a request head.
     Gone,
 }
 
 /// Reads the first request head of `stream` and decides who serves the connection.
-pub(crate) async fn serve(hub: &Hub, stream: TcpStream) -> Outcome {
+pub(crate) async fn serve<S: Socket>(hub: &Hub, mut stream: S) -> Outcome<S> {
     // The caller boxes this future: checking a request (parsed headers, token verification,
     // history lookup) takes far more state than streaming, and it is freed before the stream
     // starts.
-    match accept(hub, &stream).await {
+    match accept(hub, &mut stream).await {
         Accepted::Stream(head, framing, opened) => Outcome::Stream(Streaming::new(
             stream,
             head,
@@ -70,7 +70,7 @@ enum Accepted {
     Gone,
 }
 
-async fn accept(hub: &Hub, stream: &TcpStream) -> Accepted {
+async fn accept<S: Socket>(hub: &Hub, stream: &mut S) -> Accepted {
     let mut head = BytesMut::with_capacity(1024);
     let mut shutdown = hub.shutdown_signal();
     let parsed = tokio::select! {
@@ -147,15 +147,11 @@ impl Head {
 
 /// Reads until a complete request head is in `buf`; `None` if it is not one this path can
 /// parse (hyper will answer it).
-async fn read_head(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<Head>> {
+async fn read_head<S: Socket>(stream: &mut S, buf: &mut BytesMut) -> std::io::Result<Option<Head>> {
     loop {
-        stream.readable().await?;
         buf.reserve(1024);
-        match stream.try_read_buf(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+        if stream.read_some(buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         match parse_head(buf) {
             Parsed::Partial => continue,
@@ -250,8 +246,8 @@ fn response_head(framing: Framing, answer: &SubscriptionResponse) -> Vec<u8> {
 /// the hub's write timeout closes the stream, and so does a blocked write while the bytes
 /// owed to all subscribers (taken from their queues or history, not yet written) exceed the
 /// hub's budget. Either way the client resumes with `Last-Event-ID`.
-pub(crate) struct Streaming {
-    stream: TcpStream,
+pub(crate) struct Streaming<S: Socket = TcpStream> {
+    stream: S,
     subscriber: Subscriber,
     /// What is being written, if anything.
     out: Option<Out>,
@@ -321,9 +317,9 @@ impl Out {
     }
 
     /// Writes what is left; `Ready(Ok)` once all of it is out.
-    fn poll_write(
+    fn poll_write<S: Socket>(
         &mut self,
-        stream: &TcpStream,
+        stream: &mut S,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
         let crlf: &[u8] = if self.framed { b"\r\n" } else { b"" };
@@ -346,24 +342,20 @@ impl Out {
                 &mut many
             };
             IoSlice::advance_slices(&mut slices, self.written);
-            // Try first: the socket is almost always writable, and asking for readiness first
-            // would cost a registration per chunk.
-            match stream.try_write_vectored(slices) {
+            match std::task::ready!(stream.poll_write_parts(cx, slices)) {
                 Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
                 Ok(n) => self.written += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::task::ready!(stream.poll_write_ready(cx))?;
-                }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        Poll::Ready(Ok(()))
+        // Out of what a TLS session buffered, too (nothing to do on a plain socket).
+        stream.poll_flush_out(cx)
     }
 }
 
-impl Streaming {
+impl<S: Socket> Streaming<S> {
     fn new(
-        stream: TcpStream,
+        stream: S,
         head: Vec<u8>,
         framing: Framing,
         answer: SubscriptionResponse,
@@ -426,13 +418,13 @@ impl Streaming {
     }
 }
 
-impl Drop for Streaming {
+impl<S: Socket> Drop for Streaming<S> {
     fn drop(&mut self) {
         self.release();
     }
 }
 
-impl Future for Streaming {
+impl<S: Socket> Future for Streaming<S> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -440,7 +432,7 @@ impl Future for Streaming {
         loop {
             if let Some(out) = &mut this.out {
                 let before = out.written;
-                match out.poll_write(&this.stream, cx) {
+                match out.poll_write(&mut this.stream, cx) {
                     Poll::Ready(Ok(())) => this.finish_write(),
                     Poll::Ready(Err(_)) => return Poll::Ready(()),
                     Poll::Pending => {
@@ -456,7 +448,7 @@ impl Future for Streaming {
                     return Poll::Ready(());
                 }
             }
-            if poll_client_gone(&this.stream, cx).is_ready() {
+            if this.stream.poll_gone(cx).is_ready() {
                 return Poll::Ready(());
             }
             match this.subscriber.poll_next_chunk(cx) {
@@ -482,18 +474,106 @@ impl Future for Streaming {
     }
 }
 
-/// Ready when the client closed its side (`Ok`) or the connection failed. Bytes it sends after
-/// the request (a pipelined request, which SSE clients do not do) are discarded. Pending
-/// registers the task for the socket's next read readiness.
-fn poll_client_gone(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-    let mut sink = [0u8; 64];
-    loop {
-        std::task::ready!(stream.poll_read_ready(cx))?;
-        match stream.try_read(&mut sink) {
-            Ok(0) => return Poll::Ready(Ok(())),
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Poll::Ready(Err(e)),
+/// What the direct path streams over: a plain TCP socket, or a TLS session on one.
+pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Reads what has arrived into `buf` (0 at the end of the stream).
+    fn read_some(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> impl Future<Output = std::io::Result<usize>> + Send;
+
+    /// Writes some of `slices`; `Pending` registers for the socket's writability.
+    fn poll_write_parts(
+        &mut self,
+        cx: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>>;
+
+    /// Writes out whatever was accepted but is still buffered on the way to the socket.
+    fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+
+    /// Ready when the client closed its side (`Ok`) or the connection failed. Bytes it sends
+    /// after the request (a pipelined request, which SSE clients do not do) are discarded.
+    /// Pending registers the task for the connection's next read readiness.
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+}
+
+impl Socket for TcpStream {
+    async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        loop {
+            // Readiness first: an idle connection holds no read buffer while it waits.
+            self.readable().await?;
+            match self.try_read_buf(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                read => return read,
+            }
+        }
+    }
+
+    fn poll_write_parts(
+        &mut self,
+        cx: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            // Try first: the socket is almost always writable, and asking for readiness first
+            // would cost a registration per chunk.
+            match self.try_write_vectored(slices) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::task::ready!(self.poll_write_ready(cx))?;
+                }
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn poll_flush_out(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut sink = [0u8; 64];
+        loop {
+            std::task::ready!(self.poll_read_ready(cx))?;
+            match self.try_read(&mut sink) {
+                Ok(0) => return Poll::Ready(Ok(())),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// A TLS session: rustls encrypts what it is given into its own buffer (bounded by its buffer
+/// limit) and writes that to the socket; what the socket did not take yet is written by
+/// `poll_flush_out`, so a write only counts as done once it left the process.
+impl Socket for Box<tokio_rustls::server::TlsStream<TcpStream>> {
+    async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        self.read_buf(buf).await
+    }
+
+    fn poll_write_parts(
+        &mut self,
+        cx: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut **self).poll_write_vectored(cx, slices)
+    }
+
+    fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut **self).poll_flush(cx)
+    }
+
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut sink = [0u8; 64];
+        loop {
+            let mut buf = ReadBuf::new(&mut sink);
+            std::task::ready!(Pin::new(&mut **self).poll_read(cx, &mut buf))?;
+            if buf.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
         }
     }
 }

@@ -490,3 +490,47 @@ async fn the_client_subscribes_over_https() {
     let opened = tokio::time::timeout(WAIT, insecure.next()).await.unwrap();
     assert!(matches!(opened, Some(Ok(Item::Open))), "{opened:?}");
 }
+
+/// A subscription over TLS (HTTP/1.1) is streamed by the direct path, under its bounds: a
+/// client that stops reading is closed after the write timeout, and nothing stays owed.
+#[tokio::test]
+async fn a_stuck_tls_subscriber_is_closed_after_the_write_timeout() {
+    let hub = TlsHub::start(Settings {
+        write_timeout: Duration::from_secs(1),
+        ..anonymous()
+    })
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(hub.addr).await.unwrap();
+    let mut stuck = hub
+        .client(&[b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    stuck
+        .write_all(b"GET /.well-known/mercure?topic=big HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = String::new();
+    read_until(&mut stuck, &mut got, "\r\n\r\n").await;
+    let big = "x".repeat(256 << 10);
+    for _ in 0..48 {
+        hub.hub.publish(&[("topic", "big"), ("data", &big)]).await;
+    }
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, _, text) = hub.hub.get("/metrics").await;
+        if metric(&text, "herald_subscriber_closed_stalled_total") == 1.0 {
+            assert_eq!(metric(&text, "herald_owed_bytes"), 0.0, "nothing left owed");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not closed: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

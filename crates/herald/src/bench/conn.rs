@@ -1,5 +1,5 @@
 //! The bench's own SSE subscriber: a raw HTTP/1.1 GET on a socket bound to a chosen loopback
-//! source address, the response head checked, then the body de-chunked and decoded with
+//! source address (over TLS for an `https://` target), the response head checked, then the body de-chunked and decoded with
 //! `herald-sse`. Hand-written rather than `herald-client` because the bench holds tens of
 //! thousands of these: each is one socket, a 4 KiB buffer and a decoder, and it must cost the
 //! machine as little as possible so that the server, not the load generator, is measured.
@@ -7,7 +7,9 @@
 use super::target::Target;
 use herald_sse::Decoder;
 use std::net::{Ipv4Addr, SocketAddr};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 const READ_BUFFER: usize = 4096;
@@ -25,9 +27,55 @@ pub enum OpenError {
     Response(String),
 }
 
+/// A subscriber's connection: plaintext, or TLS for an `https://` target.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One open SSE subscription.
 pub struct Subscription {
-    stream: TcpStream,
+    stream: Io,
     buf: Box<[u8]>,
     body: Body,
 }
@@ -50,10 +98,19 @@ impl Subscription {
         let stream = connect(target.addr, source)
             .await
             .map_err(OpenError::Connect)?;
+        let stream = match &target.tls {
+            None => Io::Plain(stream),
+            Some(config) => Io::Tls(Box::new(
+                tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(target.server_name(), stream)
+                    .await
+                    .map_err(OpenError::Connect)?,
+            )),
+        };
         Self::start(stream, request).await
     }
 
-    async fn start(mut stream: TcpStream, request: &[u8]) -> Result<Self, OpenError> {
+    async fn start(mut stream: Io, request: &[u8]) -> Result<Self, OpenError> {
         stream
             .write_all(request)
             .await

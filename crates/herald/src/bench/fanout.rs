@@ -181,8 +181,12 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let bench_before = own_cpu_us();
     let first_publish = shared.now_ns();
     let publish_errors = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
+    // Publishes over TLS too when the target is https:// (any certificate accepted).
+    let connector = herald_client::TlsOptions::default()
+        .accept_invalid_certificates(true)
+        .connector()?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
+        .build::<_, Full<Bytes>>(connector);
     let mut publishes = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
     let expected = subscribers as u64 * messages;

@@ -44,7 +44,9 @@ struct TargetArgs {
     /// The kind of server under test.
     #[arg(long, value_enum, default_value = "herald")]
     target: target::Kind,
-    /// The server's base URL; herald is reached at /.well-known/mercure, nchan at /sub and /pub.
+    /// The server's base URL, http:// or https:// (TLS: any certificate is accepted; the raw
+    /// subscribers speak HTTP/1.1, one connection each); herald is reached at
+    /// /.well-known/mercure, nchan at /sub and /pub.
     /// Repeat for a cluster: subscriptions (and fanout's publishes) go to each node in turn.
     #[arg(
         long = "url",

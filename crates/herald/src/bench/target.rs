@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use herald_hub::auth::{Claims, MercureClaim, sign_hmac};
+use std::sync::Arc;
 
 /// The topic every bench subscriber listens to (a URL, as Mercure topics usually are).
 pub const TOPIC: &str = "https://bench.herald.invalid/topic";
@@ -36,6 +37,10 @@ pub struct Target {
     host: String,
     subscriber_token: Option<String>,
     publisher_token: Option<String>,
+    /// For an `https://` URL: the bench's TLS client (any certificate accepted: the bench
+    /// measures the server, it does not authenticate it), ALPN `http/1.1` for its raw
+    /// subscribers.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Target {
@@ -46,12 +51,22 @@ impl Target {
         let uri: http::Uri = url
             .parse()
             .with_context(|| format!("invalid --url {url:?}"))?;
-        anyhow::ensure!(
-            uri.scheme_str() == Some("http"),
-            "--url must be http://HOST:PORT (TLS is not measured), got {url:?}"
-        );
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => anyhow::bail!("--url must be http://HOST:PORT or https://HOST:PORT, got {url:?}"),
+        };
         let authority = uri.authority().context("--url has no host")?;
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let mut config = herald_client::TlsOptions::default()
+                .accept_invalid_certificates(true)
+                .client_config()?;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(Arc::new(config))
+        } else {
+            None
+        };
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&(authority.host(), port))?
             .next()
             .with_context(|| format!("cannot resolve {}", authority.host()))?;
@@ -92,6 +107,7 @@ impl Target {
             host: authority.to_string(),
             subscriber_token,
             publisher_token,
+            tls,
         })
     }
 
@@ -118,9 +134,10 @@ impl Target {
 
     /// The URL, content type, body and authorization of one publish of `data`.
     pub fn publish_request(&self, data: &str) -> http::Request<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         let builder = http::Request::post(match self.kind {
-            Kind::Herald => format!("http://{}/.well-known/mercure", self.host),
-            Kind::Nchan => format!("http://{}/pub?id={CHANNEL}", self.host),
+            Kind::Herald => format!("{scheme}://{}/.well-known/mercure", self.host),
+            Kind::Nchan => format!("{scheme}://{}/pub?id={CHANNEL}", self.host),
         });
         match self.kind {
             Kind::Herald => {
@@ -149,6 +166,16 @@ impl Target {
             // 201: stored with subscribers waiting, 202: stored with none.
             Kind::Nchan => status.is_success(),
         }
+    }
+
+    /// The host name a TLS client sends (SNI) and checks.
+    pub fn server_name(&self) -> rustls::pki_types::ServerName<'static> {
+        let host = self
+            .host
+            .rsplit_once(':')
+            .map_or(self.host.as_str(), |(h, _)| h);
+        rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+            .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").unwrap())
     }
 
     pub fn needs_publisher_token(&self) -> bool {
