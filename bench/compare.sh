@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Herald versus nginx + nchan, side by side, on this machine. See bench/README.md.
 #
-#   bench/compare.sh [--quick] [--pin]
+#   bench/compare.sh [--quick] [--pin] [--tls]
 #
 #   --quick   smoke run: idle 1000 and one short fan-out (1000 subscribers x 100/s, 100 B)
 #   --pin     pin the server under test to CPU 0 and the bench to CPU 1 (taskset), so each
 #             server gets one core, as nginx with one worker has
+#   --tls     both servers over HTTPS with the same certificate (P-256, made with openssl),
+#             TLS 1.3; the bench's subscribers speak HTTP/1.1 over TLS, one connection each,
+#             plus an idle scenario over HTTP/2 (100 subscription streams per connection)
 #
 # Environment:
 #   HERALD_BIN   herald binary to use (skips `cargo build --release -p herald`)
@@ -20,10 +23,12 @@ set -euo pipefail
 
 QUICK=0
 PIN=0
+TLS=0
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
         --pin) PIN=1 ;;
+        --tls) TLS=1 ;;
         -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
@@ -90,8 +95,25 @@ HERALD_PORT="$(free_port)"
 NCHAN_PORT="$(free_port)"
 while [[ "$NCHAN_PORT" == "$HERALD_PORT" ]]; do NCHAN_PORT="$(free_port)"; done
 JWT_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-HERALD_URL="http://127.0.0.1:$HERALD_PORT"
-NCHAN_URL="http://127.0.0.1:$NCHAN_PORT"
+SCHEME=http
+HERALD_TLS=()
+NGINX_SSL=""
+NGINX_TLS=""
+if [[ "$TLS" == 1 ]]; then
+    command -v openssl >/dev/null || die "--tls needs openssl"
+    SCHEME=https
+    mkdir -p "$RUN_DIR/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$RUN_DIR/tls/key.pem" -out "$RUN_DIR/tls/cert.pem" 2>/dev/null \
+        || die "openssl could not make a certificate"
+    chmod 644 "$RUN_DIR/tls/key.pem"
+    HERALD_TLS=(--tls-cert "$RUN_DIR/tls/cert.pem" --tls-key "$RUN_DIR/tls/key.pem")
+    NGINX_SSL=" ssl http2"
+    NGINX_TLS="ssl_certificate $RUN_DIR/tls/cert.pem; ssl_certificate_key $RUN_DIR/tls/key.pem; ssl_protocols TLSv1.3; ssl_session_cache off;"
+fi
+HERALD_URL="$SCHEME://127.0.0.1:$HERALD_PORT"
+NCHAN_URL="$SCHEME://127.0.0.1:$NCHAN_PORT"
 
 SERVER_CPU=()
 BENCH_CPU=()
@@ -105,8 +127,8 @@ fi
 NGINX_DIR="$RUN_DIR/nginx"
 mkdir -p "$NGINX_DIR"
 chmod 755 "$NGINX_DIR"
-sed -e "s|@PORT@|$NCHAN_PORT|g" -e "s|@RUNDIR@|$NGINX_DIR|g" \
-    "$BENCH_DIR/nchan/nginx.conf" >"$NGINX_DIR/nginx.conf"
+sed -e "s|@PORT@|$NCHAN_PORT|g" -e "s|@RUNDIR@|$NGINX_DIR|g" -e "s|@SSL@|$NGINX_SSL|g" \
+    -e "s|# @TLS@|$NGINX_TLS|g" "$BENCH_DIR/nchan/nginx.conf" >"$NGINX_DIR/nginx.conf"
 "$NGINX" -t -q -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_DIR/nginx.conf" \
     || die "nginx rejects $NGINX_DIR/nginx.conf"
 
@@ -149,7 +171,7 @@ wait_http() {
     local url="$1" pid="$2"
     for _ in $(seq 1 100); do
         kill -0 "$pid" 2>/dev/null || return 1
-        if curl -fs -o /dev/null --max-time 1 "$url"; then return 0; fi
+        if curl -kfs -o /dev/null --max-time 1 "$url"; then return 0; fi
         sleep 0.1
     done
     return 1
@@ -159,7 +181,7 @@ start_herald() {
     local logf="$RUN_DIR/herald-$1.log"
     # HERALD_CONFIG would add a config file's settings to the flags below.
     env -u HERALD_CONFIG "${SERVER_CPU[@]}" "$HERALD" serve --store memory \
-        --listen "127.0.0.1:$HERALD_PORT" --jwt-key "$JWT_KEY" >"$logf" 2>&1 &
+        --listen "127.0.0.1:$HERALD_PORT" --jwt-key "$JWT_KEY" "${HERALD_TLS[@]}" >"$logf" 2>&1 &
     SERVER_PID=$!
     SERVER_NAME=herald
     SERVER_PIDS=("$SERVER_PID")
@@ -259,6 +281,10 @@ else
     log "herald bench floor failed (see $RUN_DIR/floor.err)"
 fi
 
+if [[ "$TLS" == 1 ]]; then
+    # HTTP/2: 100 subscription streams per connection, as a page's EventSources share one.
+    both "idle 1000 h2 x100/conn" idle --conns 1000 --h2-streams 100 --hold 5
+fi
 if [[ "$QUICK" == 1 ]]; then
     both "idle 1000" idle --conns 1000 --hold 5
     both "fanout 1000x100/s 100B" fanout --conns 1000 --rate 100 --messages 200 --size 100 "${FLOOR_ARGS[@]}"
@@ -278,7 +304,7 @@ fi
 {
     echo "herald: $("$HERALD" --version 2>/dev/null || echo '?')"
     echo "nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), nchan: $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo '?')"
-    echo "machine: $(nproc) CPUs, $(uname -sr), open files $NOFILE, pinned: $([[ $PIN == 1 ]] && echo 'server CPU 0, bench CPU 1' || echo no)"
+    echo "machine: $(nproc) CPUs, $(uname -sr), open files $NOFILE, pinned: $([[ $PIN == 1 ]] && echo 'server CPU 0, bench CPU 1' || echo no), transport: $([[ $TLS == 1 ]] && echo 'TLS 1.3 (P-256 certificate), HTTP/1.1 subscribers' || echo 'plaintext HTTP/1.1')"
 } >"$RUN_DIR/meta.txt"
 python3 "$BENCH_DIR/report.py" --results "$RESULTS" --floor "$RUN_DIR/floor.json" \
     --meta "$RUN_DIR/meta.txt" --markdown "$RUN_DIR/results.md"

@@ -21,6 +21,9 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let before = observed.then(|| sample(&common.server_pids)).transpose()?;
     let bench_before = own_cpu_us();
 
+    if args.h2_streams > 0 {
+        return run_h2(args, before, bench_before, limit).await;
+    }
     let swarm = super::swarm::connect(&targets, args.conns, common.sources, "idle").await;
     let connected = swarm.open.len();
     eprintln!(
@@ -83,6 +86,68 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         "dropped": dropped,
         "failures": failures,
         "connect_s": round(swarm.took.as_secs_f64(), 2),
+        "nofile_limit": limit,
+        "server": server,
+        "bench_cpu_us": bench_cpu_us.round(),
+    });
+    if common.json {
+        println!("{report}");
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// `idle --h2-streams N`: the subscriptions as HTTP/2 streams, N per connection.
+async fn run_h2(
+    args: IdleArgs,
+    before: Option<Sample>,
+    bench_before: f64,
+    limit: u64,
+) -> anyhow::Result<()> {
+    let common = &args.common;
+    let targets = common.targets()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let streams = super::h2::open(&targets[0], args.conns, args.h2_streams, stop_rx).await?;
+    let connected = streams.open;
+    eprintln!(
+        "idle: {connected} HTTP/2 streams open ({} per connection), {} failed, in {:.1} s",
+        args.h2_streams,
+        streams.failures.values().sum::<usize>(),
+        streams.took.as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = before
+        .is_some()
+        .then(|| sample(&common.server_pids))
+        .transpose()?;
+    for left in (1..=args.hold).rev() {
+        eprintln!("idle: holding {connected} streams, {left} s left");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut failures = streams.failures.clone();
+    let took = streams.took;
+    let dropped_by = streams.finish().await;
+    let dropped: usize = dropped_by.values().sum();
+    failures.extend(dropped_by);
+    let bench_cpu_us = own_cpu_us() - bench_before;
+    let server = match (before, after) {
+        (Some(before), Some(after)) => Some(memory_report(before, after, connected)),
+        _ => None,
+    };
+    let report = serde_json::json!({
+        "mode": "idle",
+        "target": targets[0].kind.name(),
+        "transport": "h2",
+        "h2_streams_per_conn": args.h2_streams,
+        "nodes": 1,
+        "conns": args.conns,
+        "connected": connected,
+        "failed": args.conns - connected,
+        "dropped": dropped,
+        "failures": failures,
+        "connect_s": round(took.as_secs_f64(), 2),
         "nofile_limit": limit,
         "server": server,
         "bench_cpu_us": bench_cpu_us.round(),

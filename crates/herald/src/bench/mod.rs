@@ -7,6 +7,7 @@
 mod conn;
 mod fanout;
 mod floor;
+mod h2;
 mod idle;
 pub(crate) mod procstat;
 mod store;
@@ -89,6 +90,11 @@ struct IdleArgs {
     /// Seconds to hold them open once all answered.
     #[arg(long, default_value_t = 10)]
     hold: u64,
+    /// Over HTTP/2 (an https:// --url): this many subscription streams per connection
+    /// (at most the server's limit of concurrent streams, 128 for herald by default); 0:
+    /// HTTP/1.1, one connection per subscription.
+    #[arg(long, default_value_t = 0)]
+    h2_streams: usize,
 }
 
 #[derive(Args, Debug)]

@@ -111,19 +111,35 @@ impl Target {
         })
     }
 
-    /// The complete HTTP/1.1 request that opens one SSE subscription.
-    pub fn subscribe_request(&self) -> Vec<u8> {
-        let path = match self.kind {
+    /// The path and query that subscribe.
+    pub fn subscribe_path(&self) -> String {
+        match self.kind {
             Kind::Herald => format!(
                 "/.well-known/mercure?topic={}",
                 form_urlencoded::byte_serialize(TOPIC.as_bytes()).collect::<String>()
             ),
             Kind::Nchan => format!("/sub?id={CHANNEL}"),
-        };
-        let auth = self
-            .subscriber_token
+        }
+    }
+
+    /// The subscriber's `Authorization` header value, if it has a token.
+    pub fn subscriber_authorization(&self) -> Option<String> {
+        self.subscriber_token
             .as_ref()
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .map(|t| format!("Bearer {t}"))
+    }
+
+    /// The `Host` header value (the `:authority` of HTTP/2).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The complete HTTP/1.1 request that opens one SSE subscription.
+    pub fn subscribe_request(&self) -> Vec<u8> {
+        let path = self.subscribe_path();
+        let auth = self
+            .subscriber_authorization()
+            .map(|a| format!("Authorization: {a}\r\n"))
             .unwrap_or_default();
         format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{auth}\r\n",

@@ -1,0 +1,131 @@
+//! Subscriptions over HTTP/2 for `herald bench idle --h2-streams N`: a few TLS connections
+//! (ALPN `h2`), each carrying N subscription streams, as a browser page's `EventSource`s share
+//! one connection. Every stream is read (its heartbeats drained) until the hold ends.
+
+use super::target::Target;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Open streams, each drained by a task until `stop` turns true; failures by kind.
+pub struct Streams {
+    pub open: usize,
+    pub failures: BTreeMap<String, usize>,
+    pub took: Duration,
+    readers: Vec<tokio::task::JoinHandle<Option<String>>>,
+    /// The connections' own tasks.
+    connections: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Streams {
+    /// Ends the readers; how many streams the server ended (or broke) while they were held, by
+    /// reason.
+    pub async fn finish(self) -> BTreeMap<String, usize> {
+        let mut dropped = BTreeMap::new();
+        for reader in self.readers {
+            if let Ok(Some(reason)) = reader.await {
+                *dropped.entry(format!("dropped: {reason}")).or_insert(0) += 1;
+            }
+        }
+        for connection in self.connections {
+            connection.abort();
+        }
+        dropped
+    }
+}
+
+/// Opens `total` streams over connections of `per_connection` streams each.
+pub async fn open(
+    target: &Target,
+    total: usize,
+    per_connection: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Streams> {
+    let Some(config) = &target.tls else {
+        anyhow::bail!("--h2-streams needs an https:// --url (HTTP/2 is negotiated by ALPN)");
+    };
+    let mut config = (**config).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let started = Instant::now();
+    let mut streams = Streams {
+        open: 0,
+        failures: BTreeMap::new(),
+        took: Duration::ZERO,
+        readers: Vec::new(),
+        connections: Vec::new(),
+    };
+    let uri = format!("https://{}{}", target.host(), target.subscribe_path());
+    let mut left = total;
+    while left > 0 {
+        let count = left.min(per_connection.max(1));
+        left -= count;
+        let tcp = match tokio::net::TcpStream::connect(target.addr).await {
+            Ok(tcp) => tcp,
+            Err(err) => {
+                *streams
+                    .failures
+                    .entry(format!("connect: {err}"))
+                    .or_insert(0) += count;
+                continue;
+            }
+        };
+        let tls = match connector.connect(target.server_name(), tcp).await {
+            Ok(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => tls,
+            Ok(_) => anyhow::bail!("the server did not agree to HTTP/2 (ALPN)"),
+            Err(err) => {
+                *streams.failures.entry(format!("TLS: {err}")).or_insert(0) += count;
+                continue;
+            }
+        };
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(tls))
+            .await?;
+        streams.connections.push(tokio::spawn(async move {
+            let _ = connection.await;
+        }));
+        for _ in 0..count {
+            let mut request = http::Request::get(&uri).header("accept", "text/event-stream");
+            if let Some(auth) = target.subscriber_authorization() {
+                request = request.header("authorization", auth);
+            }
+            let request = request.body(Empty::<Bytes>::new())?;
+            let mut sender = sender.clone();
+            let response = match sender.ready().await {
+                Ok(()) => sender.send_request(request).await,
+                Err(err) => Err(err),
+            };
+            match response {
+                Ok(response) if response.status() == 200 => {
+                    streams.open += 1;
+                    let mut body = response.into_body();
+                    let mut stop = stop.clone();
+                    streams.readers.push(tokio::spawn(async move {
+                        loop {
+                            tokio::select! {
+                                frame = body.frame() => match frame {
+                                    Some(Ok(_)) => {}
+                                    Some(Err(err)) => return Some(err.to_string()),
+                                    None => return Some("ended by the server".to_owned()),
+                                },
+                                _ = stop.changed() => return None,
+                            }
+                        }
+                    }));
+                }
+                Ok(response) => {
+                    *streams
+                        .failures
+                        .entry(format!("HTTP {}", response.status().as_u16()))
+                        .or_insert(0) += 1;
+                }
+                Err(err) => *streams.failures.entry(err.to_string()).or_insert(0) += 1,
+            }
+        }
+    }
+    streams.took = started.elapsed();
+    Ok(streams)
+}
