@@ -534,3 +534,64 @@ async fn a_stuck_tls_subscriber_is_closed_after_the_write_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Over HTTP/2 a subscription that must end (here its token expires) ends its own stream, not
+/// the connection: the other subscriptions on it go on receiving, with their heartbeats.
+#[tokio::test]
+async fn an_ending_http_2_subscription_leaves_the_others_on_its_connection() {
+    let hub = TlsHub::start(Settings {
+        heartbeat: Some(Duration::from_millis(300)),
+        ..Settings::default()
+    })
+    .await;
+    let tls = hub.connect(&[b"h2"]).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let now = unix_now();
+    let mut open = |token: String| {
+        let request = http::Request::get("https://localhost/.well-known/mercure?topic=t")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        sender.send_request(request)
+    };
+    let ending = open(token_expiring(SUB_KEY, &["*"], now + 1))
+        .await
+        .unwrap();
+    let lasting = open(token_expiring(SUB_KEY, &["*"], now + 3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ending.status().as_u16(), lasting.status().as_u16()),
+        (200, 200)
+    );
+    let (mut ending, mut lasting) = (ending.into_body(), lasting.into_body());
+    // The expiring stream ends cleanly, within its token's life and a little.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ending.frame().await {
+                Some(Ok(_)) => {}
+                other => return other.map(|r| r.map(|_| ())),
+            }
+        }
+    })
+    .await
+    .expect("the expired subscription's stream ends");
+    assert!(ended.is_none(), "a clean end of stream: {ended:?}");
+    // The other one, on the same connection, still gets heartbeats and updates.
+    let mut got = String::new();
+    read_h2(&mut lasting, &mut got, ":\n").await;
+    let id = hub
+        .hub
+        .publish(&[("topic", "t"), ("data", "still here")])
+        .await;
+    read_h2(
+        &mut lasting,
+        &mut got,
+        &format!("id: {id}\ndata: still here\n\n"),
+    )
+    .await;
+}
