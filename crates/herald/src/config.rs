@@ -445,3 +445,50 @@ impl ServeConfig {
 fn secs(value: Option<u64>) -> Option<std::time::Duration> {
     value.map(std::time::Duration::from_secs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> ServeConfig {
+        toml::from_str(text).expect("valid TOML")
+    }
+
+    #[test]
+    fn listen_takes_one_address_or_several() {
+        assert_eq!(
+            from_toml(r#"listen = "127.0.0.1:1""#).listen,
+            ["127.0.0.1:1"]
+        );
+        let many = from_toml(r#"listen = ["127.0.0.1:1", "http://127.0.0.1:2"]"#);
+        assert_eq!(many.listen, ["127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert!(from_toml("").listen.is_empty());
+    }
+
+    #[test]
+    fn listen_schemes_choose_https_or_plaintext() {
+        let config = |listen: &[&str], tls: bool| ServeConfig {
+            listen: listen.iter().map(|s| s.to_string()).collect(),
+            tls_self_signed: tls.then_some(true),
+            ..ServeConfig::default()
+        };
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(config(&[], false).listen().unwrap(), [(addr(8080), false)]);
+        assert_eq!(config(&[], true).listen().unwrap(), [(addr(8080), true)]);
+        assert_eq!(
+            config(
+                &["127.0.0.1:1", "http://127.0.0.1:2", "https://127.0.0.1:3/"],
+                true
+            )
+            .listen()
+            .unwrap(),
+            [(addr(1), true), (addr(2), false), (addr(3), true)]
+        );
+        let err = config(&["https://127.0.0.1:3"], false)
+            .listen()
+            .unwrap_err();
+        assert!(err.to_string().contains("--tls-self-signed"), "{err}");
+        let err = config(&["127.0.0.1"], false).listen().unwrap_err();
+        assert!(err.to_string().contains("has no port"), "{err}");
+    }
+}
