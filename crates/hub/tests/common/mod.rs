@@ -213,7 +213,7 @@ pub struct Sse {
 }
 
 impl Sse {
-    fn new(response: hyper::Response<Incoming>) -> Sse {
+    pub fn new(response: hyper::Response<Incoming>) -> Sse {
         let (parts, body) = response.into_parts();
         Sse {
             status: parts.status,
@@ -223,6 +223,12 @@ impl Sse {
             raw: Vec::new(),
             ended: false,
         }
+    }
+
+    /// The whole body as text, for a response that ends (a refusal).
+    pub async fn text(&mut self) -> String {
+        while self.read_chunk(WAIT).await == Some(true) {}
+        String::from_utf8_lossy(&self.raw).into_owned()
     }
 
     /// Reads one more chunk; false at the end of the stream.

@@ -1,6 +1,8 @@
-//! HTTPS: the hub over TLS (rustls), HTTP/1.1 and HTTP/2 by ALPN, over real sockets; many
-//! subscriptions on one HTTP/2 connection, one of them not read; the certificate replaced
-//! under live subscribers.
+//! Every transport over real sockets: the core of the protocol run once per transport
+//! (HTTP/1.1 and HTTP/1.0 on the direct path, HTTP/1.1 and HTTP/2 over TLS, h2c), with one
+//! answer for all of them; and what HTTPS adds: HTTP/2 by ALPN with many subscriptions on one
+//! connection, one of them not read or ending; the certificate replaced under live
+//! subscribers; a stuck TLS subscriber closed.
 
 mod common;
 
@@ -595,3 +597,243 @@ async fn an_ending_http_2_subscription_leaves_the_others_on_its_connection() {
     )
     .await;
 }
+
+/// How a test client reaches the hub.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Transport {
+    /// Plaintext HTTP/1.1: the direct path.
+    Http11,
+    /// Plaintext HTTP/1.0 (nginx's default upstream protocol): the direct path, until close.
+    Http10,
+    /// HTTP/1.1 over TLS (ALPN `http/1.1`): the direct path over rustls.
+    TlsHttp11,
+    /// HTTP/2 over TLS (ALPN `h2`): hyper.
+    TlsHttp2,
+    /// HTTP/2 in plaintext with prior knowledge: hyper.
+    H2c,
+}
+
+type AnyClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A client of `hub` over `transport`, and the hub's base URL for it.
+struct TransportClient {
+    transport: Transport,
+    client: AnyClient,
+    base: String,
+}
+
+use hyper_util::client::legacy::connect::HttpConnector;
+
+impl TransportClient {
+    fn new(hub: &TlsHub, transport: Transport) -> TransportClient {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(hub.tls.certificates()[0].clone()).unwrap();
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http();
+        let connector = match transport {
+            Transport::TlsHttp2 => builder.enable_http2().wrap_connector(http),
+            _ => builder.enable_http1().wrap_connector(http),
+        };
+        let mut client = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+        client.pool_max_idle_per_host(0);
+        if matches!(transport, Transport::TlsHttp2 | Transport::H2c) {
+            client.http2_only(true);
+        }
+        let base = match transport {
+            Transport::TlsHttp11 | Transport::TlsHttp2 => {
+                format!("https://localhost:{}", hub.addr.port())
+            }
+            _ => format!("http://{}", hub.hub.addr),
+        };
+        TransportClient {
+            transport,
+            client: client.build(connector),
+            base,
+        }
+    }
+
+    fn version(&self) -> http::Version {
+        match self.transport {
+            Transport::Http10 => http::Version::HTTP_10,
+            Transport::Http11 | Transport::TlsHttp11 => http::Version::HTTP_11,
+            Transport::TlsHttp2 | Transport::H2c => http::Version::HTTP_2,
+        }
+    }
+
+    async fn send(
+        &self,
+        request: http::request::Builder,
+        body: &str,
+    ) -> hyper::Response<hyper::body::Incoming> {
+        let request = request
+            .version(self.version())
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = tokio::time::timeout(WAIT, self.client.request(request))
+            .await
+            .expect("an answer in time")
+            .unwrap_or_else(|err| panic!("{:?}: {err:?}", self.transport));
+        if self.transport != Transport::Http10 {
+            assert_eq!(response.version(), self.version(), "{:?}", self.transport);
+        }
+        response
+    }
+
+    async fn subscribe(&self, query: &str, headers: &[(&str, &str)]) -> Sse {
+        let mut request = http::Request::get(format!("{}/.well-known/mercure?{query}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Sse::new(self.send(request, "").await)
+    }
+
+    /// Publishes the form with a publisher token for `*`; the status and the body.
+    async fn publish(&self, form: &[(&str, &str)]) -> (u16, String) {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let request = http::Request::post(format!("{}/.well-known/mercure", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(
+                "authorization",
+                format!("Bearer {}", publisher_token(&["*"])),
+            );
+        let response = self.send(request, &body).await;
+        let status = response.status().as_u16();
+        (status, body_text(response).await)
+    }
+}
+
+/// Published, then received by a subscriber, with the answer's SSE headers.
+async fn publishes_reach_subscribers(transport: Transport) {
+    let hub = TlsHub::start(anonymous()).await;
+    let client = TransportClient::new(&hub, transport);
+    let mut sse = client.subscribe("topic=t", &[]).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.headers["content-type"], "text/event-stream");
+    // The framing shows which path answered: chunks in HTTP/1.1, the connection's end in
+    // HTTP/1.0 (so the request really went as HTTP/1.0), frames in HTTP/2.
+    let chunked = sse
+        .headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v == "chunked");
+    assert_eq!(
+        chunked,
+        matches!(transport, Transport::Http11 | Transport::TlsHttp11),
+        "{:?}",
+        sse.headers
+    );
+    let (status, id) = client.publish(&[("topic", "t"), ("data", "a\nb")]).await;
+    assert_eq!(status, 200, "{id}");
+    let event = sse.next().await;
+    assert_eq!(
+        (event.last_event_id.as_str(), event.data.as_str()),
+        (id.as_str(), "a\nb")
+    );
+}
+
+/// A subscriber resuming with `Last-Event-ID` gets exactly what followed, and the answer says
+/// where it resumed.
+async fn last_event_id_resumes_exactly(transport: Transport) {
+    let hub = TlsHub::start(anonymous()).await;
+    let client = TransportClient::new(&hub, transport);
+    let mut ids = Vec::new();
+    for data in ["one", "two", "three"] {
+        ids.push(client.publish(&[("topic", "t"), ("data", data)]).await.1);
+    }
+    let mut sse = client
+        .subscribe("topic=t", &[("last-event-id", &ids[0])])
+        .await;
+    assert_eq!(sse.headers["last-event-id"], ids[0].as_str());
+    let got: Vec<String> = sse.take(2).await.into_iter().map(|e| e.data).collect();
+    assert_eq!(got, ["two", "three"]);
+    assert!(sse.next_within(Duration::from_millis(200)).await.is_none());
+}
+
+/// A private update reaches only a subscriber whose token's claim matches its topic.
+async fn private_updates_need_a_matching_claim(transport: Transport) {
+    let hub = TlsHub::start(anonymous()).await;
+    let client = TransportClient::new(&hub, transport);
+    let mut anonymous = client.subscribe("topic=p", &[]).await;
+    let token = token_expiring(SUB_KEY, &["p"], unix_now() + 3600);
+    let auth = format!("Bearer {token}");
+    let mut allowed = client
+        .subscribe("topic=p", &[("authorization", &auth)])
+        .await;
+    client
+        .publish(&[("topic", "p"), ("data", "secret"), ("private", "on")])
+        .await;
+    let (_, public) = client.publish(&[("topic", "p"), ("data", "public")]).await;
+    assert_eq!(allowed.next().await.data, "secret");
+    assert_eq!(allowed.next().await.data, "public");
+    let event = anonymous.next().await;
+    assert_eq!(
+        (event.data.as_str(), event.last_event_id.as_str()),
+        ("public", public.as_str())
+    );
+}
+
+/// Refusals come with the status and a message saying what to fix.
+async fn refusals_say_what_to_fix(transport: Transport) {
+    let hub = TlsHub::start(Settings::default()).await;
+    let client = TransportClient::new(&hub, transport);
+    let mut no_token = client.subscribe("topic=t", &[]).await;
+    assert_eq!(no_token.status, 401);
+    assert!(no_token.text().await.contains("requires a subscriber JWT"));
+    let token = token_expiring(SUB_KEY, &["*"], unix_now() + 3600);
+    let auth = format!("Bearer {token}");
+    let mut no_topic = client.subscribe("", &[("authorization", &auth)]).await;
+    assert_eq!(no_topic.status, 400);
+    assert!(no_topic.text().await.contains("missing \"topic\""));
+    let (status, body) = client.publish(&[("data", "x")]).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("missing \"topic\" field"), "{body}");
+}
+
+/// Runs each scenario once per transport.
+macro_rules! per_transport {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use super::Transport;
+                #[tokio::test]
+                async fn http_1_1() {
+                    super::$scenario(Transport::Http11).await
+                }
+                #[tokio::test]
+                async fn http_1_0() {
+                    super::$scenario(Transport::Http10).await
+                }
+                #[tokio::test]
+                async fn tls_http_1_1() {
+                    super::$scenario(Transport::TlsHttp11).await
+                }
+                #[tokio::test]
+                async fn tls_http_2() {
+                    super::$scenario(Transport::TlsHttp2).await
+                }
+                #[tokio::test]
+                async fn h2c() {
+                    super::$scenario(Transport::H2c).await
+                }
+            }
+        )*
+    };
+}
+
+per_transport!(
+    publishes_reach_subscribers,
+    last_event_id_resumes_exactly,
+    private_updates_need_a_matching_claim,
+    refusals_say_what_to_fix,
+);
