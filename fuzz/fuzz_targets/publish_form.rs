@@ -8,7 +8,7 @@
 //!   `https://example.com/public` only (so 403 is reachable);
 //!   `POST /.well-known/mercure`, `content-type: application/x-www-form-urlencoded`, the rest
 //!   of the input as the body. Status must be 200/400/403/409/413/415/503 (never 500, no
-//!   panic); a 200's body is the update's id, the form's last non-empty `id` when it has one.
+//!   panic); a 200's body is the update's id: the form's first `id` when it is not empty.
 //! - subscribe: a subscriber token in `Authorization`, or none (then only an `authorization`
 //!   parameter in the query can authorize); `GET /.well-known/mercure?<rest of the input>`,
 //!   skipped unless that is a valid URI whose query is exactly the input. Status must be
@@ -105,9 +105,10 @@ fn publish(any_topic: bool, body: &[u8]) {
         String::from_utf8_lossy(&response_body)
     );
     if status == StatusCode::OK {
+        // A field given twice keeps its first value (as the reference hub does); an empty
+        // first `id` asks for a generated one.
         let id = form_urlencoded::parse(body)
-            .filter(|(k, _)| k == "id")
-            .last()
+            .find(|(k, _)| k == "id")
             .map(|(_, v)| v.into_owned())
             .filter(|id| !id.is_empty());
         let answered = std::str::from_utf8(&response_body).expect("an id is UTF-8");
