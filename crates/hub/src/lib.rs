@@ -35,6 +35,7 @@ mod stream;
 mod subscriber;
 mod subscriptions;
 pub mod tls;
+mod tls_record;
 pub mod topic;
 pub mod update;
 

@@ -17,6 +17,7 @@
 use crate::http::subscribe::{SubscriptionResponse, respond};
 use crate::hub::Hub;
 use crate::subscriber::{Chunk, Subscriber};
+use crate::tls_record::SealedStream;
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
 use std::io::IoSlice;
@@ -33,9 +34,9 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 32;
 
 /// What became of a connection after its first request head.
-pub(crate) enum Outcome<S: Socket = TcpStream> {
+pub(crate) enum Outcome<S: Accepting = TcpStream> {
     /// A subscription to stream: await it (a small, hand-written future).
-    Stream(Streaming<S>),
+    Stream(Streaming<S::Streamed>),
     /// Not for the direct path: serve it with hyper, replaying the bytes already read.
     Hyper(Prefixed<S>),
     /// The client went away (or sent nothing in time) before a request head.
@@ -43,18 +44,25 @@ pub(crate) enum Outcome<S: Socket = TcpStream> {
 }
 
 /// Reads the first request head of `stream` and decides who serves the connection.
-pub(crate) async fn serve<S: Socket>(hub: &Hub, mut stream: S) -> Outcome<S> {
+pub(crate) async fn serve<S: Accepting>(hub: &Hub, mut stream: S) -> Outcome<S> {
     // The caller boxes this future: checking a request (parsed headers, token verification,
     // history lookup) takes far more state than streaming, and it is freed before the stream
     // starts.
     match accept(hub, &mut stream).await {
-        Accepted::Stream(head, framing, opened) => Outcome::Stream(Streaming::new(
-            stream,
-            head,
-            framing,
-            opened,
-            hub.inner.write_limits.clone(),
-        )),
+        Accepted::Stream(head, framing, answer) => {
+            let limits = hub.inner.write_limits.clone();
+            let handover = tokio::time::timeout(limits.timeout, stream.for_streaming());
+            match handover.await {
+                Ok(Ok(stream)) => {
+                    Outcome::Stream(Streaming::new(stream, head, framing, answer, limits))
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(%err, "cannot stream on this connection");
+                    Outcome::Gone
+                }
+                Err(_) => Outcome::Gone,
+            }
+        }
         Accepted::Hyper(prefix) => Outcome::Hyper(Prefixed::new(
             prefix,
             stream,
@@ -70,7 +78,7 @@ enum Accepted {
     Gone,
 }
 
-async fn accept<S: Socket>(hub: &Hub, stream: &mut S) -> Accepted {
+async fn accept<S: Accepting>(hub: &Hub, stream: &mut S) -> Accepted {
     let mut head = BytesMut::with_capacity(1024);
     let mut shutdown = hub.shutdown_signal();
     let parsed = tokio::select! {
@@ -147,7 +155,10 @@ impl Head {
 
 /// Reads until a complete request head is in `buf`; `None` if it is not one this path can
 /// parse (hyper will answer it).
-async fn read_head<S: Socket>(stream: &mut S, buf: &mut BytesMut) -> std::io::Result<Option<Head>> {
+async fn read_head<S: Accepting>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> std::io::Result<Option<Head>> {
     loop {
         buf.reserve(1024);
         if stream.read_some(buf).await? == 0 {
@@ -474,14 +485,24 @@ impl<S: Socket> Future for Streaming<S> {
     }
 }
 
-/// What the direct path streams over: a plain TCP socket, or a TLS session on one.
-pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+/// A connection whose first request head the direct path reads: a plain TCP socket, or a TLS
+/// session on one.
+pub(crate) trait Accepting: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// What a subscription is streamed over once its request is read.
+    type Streamed: Socket;
+
     /// Reads what has arrived into `buf` (0 at the end of the stream).
     fn read_some(
         &mut self,
         buf: &mut BytesMut,
     ) -> impl Future<Output = std::io::Result<usize>> + Send;
 
+    /// Becomes what a subscription is streamed over.
+    fn for_streaming(self) -> impl Future<Output = std::io::Result<Self::Streamed>> + Send;
+}
+
+/// What the direct path streams a subscription over.
+pub(crate) trait Socket: Unpin + Send + 'static {
     /// Writes some of `slices`; `Pending` registers for the socket's writability.
     fn poll_write_parts(
         &mut self,
@@ -498,7 +519,9 @@ pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
 }
 
-impl Socket for TcpStream {
+impl Accepting for TcpStream {
+    type Streamed = TcpStream;
+
     async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         loop {
             // Readiness first: an idle connection holds no read buffer while it waits.
@@ -510,6 +533,12 @@ impl Socket for TcpStream {
         }
     }
 
+    async fn for_streaming(self) -> std::io::Result<TcpStream> {
+        Ok(self)
+    }
+}
+
+impl Socket for TcpStream {
     fn poll_write_parts(
         &mut self,
         cx: &mut Context<'_>,
@@ -545,34 +574,73 @@ impl Socket for TcpStream {
     }
 }
 
-/// A TLS session: rustls encrypts what it is given into its own buffer (bounded by its buffer
-/// limit) and writes that to the socket; what the socket did not take yet is written by
-/// `poll_flush_out`, so a write only counts as done once it left the process.
-impl Socket for Box<tokio_rustls::server::TlsStream<TcpStream>> {
+/// A TLS session, before and while its first request head is read.
+impl Accepting for Box<tokio_rustls::server::TlsStream<TcpStream>> {
+    type Streamed = TlsStreaming;
+
     async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         use tokio::io::AsyncReadExt;
         self.read_buf(buf).await
     }
 
+    /// TLS 1.3: the hub seals records itself and rustls is dropped (see `tls_record.rs`);
+    /// TLS 1.2 stays with rustls. Whatever rustls had queued (session tickets) is written first.
+    async fn for_streaming(mut self) -> std::io::Result<TlsStreaming> {
+        use tokio::io::AsyncWriteExt;
+        if self.get_ref().1.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+            return Ok(TlsStreaming::Rustls(self));
+        }
+        self.flush().await?;
+        let (tcp, connection) = (*self).into_inner();
+        SealedStream::take_over(tcp, connection)
+            .map(TlsStreaming::Sealed)
+            .map_err(|_| std::io::Error::other("the TLS session could not be taken over"))
+    }
+}
+
+/// A subscription streamed over TLS. (The sealed variant is the larger, holding its AEAD key
+/// inline, and the common one: boxing it would add an allocation, not save memory.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum TlsStreaming {
+    /// TLS 1.3, records sealed by the hub.
+    Sealed(SealedStream),
+    /// TLS 1.2, through rustls: it encrypts what it is given into its own buffer (bounded by
+    /// its buffer limit) and writes that to the socket; what the socket did not take yet is
+    /// written by `poll_flush_out`, so a write only counts as done once it left the process.
+    Rustls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Socket for TlsStreaming {
     fn poll_write_parts(
         &mut self,
         cx: &mut Context<'_>,
         slices: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut **self).poll_write_vectored(cx, slices)
+        match self {
+            TlsStreaming::Sealed(sealed) => sealed.poll_write_parts(cx, slices),
+            TlsStreaming::Rustls(tls) => Pin::new(&mut **tls).poll_write_vectored(cx, slices),
+        }
     }
 
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut **self).poll_flush(cx)
+        match self {
+            TlsStreaming::Sealed(sealed) => sealed.poll_flush_out(cx),
+            TlsStreaming::Rustls(tls) => Pin::new(&mut **tls).poll_flush(cx),
+        }
     }
 
     fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let mut sink = [0u8; 64];
-        loop {
-            let mut buf = ReadBuf::new(&mut sink);
-            std::task::ready!(Pin::new(&mut **self).poll_read(cx, &mut buf))?;
-            if buf.filled().is_empty() {
-                return Poll::Ready(Ok(()));
+        match self {
+            TlsStreaming::Sealed(sealed) => sealed.poll_gone(cx),
+            TlsStreaming::Rustls(tls) => {
+                let mut sink = [0u8; 64];
+                loop {
+                    let mut buf = ReadBuf::new(&mut sink);
+                    std::task::ready!(Pin::new(&mut **tls).poll_read(cx, &mut buf))?;
+                    if buf.filled().is_empty() {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
             }
         }
     }

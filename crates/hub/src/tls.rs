@@ -104,6 +104,9 @@ impl Tls {
             .with_no_client_auth()
             .with_cert_resolver(current.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // A streamed subscription over TLS 1.3 takes its session over from rustls
+        // (`tls_record.rs`), for its memory.
+        config.enable_secret_extraction = true;
         Ok(Tls {
             config: Arc::new(config),
             current,
