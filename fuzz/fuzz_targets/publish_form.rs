@@ -88,6 +88,7 @@ fn publish(any_topic: bool, body: &[u8]) {
             .await
             .expect("a buffered body")
             .to_bytes();
+        herald_fuzz::let_the_hub_run().await;
         (status, body)
     });
     assert!(
