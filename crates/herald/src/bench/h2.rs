@@ -2,6 +2,7 @@
 //! (ALPN `h2`), each carrying N subscription streams, as a browser page's `EventSource`s share
 //! one connection. Every stream is read (its heartbeats drained) until the hold ends.
 
+use super::idle::Held;
 use super::target::Target;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -10,40 +11,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Open streams, each drained by a task until `stop` turns true; failures by kind.
-pub struct Streams {
-    pub open: usize,
-    pub failures: BTreeMap<String, usize>,
-    pub took: Duration,
-    readers: Vec<tokio::task::JoinHandle<Option<String>>>,
-    /// The connections' own tasks.
-    connections: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Streams {
-    /// Ends the readers; how many streams the server ended (or broke) while they were held, by
-    /// reason.
-    pub async fn finish(self) -> BTreeMap<String, usize> {
-        let mut dropped = BTreeMap::new();
-        for reader in self.readers {
-            if let Ok(Some(reason)) = reader.await {
-                *dropped.entry(format!("dropped: {reason}")).or_insert(0) += 1;
-            }
-        }
-        for connection in self.connections {
-            connection.abort();
-        }
-        dropped
-    }
-}
-
 /// Opens `total` streams over connections of `per_connection` streams each.
 pub async fn open(
     target: &Target,
     total: usize,
     per_connection: usize,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Streams> {
+) -> anyhow::Result<Held> {
     let Some(config) = &target.tls else {
         anyhow::bail!("--h2-streams needs an https:// --url (HTTP/2 is negotiated by ALPN)");
     };
@@ -51,8 +25,8 @@ pub async fn open(
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let started = Instant::now();
-    let mut streams = Streams {
-        open: 0,
+    let mut streams = Held {
+        connected: 0,
         failures: BTreeMap::new(),
         took: Duration::ZERO,
         readers: Vec::new(),
@@ -100,7 +74,7 @@ pub async fn open(
             };
             match response {
                 Ok(response) if response.status() == 200 => {
-                    streams.open += 1;
+                    streams.connected += 1;
                     let mut body = response.into_body();
                     let mut stop = stop.clone();
                     streams.readers.push(tokio::spawn(async move {

@@ -4,6 +4,7 @@
 use super::IdleArgs;
 use super::procstat::{Sample, own_cpu_us, sample};
 use crate::limits::raise_nofile_limit;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
@@ -21,23 +22,116 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let before = observed.then(|| sample(&common.server_pids)).transpose()?;
     let bench_before = own_cpu_us();
 
-    if args.h2_streams > 0 {
-        return run_h2(args, before, bench_before, limit).await;
-    }
-    let swarm = super::swarm::connect(&targets, args.conns, common.sources, "idle").await;
-    let connected = swarm.open.len();
-    eprintln!(
-        "idle: {connected} open, {} failed, in {:.1} s",
-        swarm.failed(),
-        swarm.took.as_secs_f64()
-    );
     // Every subscription keeps being read (heartbeats) so none is dropped for not reading.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let readers: Vec<_> = swarm
+    let (held, transport) = if args.h2_streams > 0 {
+        let held = super::h2::open(target, args.conns, args.h2_streams, stop_rx).await?;
+        eprintln!(
+            "idle: {} HTTP/2 streams open ({} per connection), {} failed, in {:.1} s",
+            held.connected,
+            args.h2_streams,
+            held.failures.values().sum::<usize>(),
+            held.took.as_secs_f64()
+        );
+        let transport = serde_json::json!({
+            "transport": "h2",
+            "h2_streams_per_conn": args.h2_streams,
+            // Only the first --url is used over HTTP/2.
+            "nodes": 1,
+        });
+        (held, transport)
+    } else {
+        let swarm = super::swarm::connect(&targets, args.conns, common.sources, "idle").await;
+        eprintln!(
+            "idle: {} open, {} failed, in {:.1} s",
+            swarm.open.len(),
+            swarm.failed(),
+            swarm.took.as_secs_f64()
+        );
+        (http1_readers(swarm, &stop_rx), serde_json::json!({}))
+    };
+    let connected = held.connected;
+
+    // Let the server settle (allocations after the response head) before reading its memory.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = observed.then(|| sample(&common.server_pids)).transpose()?;
+    for left in (1..=args.hold).rev() {
+        eprintln!("idle: holding {connected} subscriptions, {left} s left");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _ = stop_tx.send(true);
+    let took = held.took;
+    let mut failures = held.failures.clone();
+    let dropped_by = held.finish().await?;
+    let dropped: usize = dropped_by.values().sum();
+    failures.extend(dropped_by);
+    let bench_cpu_us = own_cpu_us() - bench_before;
+
+    let server = match (before, after) {
+        (Some(before), Some(after)) => Some(memory_report(before, after, connected)),
+        _ => None,
+    };
+    let mut report = serde_json::json!({
+        "mode": "idle",
+        "target": target.kind.name(),
+        "nodes": targets.len(),
+        "conns": args.conns,
+        "connected": connected,
+        "failed": args.conns - connected,
+        "dropped": dropped,
+        "failures": failures,
+        "connect_s": round(took.as_secs_f64(), 2),
+        "nofile_limit": limit,
+        "server": server,
+        "bench_cpu_us": bench_cpu_us.round(),
+    });
+    if let (Some(report), Some(transport)) = (report.as_object_mut(), transport.as_object()) {
+        report.extend(transport.clone());
+    }
+    if common.json {
+        println!("{report}");
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// Subscriptions open and being read until `stop` turns true, whatever the transport.
+pub struct Held {
+    pub connected: usize,
+    /// Failures to open, by kind.
+    pub failures: BTreeMap<String, usize>,
+    pub took: Duration,
+    /// One per subscription: why the server ended it while held, if it did.
+    pub readers: Vec<tokio::task::JoinHandle<Option<String>>>,
+    /// The connections' own tasks (HTTP/2), ended with the readers.
+    pub connections: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Held {
+    /// Waits for the readers (stopped by then) and ends the connections; the subscriptions
+    /// the server ended (or broke) while they were held, by reason.
+    async fn finish(self) -> anyhow::Result<BTreeMap<String, usize>> {
+        let mut dropped = BTreeMap::new();
+        for reader in self.readers {
+            if let Some(reason) = reader.await? {
+                *dropped.entry(format!("dropped: {reason}")).or_insert(0) += 1;
+            }
+        }
+        for connection in self.connections {
+            connection.abort();
+        }
+        Ok(dropped)
+    }
+}
+
+/// A reader per HTTP/1.1 subscription of `swarm`.
+fn http1_readers(swarm: super::swarm::Swarm, stop: &tokio::sync::watch::Receiver<bool>) -> Held {
+    let readers = swarm
         .open
         .into_iter()
         .map(|mut subscription| {
-            let mut stop = stop_rx.clone();
+            let mut stop = stop.clone();
             tokio::spawn(async move {
                 let mut ignore = |_: &str| {};
                 loop {
@@ -52,112 +146,14 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
                 }
             })
         })
-        .collect();
-
-    // Let the server settle (allocations after the response head) before reading its memory.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = observed.then(|| sample(&common.server_pids)).transpose()?;
-    for left in (1..=args.hold).rev() {
-        eprintln!("idle: holding {connected} subscriptions, {left} s left");
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        .collect::<Vec<_>>();
+    Held {
+        connected: readers.len(),
+        failures: swarm.failures,
+        took: swarm.took,
+        readers,
+        connections: Vec::new(),
     }
-    let _ = stop_tx.send(true);
-    let mut dropped = 0;
-    let mut failures = swarm.failures;
-    for reader in readers {
-        if let Some(reason) = reader.await? {
-            dropped += 1;
-            *failures.entry(format!("dropped: {reason}")).or_insert(0) += 1;
-        }
-    }
-    let bench_cpu_us = own_cpu_us() - bench_before;
-
-    let server = match (before, after) {
-        (Some(before), Some(after)) => Some(memory_report(before, after, connected)),
-        _ => None,
-    };
-    let report = serde_json::json!({
-        "mode": "idle",
-        "target": target.kind.name(),
-        "nodes": targets.len(),
-        "conns": args.conns,
-        "connected": connected,
-        "failed": args.conns - connected,
-        "dropped": dropped,
-        "failures": failures,
-        "connect_s": round(swarm.took.as_secs_f64(), 2),
-        "nofile_limit": limit,
-        "server": server,
-        "bench_cpu_us": bench_cpu_us.round(),
-    });
-    if common.json {
-        println!("{report}");
-    } else {
-        print_table(&report);
-    }
-    Ok(())
-}
-
-/// `idle --h2-streams N`: the subscriptions as HTTP/2 streams, N per connection.
-async fn run_h2(
-    args: IdleArgs,
-    before: Option<Sample>,
-    bench_before: f64,
-    limit: u64,
-) -> anyhow::Result<()> {
-    let common = &args.common;
-    let targets = common.targets()?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let streams = super::h2::open(&targets[0], args.conns, args.h2_streams, stop_rx).await?;
-    let connected = streams.open;
-    eprintln!(
-        "idle: {connected} HTTP/2 streams open ({} per connection), {} failed, in {:.1} s",
-        args.h2_streams,
-        streams.failures.values().sum::<usize>(),
-        streams.took.as_secs_f64()
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = before
-        .is_some()
-        .then(|| sample(&common.server_pids))
-        .transpose()?;
-    for left in (1..=args.hold).rev() {
-        eprintln!("idle: holding {connected} streams, {left} s left");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let _ = stop_tx.send(true);
-    let mut failures = streams.failures.clone();
-    let took = streams.took;
-    let dropped_by = streams.finish().await;
-    let dropped: usize = dropped_by.values().sum();
-    failures.extend(dropped_by);
-    let bench_cpu_us = own_cpu_us() - bench_before;
-    let server = match (before, after) {
-        (Some(before), Some(after)) => Some(memory_report(before, after, connected)),
-        _ => None,
-    };
-    let report = serde_json::json!({
-        "mode": "idle",
-        "target": targets[0].kind.name(),
-        "transport": "h2",
-        "h2_streams_per_conn": args.h2_streams,
-        "nodes": 1,
-        "conns": args.conns,
-        "connected": connected,
-        "failed": args.conns - connected,
-        "dropped": dropped,
-        "failures": failures,
-        "connect_s": round(took.as_secs_f64(), 2),
-        "nofile_limit": limit,
-        "server": server,
-        "bench_cpu_us": bench_cpu_us.round(),
-    });
-    if common.json {
-        println!("{report}");
-    } else {
-        print_table(&report);
-    }
-    Ok(())
 }
 
 fn memory_report(before: Sample, after: Sample, connected: usize) -> serde_json::Value {
