@@ -273,28 +273,26 @@ impl ServeConfig {
 
 /// A `--listen` address resolved.
 fn resolve(listen: &str) -> anyhow::Result<SocketAddr> {
-    {
-        let usage = "--listen takes HOST:PORT, such as 127.0.0.1:8080, localhost:8080, \
-                     0.0.0.0:8080 (every interface) or [::1]:8080, optionally after http:// \
-                     or https://";
-        if let Ok(addr) = listen.parse() {
-            return Ok(addr);
-        }
-        if !listen.contains(':') {
-            bail!("--listen {listen:?} has no port: {usage}");
-        }
-        let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(listen)
-            .with_context(|| {
-                format!("--listen {listen:?} is not an address this machine has: {usage}")
-            })?
-            .collect();
-        resolved
-            .iter()
-            .find(|addr| addr.is_ipv4())
-            .or(resolved.first())
-            .copied()
-            .with_context(|| format!("--listen {listen:?} resolves to no address: {usage}"))
+    let usage = "--listen takes HOST:PORT, such as 127.0.0.1:8080, localhost:8080, \
+                 0.0.0.0:8080 (every interface) or [::1]:8080, optionally after http:// \
+                 or https://";
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
     }
+    if !listen.contains(':') {
+        bail!("--listen {listen:?} has no port: {usage}");
+    }
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(listen)
+        .with_context(|| {
+            format!("--listen {listen:?} is not an address this machine has: {usage}")
+        })?
+        .collect();
+    resolved
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .with_context(|| format!("--listen {listen:?} resolves to no address: {usage}"))
 }
 
 /// A TOML value that is one string or a list of them.

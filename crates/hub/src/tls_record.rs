@@ -165,15 +165,6 @@ impl SealedStream {
     /// The client's FIN (or a failed connection); what it sends before, a `close_notify` in
     /// practice, is read and dropped undecrypted.
     pub(crate) fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let mut sink = [0u8; 64];
-        loop {
-            std::task::ready!(self.tcp.poll_read_ready(cx))?;
-            match self.tcp.try_read(&mut sink) {
-                Ok(0) => return Poll::Ready(Ok(())),
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        crate::stream::Socket::poll_gone(&mut self.tcp, cx)
     }
 }
