@@ -144,8 +144,9 @@ fn reload_on_sighup(tls: herald_hub::tls::Tls) {
             return;
         };
         while hangups.recv().await.is_some() {
-            if let Err(err) = tls.reload() {
-                tracing::error!(%err, "SIGHUP: keeping the certificate in use");
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(err) => tracing::error!(%err, "SIGHUP: keeping the certificate in use"),
             }
         }
     });

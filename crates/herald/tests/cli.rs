@@ -20,6 +20,8 @@ struct Server {
     url: String,
     /// What it printed on stderr before the ready line.
     banner: Vec<String>,
+    /// What it printed on stderr after it (its log).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -55,8 +57,32 @@ impl Server {
             banner.push(line);
         };
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Server { child, url, banner }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Server {
+            child,
+            url,
+            banner,
+            log,
+        }
+    }
+
+    /// Waits until a line of the log contains `needle`; panics after 10 s.
+    fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log: {:?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn hub(&self) -> String {
@@ -853,6 +879,117 @@ fn a_self_signed_certificate_serves_https_and_is_kept() {
     let banner = second.banner.join("\n");
     assert!(banner.contains("(made at an earlier start)"), "{banner}");
     assert_eq!(second.printed("  SHA-256 fingerprint:"), fingerprint);
+}
+
+/// A renewed certificate is taken on SIGHUP (as nginx does): new connections get it, a
+/// subscription open before goes on receiving over its connection.
+#[test]
+fn sighup_reloads_the_certificate_under_a_live_subscription() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pair = |name: &str| {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (
+            scratch.path().join(format!("{name}.crt")),
+            scratch.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    };
+    let (cert, key) = pair("served");
+    let old = scratch.path().join("old.crt");
+    std::fs::copy(&cert, &old).unwrap();
+    let server = Server::start(
+        &[
+            "--anonymous",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let healthz = format!("{}/healthz", server.url);
+    let curl_with = |ca: &std::path::Path| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert", ca.to_str().unwrap()])
+            .arg(&healthz)
+            .output()
+            .expect("curl runs")
+            .status
+            .success()
+    };
+    assert!(curl_with(&old));
+    // A live subscription, over the old certificate.
+    let mut live = Command::new("curl")
+        .args([
+            "-sSN",
+            "--max-time",
+            "30",
+            "--cacert",
+            old.to_str().unwrap(),
+        ])
+        .arg(format!("{}?topic=t", server.hub()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl runs");
+    let (got_tx, got) = std::sync::mpsc::channel();
+    let mut out = BufReader::new(live.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while out.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let _ = got_tx.send(std::mem::take(&mut line));
+        }
+    });
+    assert_eq!(
+        got.recv_timeout(Duration::from_secs(10)).unwrap(),
+        ":\n",
+        "the subscription is open"
+    );
+    // Renewed in place, then SIGHUP.
+    let (next_cert, next_key) = pair("next");
+    std::fs::copy(&next_cert, &cert).unwrap();
+    std::fs::copy(&next_key, &key).unwrap();
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    server.wait_for_log("SIGHUP: TLS certificate reloaded");
+    assert!(curl_with(&next_cert), "new connections get the new one");
+    assert!(!curl_with(&old), "the old one is no longer presented");
+    // The subscription still receives.
+    let hub = server.hub();
+    let token = server.printed("publisher token (24 h):");
+    let ca = next_cert.to_str().unwrap();
+    let published = herald(&[
+        "pub",
+        "--hub",
+        &hub,
+        "--token",
+        &token,
+        "--ca-file",
+        ca,
+        "t",
+        "--data",
+        "renewed",
+    ]);
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = got
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the update reaches the subscription opened before the reload");
+        if line == "data: renewed\n" {
+            break;
+        }
+    }
+    let _ = live.kill();
+    let _ = live.wait();
 }
 
 /// HTTPS settings that cannot work are refused at start, saying what to fix.

@@ -35,7 +35,7 @@ pub(crate) use crate::signals::Signals;
 use crate::topic::{Selector, SelectorSet};
 use crate::update::Update;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::time::Duration;
 
@@ -148,6 +148,10 @@ struct Backlog {
 #[derive(Clone)]
 pub(crate) struct Dispatcher {
     registry: Arc<Mutex<Registry>>,
+    /// The newest position this node acknowledged to a publisher. The feed hands it to the
+    /// dispatcher a moment later; a subscription opened in between starts live after it
+    /// all the same, so it never receives what was published before it was asked for.
+    acknowledged: Arc<AtomicU64>,
     backlog: Arc<Backlog>,
     capacity: Capacity,
     metrics: Arc<Metrics>,
@@ -160,7 +164,8 @@ pub(crate) struct Registration {
     templated: bool,
     registry: Arc<Mutex<Registry>>,
     pub signals: Arc<Signals>,
-    /// Every update after this position reaches the queue (or sets `signals.lagged`).
+    /// Every update after this position reaches the queue (or sets `signals.lagged`); those
+    /// queued up to it were acknowledged before the registration and are not for it.
     pub live_after: u64,
 }
 
@@ -222,10 +227,17 @@ impl Dispatcher {
                 stage,
                 templated: 0,
             })),
+            acknowledged: Arc::new(AtomicU64::new(0)),
             backlog,
             capacity,
             metrics,
         }
+    }
+
+    /// Records that the update at `position` was acknowledged to its publisher: subscriptions
+    /// registered from now on are live after it, even before the feed brings it.
+    pub(crate) fn acknowledged(&self, position: u64) {
+        self.acknowledged.fetch_max(position, Ordering::AcqRel);
     }
 
     /// Subscriptions registered before the first update arrives are live after `position`
@@ -265,7 +277,9 @@ impl Dispatcher {
         Registration {
             key,
             templated,
-            live_after: reg.dispatched,
+            live_after: reg
+                .dispatched
+                .max(self.acknowledged.load(Ordering::Acquire)),
             registry: self.registry.clone(),
             signals,
         }

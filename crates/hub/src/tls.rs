@@ -114,15 +114,11 @@ impl Tls {
     }
 
     /// Reads the files again; new handshakes present what they hold from now on. On an error
-    /// the certificate in use stays.
+    /// the certificate in use stays. (The caller logs it, saying why it reloaded.)
     pub fn reload(&self) -> Result<(), TlsError> {
         let current = &self.current;
         let certified = load(&current.cert_path, &current.key_path, &current.provider)?;
         *crate::lock(&current.key) = Arc::new(certified);
-        tracing::info!(
-            cert = %current.cert_path.display(),
-            "TLS certificate reloaded"
-        );
         Ok(())
     }
 
@@ -149,7 +145,13 @@ impl Tls {
                     continue;
                 }
                 match tls.reload() {
-                    Ok(()) => seen = now,
+                    Ok(()) => {
+                        tracing::info!(
+                            cert = %tls.current.cert_path.display(),
+                            "TLS files changed: certificate reloaded"
+                        );
+                        seen = now;
+                    }
                     Err(err) => {
                         tracing::warn!(%err, "TLS files changed but cannot be used; keeping the certificate in use");
                         seen = now;

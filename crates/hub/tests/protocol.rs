@@ -17,9 +17,8 @@ fn anonymous() -> Settings {
     }
 }
 
-#[tokio::test]
-async fn publish_then_receive_with_all_fields() {
-    let hub = TestHub::start(anonymous()).await;
+async fn publish_then_receive_with_all_fields(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let mut sse = hub
         .subscribe("topic=https://example.com/books/1", &[])
         .await;
@@ -45,16 +44,14 @@ async fn publish_then_receive_with_all_fields() {
     assert!(raw.contains("retry: 2500\n"), "retry passed through: {raw}");
 }
 
-#[tokio::test]
-async fn generated_ids_are_urn_uuids() {
-    let hub = TestHub::start(anonymous()).await;
+async fn generated_ids_are_urn_uuids(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let id = hub.publish(&[("topic", "t"), ("data", "x")]).await;
     assert!(id.starts_with("urn:uuid:") && id.len() == 45, "{id}");
 }
 
-#[tokio::test]
-async fn sse_response_headers() {
-    let hub = TestHub::start(anonymous()).await;
+async fn sse_response_headers(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let sse = hub.subscribe("topic=a", &[]).await;
     let h = &sse.headers;
     assert_eq!(h["content-type"], "text/event-stream");
@@ -67,20 +64,18 @@ async fn sse_response_headers() {
     );
 }
 
-#[tokio::test]
-async fn headers_arrive_before_any_update() {
+async fn headers_arrive_before_any_update(transport: Transport) {
     // The subscribe call returns once the status line and headers arrived; with no update
     // published, that only happens if the hub flushes them at once.
-    let hub = TestHub::start(anonymous()).await;
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let mut sse = hub.subscribe("topic=a", &[]).await;
     assert_eq!(sse.status, StatusCode::OK);
     assert_eq!(sse.read_chunk(WAIT).await, Some(true));
     assert_eq!(sse.raw, b":\n", "an initial comment, nothing else");
 }
 
-#[tokio::test]
-async fn discovery_link_on_other_responses() {
-    let hub = TestHub::start(anonymous()).await;
+async fn discovery_link_on_other_responses(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     for path in ["/", "/healthz", "/.well-known/mercure"] {
         let (_, headers, _) = hub.get(path).await;
         assert_eq!(
@@ -90,9 +85,8 @@ async fn discovery_link_on_other_responses() {
     }
 }
 
-#[tokio::test]
-async fn subscribe_without_topic_is_400_with_a_hint() {
-    let hub = TestHub::start(anonymous()).await;
+async fn subscribe_without_topic_is_400_with_a_hint(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let (status, _, body) = hub.get("/.well-known/mercure").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("topic"), "{body}");
@@ -100,9 +94,8 @@ async fn subscribe_without_topic_is_400_with_a_hint() {
 
 /// Issue 15's audit: a selector that is not a URI template was a `400`; the spec says a
 /// selector can be any string, and the reference matches it as an exact topic.
-#[tokio::test]
-async fn a_selector_that_is_not_a_template_matches_exactly() {
-    let hub = TestHub::start(anonymous()).await;
+async fn a_selector_that_is_not_a_template_matches_exactly(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let mut sse = hub.subscribe("topic=https://a/%7Bid", &[]).await;
     assert_eq!(sse.status, StatusCode::OK);
     hub.publish(&[("topic", "https://a/1"), ("data", "not this")])
@@ -112,9 +105,8 @@ async fn a_selector_that_is_not_a_template_matches_exactly() {
     assert_eq!(sse.next().await.data, "this");
 }
 
-#[tokio::test]
-async fn publish_errors() {
-    let hub = TestHub::start(anonymous()).await;
+async fn publish_errors(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let any = publisher_token(&["*"]);
     /// Token, form, expected status, a word the error message must contain.
     type Case<'a> = (Option<String>, Vec<(&'a str, &'a str)>, StatusCode, &'a str);
@@ -193,9 +185,8 @@ async fn publish_errors() {
     assert!(sse.quiet_for(SHORT).await);
 }
 
-#[tokio::test]
-async fn publish_template_grant_allows_matching_topics() {
-    let hub = TestHub::start(anonymous()).await;
+async fn publish_template_grant_allows_matching_topics(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let token = publisher_token(&["https://example.com/books/{id}"]);
     let (status, _) = hub
         .publish_with(
@@ -206,9 +197,8 @@ async fn publish_template_grant_allows_matching_topics() {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn duplicate_id_is_409_and_first_update_kept() {
-    let hub = TestHub::start(anonymous()).await;
+async fn duplicate_id_is_409_and_first_update_kept(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     hub.publish(&[("topic", "a"), ("id", "same"), ("data", "first")])
         .await;
     let (status, body) = hub
@@ -225,13 +215,13 @@ async fn duplicate_id_is_409_and_first_update_kept() {
     assert!(sse.quiet_for(SHORT).await);
 }
 
-#[tokio::test]
-async fn wrong_content_type_and_oversized_body() {
+async fn wrong_content_type_and_oversized_body(transport: Transport) {
     let hub = TestHub::start(Settings {
         max_body: 1000,
         ..anonymous()
     })
-    .await;
+    .await
+    .over(transport);
     let token = publisher_token(&["*"]);
     let req = http::Request::post(hub.url("/.well-known/mercure"))
         .header("content-type", "application/json")
@@ -249,9 +239,8 @@ async fn wrong_content_type_and_oversized_body() {
     assert!(body.contains("1000"), "{body}");
 }
 
-#[tokio::test]
-async fn anonymous_subscribers_only_when_allowed() {
-    let closed = TestHub::start(Settings::default()).await;
+async fn anonymous_subscribers_only_when_allowed(transport: Transport) {
+    let closed = TestHub::start(Settings::default()).await.over(transport);
     let sse = closed.subscribe("topic=a", &[]).await;
     assert_eq!(sse.status, StatusCode::UNAUTHORIZED);
     assert!(sse.headers.contains_key("www-authenticate"));
@@ -265,9 +254,8 @@ async fn anonymous_subscribers_only_when_allowed() {
     assert_eq!(sse.next().await.data, "public");
 }
 
-#[tokio::test]
-async fn invalid_subscriber_token_is_401_even_when_anonymous_is_allowed() {
-    let hub = TestHub::start(anonymous()).await;
+async fn invalid_subscriber_token_is_401_even_when_anonymous_is_allowed(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let forged = publisher_token(&["*"]); // wrong key for subscribers
     let sse = hub
         .subscribe("topic=a", &[("authorization", &format!("Bearer {forged}"))])
@@ -275,9 +263,8 @@ async fn invalid_subscriber_token_is_401_even_when_anonymous_is_allowed() {
     assert_eq!(sse.status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn private_updates_reach_only_authorized_subscribers() {
-    let hub = TestHub::start(anonymous()).await;
+async fn private_updates_reach_only_authorized_subscribers(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let topic = "https://example.com/users/42";
     let mut anon = hub.subscribe(&format!("topic={topic}"), &[]).await;
     let allowed = subscriber_token(&["https://example.com/users/{id}"]);
@@ -307,9 +294,8 @@ async fn private_updates_reach_only_authorized_subscribers() {
     assert_eq!(unauthorized.next().await.data, "public");
 }
 
-#[tokio::test]
-async fn private_update_authorized_by_any_of_its_topics() {
-    let hub = TestHub::start(anonymous()).await;
+async fn private_update_authorized_by_any_of_its_topics(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let token = subscriber_token(&["https://example.com/alt"]);
     let mut sse = hub
         .subscribe(
@@ -327,9 +313,8 @@ async fn private_update_authorized_by_any_of_its_topics() {
     assert_eq!(sse.next().await.data, "both");
 }
 
-#[tokio::test]
-async fn token_in_cookie_and_in_query_parameter() {
-    let hub = TestHub::start(Settings::default()).await;
+async fn token_in_cookie_and_in_query_parameter(transport: Transport) {
+    let hub = TestHub::start(Settings::default()).await.over(transport);
     let token = subscriber_token(&["*"]);
     let mut by_cookie = hub
         .subscribe(
@@ -351,9 +336,8 @@ async fn token_in_cookie_and_in_query_parameter() {
     assert_eq!(by_query.next().await.data, "private");
 }
 
-#[tokio::test]
-async fn selectors_exact_template_and_star() {
-    let hub = TestHub::start(anonymous()).await;
+async fn selectors_exact_template_and_star(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let mut exact = hub
         .subscribe("topic=https://example.com/books/1", &[])
         .await;
@@ -395,9 +379,8 @@ async fn selectors_exact_template_and_star() {
     assert!(template.quiet_for(Duration::from_millis(50)).await);
 }
 
-#[tokio::test]
-async fn an_update_matching_two_selectors_arrives_once() {
-    let hub = TestHub::start(anonymous()).await;
+async fn an_update_matching_two_selectors_arrives_once(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let mut sse = hub.subscribe("topic=a&topic=*&topic=b", &[]).await;
     hub.publish(&[("topic", "a"), ("topic", "b"), ("data", "once")])
         .await;
@@ -406,13 +389,13 @@ async fn an_update_matching_two_selectors_arrives_once() {
     assert_eq!(sse.next().await.data, "next");
 }
 
-#[tokio::test]
-async fn heartbeats_on_idle_streams() {
+async fn heartbeats_on_idle_streams(transport: Transport) {
     let hub = TestHub::start(Settings {
         heartbeat: Some(Duration::from_millis(100)),
         ..anonymous()
     })
-    .await;
+    .await
+    .over(transport);
     let mut sse = hub.subscribe("topic=a", &[]).await;
     for _ in 0..3 {
         assert_eq!(sse.read_chunk(WAIT).await, Some(true));
@@ -420,13 +403,13 @@ async fn heartbeats_on_idle_streams() {
     assert_eq!(sse.raw, b":\n:\n:\n", "initial comment then two heartbeats");
 }
 
-#[tokio::test]
-async fn no_heartbeat_when_disabled() {
+async fn no_heartbeat_when_disabled(transport: Transport) {
     let hub = TestHub::start(Settings {
         heartbeat: None,
         ..anonymous()
     })
-    .await;
+    .await
+    .over(transport);
     let mut sse = hub.subscribe("topic=a", &[]).await;
     assert_eq!(sse.read_chunk(WAIT).await, Some(true));
     assert_eq!(
@@ -436,9 +419,8 @@ async fn no_heartbeat_when_disabled() {
     );
 }
 
-#[tokio::test]
-async fn health_ready_metrics_and_index() {
-    let hub = TestHub::start(anonymous()).await;
+async fn health_ready_metrics_and_index(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let mut sse = hub.subscribe("topic=a", &[]).await;
     hub.publish(&[("topic", "a"), ("data", "x")]).await;
     sse.next().await;
@@ -474,13 +456,13 @@ async fn health_ready_metrics_and_index() {
     assert!(page.contains("EventSource"));
 }
 
-#[tokio::test]
-async fn cors_preflight_and_credentials() {
+async fn cors_preflight_and_credentials(transport: Transport) {
     let hub = TestHub::start(Settings {
         cors_origins: vec!["https://app.example".into()],
         ..anonymous()
     })
-    .await;
+    .await
+    .over(transport);
     let preflight = http::Request::builder()
         .method("OPTIONS")
         .uri(hub.url("/.well-known/mercure"))
@@ -525,13 +507,13 @@ async fn cors_preflight_and_credentials() {
     assert!(!other.headers.contains_key("access-control-allow-origin"));
 }
 
-#[tokio::test]
-async fn cors_star_echoes_the_origin_for_credentials() {
+async fn cors_star_echoes_the_origin_for_credentials(transport: Transport) {
     let hub = TestHub::start(Settings {
         cors_origins: vec!["*".into()],
         ..anonymous()
     })
-    .await;
+    .await
+    .over(transport);
     let sse = hub
         .subscribe("topic=a", &[("origin", "https://any.example")])
         .await;
@@ -542,13 +524,13 @@ async fn cors_star_echoes_the_origin_for_credentials() {
     assert_eq!(sse.headers["access-control-allow-credentials"], "true");
 }
 
-#[tokio::test]
-async fn publishing_with_the_cookie_needs_an_allowed_origin() {
+async fn publishing_with_the_cookie_needs_an_allowed_origin(transport: Transport) {
     let hub = TestHub::start(Settings {
         cors_origins: vec!["https://app.example".into()],
         ..anonymous()
     })
-    .await;
+    .await
+    .over(transport);
     let token = publisher_token(&["*"]);
     let publish = |origin: Option<String>| {
         let hub = &hub;
@@ -590,9 +572,8 @@ async fn publishing_with_the_cookie_needs_an_allowed_origin() {
     assert!(body.contains("Authorization header"), "{body}");
 }
 
-#[tokio::test]
-async fn a_subscription_ends_when_its_token_expires() {
-    let hub = TestHub::start(Settings::default()).await;
+async fn a_subscription_ends_when_its_token_expires(transport: Transport) {
+    let hub = TestHub::start(Settings::default()).await.over(transport);
     let now = unix_now();
     let token = token_expiring(SUB_KEY, &["*"], now + 2);
     let mut sse = hub
@@ -655,13 +636,13 @@ async fn a_streamed_subscription_says_it_closes_its_connection() {
 }
 
 /// Issue 15's audit: a field given twice kept its last value (the reference keeps the first).
-#[tokio::test]
-async fn a_repeated_publish_field_keeps_its_first_value() {
+async fn a_repeated_publish_field_keeps_its_first_value(transport: Transport) {
     let hub = TestHub::start(Settings {
         anonymous: true,
         ..Settings::default()
     })
-    .await;
+    .await
+    .over(transport);
     let mut sse = hub.subscribe("topic=t", &[]).await;
     let id = hub
         .publish(&[
@@ -690,9 +671,8 @@ async fn a_repeated_publish_field_keeps_its_first_value() {
 
 /// Issue 15's audit: a publisher could post to a topic under /.well-known/mercure and forge
 /// the hub's subscription events.
-#[tokio::test]
-async fn topics_under_the_hub_path_are_reserved() {
-    let hub = TestHub::start(Settings::default()).await;
+async fn topics_under_the_hub_path_are_reserved(transport: Transport) {
+    let hub = TestHub::start(Settings::default()).await.over(transport);
     let token = publisher_token(&["*"]);
     for topic in [
         "/.well-known/mercure/subscriptions/t/urn:uuid:1",
@@ -711,9 +691,8 @@ async fn topics_under_the_hub_path_are_reserved() {
 
 /// Issue 15's audit: a token valid only from the future (`nbf`) was accepted, and an expired
 /// one was accepted for 5 s more without anyone having asked for a leeway.
-#[tokio::test]
-async fn nbf_is_checked_and_exp_has_no_silent_leeway() {
-    let hub = TestHub::start(Settings::default()).await;
+async fn nbf_is_checked_and_exp_has_no_silent_leeway(transport: Transport) {
+    let hub = TestHub::start(Settings::default()).await.over(transport);
     let now = unix_now();
     let later = serde_json::json!({"mercure": {"subscribe": ["*"]}, "nbf": now + 60});
     let not_yet = jsonwebtoken::encode(
@@ -734,9 +713,8 @@ async fn nbf_is_checked_and_exp_has_no_silent_leeway() {
 /// Issue 15's audit: a non-Bearer `Authorization` header fell through to the cookie, and the
 /// cookie won over the query parameter. The header alone decides when present; then the query
 /// parameter; then the cookie.
-#[tokio::test]
-async fn the_token_is_read_from_the_header_else_the_query_else_the_cookie() {
-    let hub = TestHub::start(Settings::default()).await;
+async fn the_token_is_read_from_the_header_else_the_query_else_the_cookie(transport: Transport) {
+    let hub = TestHub::start(Settings::default()).await.over(transport);
     let good = subscriber_token(&["*"]);
     let cookie = format!("mercureAuthorization={good}");
     let sse = hub
@@ -765,9 +743,8 @@ async fn the_token_is_read_from_the_header_else_the_query_else_the_cookie() {
 
 /// Issue 15: the limit on `topic` selectors per subscribe request is the reference's 1000, a
 /// setting, and going past it is a `400` that names it.
-#[tokio::test]
-async fn the_topic_limit_is_a_setting_and_named_when_passed() {
-    let hub = TestHub::start(anonymous()).await;
+async fn the_topic_limit_is_a_setting_and_named_when_passed(transport: Transport) {
+    let hub = TestHub::start(anonymous()).await.over(transport);
     let query = |n: usize| {
         (0..n)
             .map(|i| format!("topic=t{i}"))
@@ -786,3 +763,36 @@ async fn the_topic_limit_is_a_setting_and_named_when_passed() {
         "{body}"
     );
 }
+
+per_transport!(
+    publish_then_receive_with_all_fields,
+    generated_ids_are_urn_uuids,
+    sse_response_headers,
+    headers_arrive_before_any_update,
+    discovery_link_on_other_responses,
+    subscribe_without_topic_is_400_with_a_hint,
+    a_selector_that_is_not_a_template_matches_exactly,
+    publish_errors,
+    publish_template_grant_allows_matching_topics,
+    duplicate_id_is_409_and_first_update_kept,
+    wrong_content_type_and_oversized_body,
+    anonymous_subscribers_only_when_allowed,
+    invalid_subscriber_token_is_401_even_when_anonymous_is_allowed,
+    private_updates_reach_only_authorized_subscribers,
+    private_update_authorized_by_any_of_its_topics,
+    token_in_cookie_and_in_query_parameter,
+    selectors_exact_template_and_star,
+    an_update_matching_two_selectors_arrives_once,
+    heartbeats_on_idle_streams,
+    no_heartbeat_when_disabled,
+    health_ready_metrics_and_index,
+    cors_preflight_and_credentials,
+    cors_star_echoes_the_origin_for_credentials,
+    publishing_with_the_cookie_needs_an_allowed_origin,
+    a_subscription_ends_when_its_token_expires,
+    a_repeated_publish_field_keeps_its_first_value,
+    topics_under_the_hub_path_are_reserved,
+    nbf_is_checked_and_exp_has_no_silent_leeway,
+    the_token_is_read_from_the_header_else_the_query_else_the_cookie,
+    the_topic_limit_is_a_setting_and_named_when_passed,
+);

@@ -22,9 +22,8 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-#[tokio::test]
-async fn subscription_events_announce_start_and_end() {
-    let hub = TestHub::start(with_subscriptions()).await;
+async fn subscription_events_announce_start_and_end(transport: Transport) {
+    let hub = TestHub::start(with_subscriptions()).await.over(transport);
     let watcher_token = subscriber_token(&[WATCH]);
     let mut watcher = hub
         .subscribe(
@@ -77,9 +76,8 @@ async fn subscription_events_announce_start_and_end() {
     );
 }
 
-#[tokio::test]
-async fn subscriptions_api_lists_active_subscriptions() {
-    let hub = TestHub::start(with_subscriptions()).await;
+async fn subscriptions_api_lists_active_subscriptions(transport: Transport) {
+    let hub = TestHub::start(with_subscriptions()).await.over(transport);
     let _a = hub
         .subscribe(
             "topic=https://example.com/a&topic=https://example.com/b",
@@ -156,13 +154,13 @@ async fn subscriptions_api_lists_active_subscriptions() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
 
-#[tokio::test]
-async fn subscriptions_api_is_off_by_default() {
+async fn subscriptions_api_is_off_by_default(transport: Transport) {
     let hub = TestHub::start(Settings {
         anonymous: true,
         ..Settings::default()
     })
-    .await;
+    .await
+    .over(transport);
     let (status, _, body) = hub.get("/.well-known/mercure/subscriptions").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("--subscriptions"), "{body}");
@@ -174,9 +172,8 @@ fn urlencode(s: &str) -> String {
 
 /// Issue 15's audit: the subscriptions API had no ETag, so a polling client could not ask
 /// "has it changed?" (the spec's examples show `ETag` and `If-None-Match`).
-#[tokio::test]
-async fn subscriptions_api_answers_304_until_the_view_changes() {
-    let hub = TestHub::start(with_subscriptions()).await;
+async fn subscriptions_api_answers_304_until_the_view_changes(transport: Transport) {
+    let hub = TestHub::start(with_subscriptions()).await.over(transport);
     let api_token = subscriber_token(&["/.well-known/mercure/subscriptions{/topic}{/subscriber}"]);
     let get = |etag: Option<String>| {
         let (hub, token) = (&hub, &api_token);
@@ -229,3 +226,10 @@ async fn subscriptions_api_answers_304_until_the_view_changes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+per_transport!(
+    subscription_events_announce_start_and_end,
+    subscriptions_api_lists_active_subscriptions,
+    subscriptions_api_is_off_by_default,
+    subscriptions_api_answers_304_until_the_view_changes,
+);

@@ -193,11 +193,21 @@ fn form_decode(raw: &[u8]) -> Result<String, std::string::FromUtf8Error> {
     String::from_utf8(bytes)
 }
 
-/// Verifies the request's token, if any, for `role`.
+/// The host a request was sent to: its `Host` header in HTTP/1, its `:authority` (which
+/// hyper puts in the URI) in HTTP/2.
+fn authority<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
+    match headers.get(header::HOST) {
+        Some(host) => host.to_str().ok(),
+        None => uri.authority().map(|a| a.as_str()),
+    }
+}
+
+/// Verifies the token, if any, of a request to `uri` for `role`.
 fn grants(
     hub: &Hub,
     role: Role,
     headers: &HeaderMap,
+    uri: &http::Uri,
     query_token: Option<&str>,
 ) -> Result<Option<Grants>, HttpError> {
     let located = auth::locate_token(headers, query_token)
@@ -205,7 +215,7 @@ fn grants(
     if role == Role::Publisher
         && let Some((_, auth::Location::Cookie)) = located
     {
-        check_cookie_origin(hub, headers)?;
+        check_cookie_origin(hub, headers, authority(headers, uri))?;
     }
     match located.map(|(token, _)| token) {
         None => Ok(None),
@@ -225,7 +235,11 @@ fn grants(
 
 /// A browser sends the cookie with any request to the hub, including one forged by another
 /// site; publishing with it is only allowed from the hub's own origin or a configured CORS origin.
-fn check_cookie_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), HttpError> {
+fn check_cookie_origin(
+    hub: &Hub,
+    headers: &HeaderMap,
+    authority: Option<&str>,
+) -> Result<(), HttpError> {
     let origin = headers
         .get(header::ORIGIN)
         .or_else(|| headers.get(header::REFERER))
@@ -241,10 +255,7 @@ fn check_cookie_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), HttpError> 
              allowed origin; send the JWT in the Authorization header instead",
         ));
     };
-    let own = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|host| origin.ends_with(&format!("://{host}")));
+    let own = authority.is_some_and(|host| origin.ends_with(&format!("://{host}")));
     let allowed = hub
         .inner
         .settings

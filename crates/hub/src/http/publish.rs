@@ -24,7 +24,14 @@ pub(super) async fn publish(
     request: Request,
 ) -> Result<Response, HttpError> {
     let query_token = query_token(&request)?;
-    let Some(grants) = grants(&hub, Role::Publisher, &headers, query_token.as_deref())? else {
+    let Some(grants) = grants(
+        &hub,
+        Role::Publisher,
+        &headers,
+        request.uri(),
+        query_token.as_deref(),
+    )?
+    else {
         return Err(HttpError::unauthorized(
             "publishing requires a publisher JWT with a mercure.publish claim: send it as \
              `Authorization: Bearer <jwt>`",
@@ -64,6 +71,7 @@ pub(super) async fn publish(
         }
         store_error(err)
     })?;
+    inner.dispatcher.acknowledged(update.position);
     inner.metrics.published.inc();
     tracing::debug!(id = update.id(), position = update.position, "published");
     Ok((

@@ -135,6 +135,7 @@ async fn open(
         hub,
         Role::Subscriber,
         headers,
+        uri,
         query.authorization.as_deref(),
     )?;
     if grants.is_none() && !settings.anonymous {

@@ -25,7 +25,14 @@ pub(super) async fn list_subscriptions(
         ));
     };
     let query_token = query_token(&request)?;
-    let Some(grants) = grants(&hub, Role::Subscriber, &headers, query_token.as_deref())? else {
+    let Some(grants) = grants(
+        &hub,
+        Role::Subscriber,
+        &headers,
+        request.uri(),
+        query_token.as_deref(),
+    )?
+    else {
         return Err(HttpError::unauthorized(
             "the subscriptions API requires a subscriber JWT whose mercure.subscribe claim \
              matches this URL",

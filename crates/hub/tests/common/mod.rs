@@ -1,10 +1,14 @@
-//! A hub started in-process on a free loopback port, and small HTTP helpers to talk to it over
-//! real sockets.
+//! A hub started in-process on free loopback ports (one plaintext, one TLS), small HTTP
+//! helpers to talk to it over real sockets, and the transports a test can run over: a test
+//! written once against `TestHub` runs once per transport with `per_transport!`, in the way
+//! ripgrep's `rgtest!` runs each test per regex engine.
 #![allow(dead_code)] // each test file uses a different part
 
 use bytes::Bytes;
 use herald_hub::auth::{Claims, KeySource, MercureClaim, Verifier, sign_hmac};
 use herald_hub::history::{History, MemoryHistory};
+use herald_hub::server::Listener;
+use herald_hub::tls::Tls;
 use herald_hub::{Hub, Settings};
 use herald_sse::{Decoder, MessageEvent};
 use http::{HeaderMap, Request, StatusCode};
@@ -14,22 +18,116 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::Algorithm;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 pub const PUB_KEY: &[u8] = b"publisher-secret";
 pub const SUB_KEY: &[u8] = b"subscriber-secret";
 /// Every wait in the tests is bounded by this, so a bug fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// How a test client reaches the hub.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transport {
+    /// Plaintext HTTP/1.1: the direct path (a pooling client, as browsers and `fetch` are).
+    Http11,
+    /// Plaintext HTTP/1.0 (nginx's default upstream protocol): the direct path, until close.
+    Http10,
+    /// HTTP/1.1 over TLS (ALPN `http/1.1`): the direct path over TLS.
+    TlsHttp11,
+    /// HTTP/2 over TLS (ALPN `h2`): hyper, every request a stream of one shared connection.
+    TlsHttp2,
+    /// HTTP/2 in plaintext with prior knowledge: hyper.
+    H2c,
+}
+
+impl Transport {
+    pub fn version(self) -> http::Version {
+        match self {
+            Transport::Http10 => http::Version::HTTP_10,
+            Transport::Http11 | Transport::TlsHttp11 => http::Version::HTTP_11,
+            Transport::TlsHttp2 | Transport::H2c => http::Version::HTTP_2,
+        }
+    }
+
+    pub fn is_tls(self) -> bool {
+        matches!(self, Transport::TlsHttp11 | Transport::TlsHttp2)
+    }
+}
+
+/// Runs each scenario (an `async fn(Transport)`) once per transport, as a module of five
+/// tests named after it. On two worker threads: the hub's tasks and the test's run side by
+/// side, as in production.
+#[allow(unused_macros)] // not every test file runs per transport
+macro_rules! per_transport {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use crate::common::Transport;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn http_1_1() {
+                    super::$scenario(Transport::Http11).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn http_1_0() {
+                    super::$scenario(Transport::Http10).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tls_http_1_1() {
+                    super::$scenario(Transport::TlsHttp11).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn tls_http_2() {
+                    super::$scenario(Transport::TlsHttp2).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn h2c() {
+                    super::$scenario(Transport::H2c).await
+                }
+            }
+        )*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use per_transport;
+
+type AnyClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 pub struct TestHub {
+    /// The plaintext listener (HTTP/1 and h2c).
     pub addr: SocketAddr,
+    /// The TLS listener, with a self-signed certificate for `localhost`.
+    pub tls_addr: SocketAddr,
+    pub tls: Tls,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
     pub hub: Hub,
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// What `request`, `subscribe`, `publish` and `get` go over.
+    pub transport: Transport,
+    client: AnyClient,
     stop: Option<oneshot::Sender<()>>,
     pub served: tokio::task::JoinHandle<()>,
+    _tls_dir: tempfile::TempDir,
+}
+
+/// A self-signed certificate for localhost, as PEM files `name.crt` and `name.key` in `dir`.
+pub fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key)
 }
 
 impl TestHub {
@@ -43,16 +141,6 @@ impl TestHub {
 
     /// A hub on the given history backend.
     pub async fn start_on(history: Arc<dyn History>, settings: Settings) -> TestHub {
-        TestHub::start_serving(history, settings, Vec::new()).await
-    }
-
-    /// A hub on the given history backend, serving `extra` listeners besides its plaintext
-    /// one (`addr`).
-    pub async fn start_serving(
-        history: Arc<dyn History>,
-        settings: Settings,
-        extra: Vec<herald_hub::server::Listener>,
-    ) -> TestHub {
         let verifier = Verifier::new(
             Algorithm::HS256,
             &KeySource::Secret(PUB_KEY.to_vec()),
@@ -60,29 +148,110 @@ impl TestHub {
         )
         .unwrap();
         let hub = Hub::start(history, verifier, settings);
-        let listener = herald_hub::server::bind(([127, 0, 0, 1], 0).into())
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let tls_dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = write_pair(tls_dir.path(), "hub");
+        let tls = Tls::from_pem_files(&cert_path, &key_path).unwrap();
+        let bind = || herald_hub::server::bind(([127, 0, 0, 1], 0).into());
+        let (plain, secure) = (bind().await.unwrap(), bind().await.unwrap());
+        let (addr, tls_addr) = (plain.local_addr().unwrap(), secure.local_addr().unwrap());
+        let listeners = vec![Listener::plain(plain), Listener::tls(secure, tls.clone())];
         let (stop, stopped) = oneshot::channel::<()>();
         let server_hub = hub.clone();
         let served = tokio::spawn(async move {
             let stopped = async {
                 let _ = stopped.await;
             };
-            let mut listeners = vec![herald_hub::server::Listener::plain(listener)];
-            listeners.extend(extra);
             herald_hub::server::serve_all(server_hub, listeners, stopped)
                 .await
                 .expect("server runs");
         });
         TestHub {
             addr,
+            tls_addr,
+            client: client_over(&tls, Transport::Http11),
+            tls,
+            cert_path,
+            key_path,
             hub,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            transport: Transport::Http11,
             stop: Some(stop),
             served,
+            _tls_dir: tls_dir,
         }
+    }
+
+    /// The same hub, talked to over `transport` from now on.
+    pub fn over(mut self, transport: Transport) -> TestHub {
+        self.client = client_over(&self.tls, transport);
+        self.transport = transport;
+        self
+    }
+
+    /// A TLS connector that trusts the certificate the hub presents now, offering `alpn`.
+    pub fn tls_connector(&self, alpn: &[&[u8]]) -> TlsConnector {
+        TlsConnector::from(Arc::new(client_config(&self.tls, alpn)))
+    }
+
+    /// A TLS connection to the hub, offering `alpn`.
+    pub async fn tls_connect(&self, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.tls_addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        tokio::time::timeout(WAIT, self.tls_connector(alpn).connect(name, tcp))
+            .await
+            .expect("handshake in time")
+            .expect("handshake succeeds")
+    }
+
+    /// A subscription on a connection of its own over the current transport, whose socket
+    /// has a receive buffer of only 4 KiB: not reading it soon blocks the hub's writes (in
+    /// HTTP/2, once the stream's window is used up too).
+    pub async fn subscribe_on_a_small_buffer(&self, query: &str) -> hyper::Response<Incoming> {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let target = if self.transport.is_tls() {
+            self.tls_addr
+        } else {
+            self.addr
+        };
+        let tcp = socket.connect(target).await.unwrap();
+        let io: Box<dyn Io> = if self.transport.is_tls() {
+            let alpn: &[u8] = match self.transport {
+                Transport::TlsHttp2 => b"h2",
+                _ => b"http/1.1",
+            };
+            let name = ServerName::try_from("localhost").unwrap();
+            Box::new(
+                self.tls_connector(&[alpn])
+                    .connect(name, tcp)
+                    .await
+                    .expect("handshake"),
+            )
+        } else {
+            Box::new(tcp)
+        };
+        let io = hyper_util::rt::TokioIo::new(io);
+        let url = self.url(&format!("/.well-known/mercure?{query}"));
+        let request = Request::get(url.as_str()).version(self.transport.version());
+        let response = if self.transport.version() == http::Version::HTTP_2 {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let request = request.body(http_body_util::Empty::<Bytes>::new()).unwrap();
+            tokio::time::timeout(WAIT, sender.send_request(request)).await
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            // HTTP/1 sends the path, with the authority in `Host`.
+            let uri: http::Uri = url.parse().unwrap();
+            let request = Request::get(uri.path_and_query().unwrap().as_str())
+                .version(self.transport.version())
+                .header("host", uri.authority().unwrap().as_str());
+            let request = request.body(http_body_util::Empty::<Bytes>::new()).unwrap();
+            tokio::time::timeout(WAIT, sender.send_request(request)).await
+        };
+        response.expect("an answer in time").unwrap()
     }
 
     /// Starts the graceful shutdown.
@@ -92,15 +261,35 @@ impl TestHub {
         }
     }
 
+    /// The URL of `path_and_query` on the listener of the current transport.
     pub fn url(&self, path_and_query: &str) -> String {
-        format!("http://{}{}", self.addr, path_and_query)
+        if self.transport.is_tls() {
+            format!(
+                "https://localhost:{}{}",
+                self.tls_addr.port(),
+                path_and_query
+            )
+        } else {
+            format!("http://{}{}", self.addr, path_and_query)
+        }
     }
 
-    pub async fn request(&self, request: Request<Full<Bytes>>) -> hyper::Response<Incoming> {
-        tokio::time::timeout(WAIT, self.client.request(request))
+    /// Sends `request` over the current transport (in its HTTP version).
+    pub async fn request(&self, mut request: Request<Full<Bytes>>) -> hyper::Response<Incoming> {
+        *request.version_mut() = self.transport.version();
+        let response = tokio::time::timeout(WAIT, self.client.request(request))
             .await
             .expect("hub answers in time")
-            .expect("request succeeds")
+            .unwrap_or_else(|err| panic!("{:?}: {err:?}", self.transport));
+        if self.transport != Transport::Http10 {
+            assert_eq!(
+                response.version(),
+                self.transport.version(),
+                "{:?}",
+                self.transport
+            );
+        }
+        response
     }
 
     /// POSTs a publish form; returns the status and body text.
@@ -156,6 +345,49 @@ impl Drop for TestHub {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// What a client connection runs on: a TLS stream or a plain one.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A client of a hub presenting `tls`'s certificate, over `transport`.
+fn client_over(tls: &Tls, transport: Transport) -> AnyClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(tls, &[]))
+        .https_or_http();
+    let connector = match transport {
+        Transport::TlsHttp2 => builder.enable_http2().wrap_connector(http),
+        _ => builder.enable_http1().wrap_connector(http),
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    match transport {
+        Transport::TlsHttp2 | Transport::H2c => {
+            client.http2_only(true);
+        }
+        // HTTP/1.0 connections are never reused.
+        Transport::Http10 => {
+            client.pool_max_idle_per_host(0);
+        }
+        _ => {}
+    }
+    client.build(connector)
+}
+
+/// A client configuration that trusts `tls`'s certificate, offering `alpn`.
+fn client_config(tls: &Tls, alpn: &[&[u8]]) -> ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(tls.certificates()[0].clone()).unwrap();
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
 }
 
 pub async fn body_text(response: hyper::Response<Incoming>) -> String {
