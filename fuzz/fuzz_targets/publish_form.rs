@@ -7,7 +7,7 @@
 //! - publish: a publisher token for `*`, or one for `https://example.com/books/{id}` and
 //!   `https://example.com/public` only (so 403 is reachable);
 //!   `POST /.well-known/mercure`, `content-type: application/x-www-form-urlencoded`, the rest
-//!   of the input as the body. Status must be 200/400/403/409/413/415/503 (never 500, no
+//!   of the input as the body. Status must be 200/400/403/413/415/503 (never 500, no
 //!   panic); a 200's body is the update's id: the form's first `id` when it is not empty.
 //! - subscribe: a subscriber token in `Authorization`, or none (then only an `authorization`
 //!   parameter in the query can authorize); `GET /.well-known/mercure?<rest of the input>`,
@@ -97,7 +97,6 @@ fn publish(any_topic: bool, body: &[u8]) {
             StatusCode::OK
                 | StatusCode::BAD_REQUEST
                 | StatusCode::FORBIDDEN
-                | StatusCode::CONFLICT
                 | StatusCode::PAYLOAD_TOO_LARGE
                 | StatusCode::UNSUPPORTED_MEDIA_TYPE
                 | StatusCode::SERVICE_UNAVAILABLE

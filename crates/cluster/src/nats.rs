@@ -4,11 +4,15 @@
 //!   is one message on `NAME.u.TOKEN`, payload = the update as JSON, where `TOKEN` is the update
 //!   id made into one subject token ([`id_token`]). An update's position is its stream sequence:
 //!   given by the server, dense, the same on every node. The subjects are the `Last-Event-ID`
-//!   index: the server knows the last message of every subject, so resolving an id is one
-//!   lookup, and retention trims the index together with the messages.
-//! - **Append** is one publish with `Nats-Expected-Last-Subject-Sequence: 0`: the server
-//!   refuses an id that is already in the stream, atomically. The publisher's `200` comes after
-//!   the JetStream acknowledgement (stored; on a replicated stream, on a quorum).
+//!   index: the server finds the first message of a subject at once, so resolving an id (to
+//!   the earliest update with it kept) is one lookup, and retention trims the index together
+//!   with the messages.
+//! - **Append** is one publish with `Nats-Expected-Last-Subject-Sequence: 0`, which the server
+//!   refuses atomically when the id is already in the stream. Then (ids may repeat) the
+//!   earliest message with the id is read: the same JSON is a retry, answered with its
+//!   position and stored nothing; another update is published on the subject without the
+//!   condition. The publisher's `200` comes after the JetStream acknowledgement (stored; on a
+//!   replicated stream, on a quorum).
 //! - **Feed.** Every node tails the stream with an ephemeral pull consumer of its own (no acks,
 //!   the client keeping pulls outstanding, server heartbeats every [`TAIL_BLOCK`] so that a
 //!   silent server is noticed) and feeds its dispatcher in stream order, its own
@@ -20,8 +24,7 @@
 //!   The connection does not outlive an outage: when the server goes away the client tries each
 //!   server once and otherwise dies with whatever it had queued, and the next call connects
 //!   anew. Left to itself the client would keep reconnecting and send its queue once the server
-//!   is back: a publish that already got `503` would then be stored after all (and a retry of it
-//!   would get `409`).
+//!   is back: a publish that already got `503` would then be stored after all.
 //! - **Reads** (`read_after`, `resolve`) ask the stream leader (`STREAM.MSG.GET`), not any
 //!   replica (direct get): a node reads everything any node has acknowledged.
 //! - **Retention** is the stream's own limits: `max_msgs` = `--history-size`, `max_bytes` =
@@ -369,7 +372,8 @@ impl NatsHistory {
 
     async fn append_update(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
         update.validate()?;
-        let json = serde_json::to_vec(&update).map_err(|e| StoreError::failed("", e))?;
+        let json: Vec<u8> = serde_json::to_vec(&update).map_err(|e| StoreError::failed("", e))?;
+        let json = bytes::Bytes::from(json);
         let subject = format!("{}.u.{}", self.stream, id_token(&update.id));
         let position = self
             .run(async {
@@ -378,7 +382,7 @@ impl NatsHistory {
                 headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
                 let ack = conn
                     .js
-                    .publish_with_headers(subject, headers, json.into())
+                    .publish_with_headers(subject.clone(), headers, json.clone())
                     .await
                     .map_err(unavailable)?;
                 match ack.await {
@@ -389,10 +393,38 @@ impl NatsHistory {
                 }
             })
             .await?;
-        let Some(position) = position else {
-            return Err(StoreError::DuplicateId(update.id));
+        let position = match position {
+            Some(position) => position,
+            None => self.append_repeated(&subject, json.clone()).await?,
         };
         Ok(Arc::new(update.into_update(position)?))
+    }
+
+    /// Appends an update whose id is in the stream already: answers the earliest message with
+    /// it if that is the same update (a retry stores nothing), else stores this one after it.
+    async fn append_repeated(&self, subject: &str, json: bytes::Bytes) -> Result<u64, StoreError> {
+        self.run(async {
+            let conn = self.connection().await?;
+            let stream = conn
+                .js
+                .get_stream_no_info(&self.stream)
+                .await
+                .map_err(unavailable)?;
+            match stream.get_first_raw_message_by_subject(subject, 0).await {
+                Ok(msg) if msg.payload == json => return Ok(msg.sequence),
+                Ok(_) => {}
+                // Gone since: retention took it.
+                Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+                Err(err) => return Err(unavailable(err)),
+            }
+            let ack = conn
+                .js
+                .publish(subject.to_owned(), json)
+                .await
+                .map_err(unavailable)?;
+            Ok(ack.await.map_err(unavailable)?.sequence)
+        })
+        .await
     }
 
     async fn read_range(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
@@ -452,7 +484,8 @@ impl NatsHistory {
                 .await
                 .map_err(unavailable)?;
             let subject = format!("{}.u.{}", self.stream, id_token(last_event_id));
-            match stream.get_last_raw_message_by_subject(&subject).await {
+            // The earliest message with the id (ids may repeat; they resolve to the earliest).
+            match stream.get_first_raw_message_by_subject(&subject, 0).await {
                 // Found, so still in history: everything after it is too (retention only
                 // removes the oldest). The id check guards against a hash collision.
                 Ok(msg) => Ok(

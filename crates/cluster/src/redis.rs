@@ -7,10 +7,14 @@
 //!   the same on every node). `KEY:ids` is a sorted set, member = update id, score = position:
 //!   the `Last-Event-ID` index, trimmed together with the stream. `KEY:bytes` counts the bytes
 //!   of the entries, for `--history-max-bytes`.
-//! - **Append** is one Lua script (atomic on the server): refuse a known id, take the next
-//!   position, `XADD`, index the id, trim the oldest entries beyond `--history-size` and
-//!   `--history-max-bytes`, drop index entries the trim removed. The publisher's `200` comes
-//!   after Redis answered it.
+//! - **Append** is one Lua script (atomic on the server): answer the update indexed with the
+//!   same id if its JSON is the same (a retry stores nothing), else take the next position,
+//!   `XADD`, index the id unless an earlier update has it (ids resolve to the earliest), trim
+//!   the oldest entries beyond `--history-size` and `--history-max-bytes`, drop index entries
+//!   the trim removed. The publisher's `200` comes after Redis answered it. The index holds
+//!   one position per id: once the earliest update with an id leaves history, the id is
+//!   unknown even if a later update with it is kept (the client re-fetches the state, as for
+//!   any unknown id).
 //! - **Feed.** Every node tails the stream with `XREAD BLOCK` on a connection of its own and
 //!   feeds its dispatcher in stream order, its own updates included; so every node delivers
 //!   the same updates in the same order. After an outage the tail resumes after the last
@@ -22,9 +26,9 @@
 //!   published, or the server closed it as idle) would fail the next publish with `broken
 //!   pipe`; the tail therefore PINGs it after every outage of its own and whenever it has not
 //!   answered for `COMMAND_KEEPALIVE`, and the first PING's failure makes it reconnect before
-//!   a publish needs it. A failed publish is never retried: the client reports a request it
-//!   never wrote and one whose reply was lost with the same error, and a retry of the latter
-//!   would store the update twice or answer `409` for a stored one.
+//!   a publish needs it. A failed publish is not retried by the hub: the client reports a
+//!   request it never wrote and one whose reply was lost with the same error. The publisher
+//!   gets `503` and retries; an identical retry stores nothing twice.
 //! - **Age retention** (`--history-max-age`) runs on every node every few seconds as a script
 //!   that trims the oldest entries by the time in their ids (idempotent, so nodes need not
 //!   coordinate).
@@ -265,11 +269,9 @@ impl RedisHistory {
             .arg(json)
             .arg(self.retention.max_updates.max(1))
             .arg(self.retention.max_bytes.unwrap_or(0));
-        let position: i64 = self.run(invocation.invoke_async(&mut conn)).await?;
-        if position < 0 {
-            return Err(StoreError::DuplicateId(update.id));
-        }
-        Ok(Arc::new(update.into_update(position as u64)?))
+        // The same fields at the position answered, whether stored now or before (a retry).
+        let position: u64 = self.run(invocation.invoke_async(&mut conn)).await?;
+        Ok(Arc::new(update.into_update(position)?))
     }
 
     async fn read_range(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
@@ -529,13 +531,18 @@ end
 "#;
 
 /// KEYS: stream, counter, ids, bytes. ARGV: id, json, max updates, max bytes (0: no limit).
-/// Returns the position, or -1 when the id is already in history.
+/// Returns the position: of the update indexed with this id if it is the same (a retry), else
+/// of the one stored now. The index keeps the earliest update with each id.
 ///
 /// Trimming is exact, oldest first, keeping the newest entry: by count and, with a limit, by
 /// bytes, which `KEY:bytes` counts (made by summing the stream the first time; `XADD MAXLEN`
 /// would trim without telling how much).
 const APPEND: &str = r#"
-if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return -1 end
+local known = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if known then
+  local same = redis.call('XRANGE', KEYS[1], known, known, 'COUNT', 1)
+  if same[1] and same[1][2][2] == ARGV[2] then return tonumber(known) end
+end
 local pos = redis.call('INCR', KEYS[2])
 -- The counter must stay ahead of the stream (it could have been evicted or deleted).
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -549,7 +556,7 @@ end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XADD', KEYS[1], string.format('%d-%d', pos, ms), 'u', ARGV[2])
-redis.call('ZADD', KEYS[3], pos, ARGV[1])
+redis.call('ZADD', KEYS[3], 'NX', pos, ARGV[1])
 local total
 if redis.call('EXISTS', KEYS[4]) == 1 then
   total = redis.call('INCRBY', KEYS[4], string.len(ARGV[2]))

@@ -182,7 +182,7 @@ fn pub_and_sub_through_a_served_hub() {
             "--data",
             "two\nlines",
             "--id",
-            // A new id each attempt: a repeated one is refused with 409.
+            // A new id each attempt: an identical repeat would be a retry, not delivered.
             &format!("id-{attempt}"),
             "--hub",
             &hub,

@@ -531,8 +531,8 @@ fn first_publish_after_an_outage_succeeds(backend: Backend) {
 /// The engine stops and comes back while publishers keep publishing: every publish answers
 /// `200` or `503`, every acknowledged update is kept and delivered once to the subscriber that
 /// stayed connected, in history's order. (A publish in flight when the engine stopped may have
-/// been stored although it got `503`, the usual ambiguity of a lost reply; a retry would get
-/// `409`. So history may hold refused ids, never unknown ones.)
+/// been stored although it got `503`, the usual ambiguity of a lost reply; an identical retry
+/// would store nothing twice. So history may hold refused ids, never unknown ones.)
 fn engine_restart_under_concurrent_publishing(backend: Backend) {
     let mut engine = Engine::start(backend, "outage-live");
     let node = Node::start(&engine);
@@ -648,11 +648,37 @@ fn a_joining_node_starts_at_the_end(backend: Backend) {
         "only the updates published after it joined: {got:?}"
     );
     assert!(got.iter().all(|id| id.contains('-')));
+}
+
+/// Ids may repeat (Mercure 1.0: they resolve to the earliest), across nodes too: the same
+/// update again through another node is a retry and stores nothing; the same id with other
+/// data is a new update; `Last-Event-ID` resumes after the earliest.
+fn repeated_ids_across_the_cluster(backend: Backend) {
+    let engine = Engine::start(backend, "repeated");
+    let (a, b) = (Node::start(&engine), Node::start(&engine));
+    let token = token();
+    assert_eq!(publish(&a.addr, &token, "d1"), Some(200));
+    let live = Subscriber::connect(&a.addr, None);
+    assert_eq!(publish(&b.addr, &token, "d1"), Some(200), "a retry");
     assert_eq!(
-        publish(&second.addr, &token, "j3"),
-        Some(409),
-        "ids are unique across the cluster"
+        publish_form(&b.addr, &token, "topic=t&data=changed&id=d1"),
+        Some(200)
     );
+    assert_eq!(publish(&a.addr, &token, "after"), Some(200));
+    assert_eq!(
+        live.wait_for(2, Duration::from_secs(10)),
+        ["d1", "after"],
+        "the changed one, once; the retry is not delivered"
+    );
+    let resumed = Subscriber::connect(&b.addr, Some("d1"));
+    assert_eq!(
+        resumed.wait_for(2, Duration::from_secs(10)),
+        ["d1", "after"],
+        "after the earliest: the changed one and the next"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(live.close().len(), 2);
+    assert_eq!(resumed.close().len(), 2);
 }
 
 /// The subscriptions API of any node lists the subscribers of every node, and their ends.
@@ -874,6 +900,11 @@ macro_rules! suite {
             #[ignore = "services tier: scripts/test.sh services"]
             fn a_joining_node_starts_at_the_end() {
                 super::a_joining_node_starts_at_the_end($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn repeated_ids_across_the_cluster() {
+                super::repeated_ids_across_the_cluster($backend)
             }
             #[test]
             #[ignore = "services tier: scripts/test.sh services"]

@@ -131,9 +131,6 @@ pub enum StoreError {
         #[source]
         cause: Option<Cause>,
     },
-    /// A publish reused the id of an update still in history (`409`).
-    #[error("an update with id {0:?} is already in history; update ids must be unique")]
-    DuplicateId(String),
     /// The update cannot be written as an event without changing its meaning (`400`).
     #[error("update cannot be encoded: {0}")]
     Invalid(#[from] herald_sse::EncodeError),
@@ -155,6 +152,11 @@ pub enum Start {
 pub trait History: Send + Sync + 'static {
     /// Stores the update and gives it the next position. Returns only once the backend has
     /// accepted it (for durable backends: once it is durable).
+    ///
+    /// Ids need not be unique (Mercure 1.0: "duplicate ids resolve to the earliest"). An id
+    /// already in history is stored again, except when the update `resolve` finds for it (the
+    /// earliest kept) has the same fields: then that one is returned and nothing is stored,
+    /// so that a publisher's retry after a lost answer is idempotent.
     fn append(&self, update: NewUpdate) -> BoxFuture<'_, Result<Arc<Update>, StoreError>>;
 
     /// Up to `limit` updates with a position greater than `after`, in position order.
@@ -164,7 +166,9 @@ pub trait History: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>>;
 
-    /// Where to resume after the update with this id, or `earliest` (everything retained).
+    /// Where to resume after the update with this id (the earliest one with it that history
+    /// holds, or knew of: once that one is gone, a later one with the same id may not be
+    /// found), or `earliest` (everything retained).
     fn resolve(&self, last_event_id: &str) -> BoxFuture<'_, Result<Start, StoreError>>;
 
     /// The id of the newest update in history, if any.
@@ -192,11 +196,56 @@ pub const EARLIEST: &str = "earliest";
 #[derive(Debug, Default)]
 pub(crate) struct Window {
     updates: VecDeque<Arc<Update>>,
-    by_id: HashMap<String, u64>,
+    /// The positions of the updates in the window with each id, oldest first.
+    by_id: HashMap<String, Positions>,
     /// The position of the newest update ever stored (survives eviction).
     head: u64,
     /// Bytes of data and encoded SSE held, to bound memory as well as the count.
     bytes: usize,
+}
+
+/// The positions of the updates with one id, oldest first: nearly always one, which needs no
+/// allocation of its own.
+#[derive(Debug)]
+enum Positions {
+    One(u64),
+    Many(VecDeque<u64>),
+}
+
+impl Positions {
+    fn earliest(&self) -> u64 {
+        match self {
+            Positions::One(position) => *position,
+            Positions::Many(positions) => positions[0],
+        }
+    }
+
+    fn push(&mut self, position: u64) {
+        match self {
+            Positions::One(first) => *self = Positions::Many(VecDeque::from([*first, position])),
+            Positions::Many(positions) => positions.push_back(position),
+        }
+    }
+
+    /// Forgets the oldest, which is `position`; false when none is left.
+    fn pop(&mut self, position: u64) -> bool {
+        match self {
+            Positions::One(first) => *first != position,
+            Positions::Many(positions) => {
+                if positions.front() == Some(&position) {
+                    positions.pop_front();
+                }
+                match positions.len() {
+                    0 => false,
+                    1 => {
+                        *self = Positions::One(positions[0]);
+                        true
+                    }
+                    _ => true,
+                }
+            }
+        }
+    }
 }
 
 /// What an update costs a window in memory, roughly: its data and its encoded bytes.
@@ -221,7 +270,13 @@ impl Window {
     fn push(&mut self, update: Arc<Update>, capacity: usize, max_bytes: usize) {
         self.head = update.position;
         self.bytes += footprint(&update);
-        self.by_id.insert(update.id().to_owned(), update.position);
+        match self.by_id.get_mut(update.id()) {
+            Some(positions) => positions.push(update.position),
+            None => {
+                self.by_id
+                    .insert(update.id().to_owned(), Positions::One(update.position));
+            }
+        }
         self.updates.push_back(update);
         while self.updates.len() > capacity || (self.bytes > max_bytes && self.updates.len() > 1) {
             self.pop_oldest();
@@ -231,8 +286,28 @@ impl Window {
     fn pop_oldest(&mut self) -> Option<Arc<Update>> {
         let old = self.updates.pop_front()?;
         self.bytes -= footprint(&old);
-        self.by_id.remove(old.id());
+        if let Some(positions) = self.by_id.get_mut(old.id())
+            && !positions.pop(old.position)
+        {
+            self.by_id.remove(old.id());
+        }
         Some(old)
+    }
+
+    /// The update at `position`, if the window holds it.
+    fn at(&self, position: u64) -> Option<&Arc<Update>> {
+        let index = position.checked_sub(self.first_position())?;
+        self.updates.get(usize::try_from(index).ok()?)
+    }
+
+    /// The position of the earliest update in the window with this id.
+    fn earliest_position(&self, id: &str) -> Option<u64> {
+        self.by_id.get(id).map(Positions::earliest)
+    }
+
+    /// The earliest update in the window with this id.
+    fn earliest_with_id(&self, id: &str) -> Option<&Arc<Update>> {
+        self.at(self.earliest_position(id)?)
     }
 
     /// Whether everything after `after` is in this window.

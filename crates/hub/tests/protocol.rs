@@ -197,22 +197,29 @@ async fn publish_template_grant_allows_matching_topics(transport: Transport) {
     assert_eq!(status, StatusCode::OK);
 }
 
-async fn duplicate_id_is_409_and_first_update_kept(transport: Transport) {
+/// Issue 15's audit: a repeated id was refused with `409`, where the 0.x conformance suite
+/// (which reuses ids) and Mercure 1.0 ("duplicate ids resolve to the earliest") accept it.
+/// Three cases: the same update again is a retry (answered with its id, stored and delivered
+/// once); the same id with other fields is a new update; `Last-Event-ID` resumes after the
+/// earliest.
+async fn repeated_ids_are_accepted_and_resolve_to_the_earliest(transport: Transport) {
     let hub = TestHub::start(anonymous()).await.over(transport);
-    hub.publish(&[("topic", "a"), ("id", "same"), ("data", "first")])
+    let mut live = hub.subscribe("topic=a", &[]).await;
+    let first = [("topic", "a"), ("id", "same"), ("data", "first")];
+    assert_eq!(hub.publish(&first).await, "same");
+    assert_eq!(hub.publish(&first).await, "same", "a retry");
+    hub.publish(&[("topic", "a"), ("id", "same"), ("data", "second")])
         .await;
-    let (status, body) = hub
-        .publish_with(
-            Some(&publisher_token(&["*"])),
-            &[("topic", "a"), ("id", "same"), ("data", "second")],
-        )
+    hub.publish(&[("topic", "a"), ("id", "next"), ("data", "third")])
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let mut sse = hub
-        .subscribe("topic=a", &[("last-event-id", "earliest")])
-        .await;
-    assert_eq!(sse.next().await.data, "first");
-    assert!(sse.quiet_for(SHORT).await);
+    let data = |events: Vec<herald_sse::MessageEvent>| {
+        events.into_iter().map(|e| e.data).collect::<Vec<_>>()
+    };
+    assert_eq!(data(live.take(3).await), ["first", "second", "third"]);
+    assert!(live.quiet_for(SHORT).await, "the retry was not stored");
+    let mut resumed = hub.subscribe("topic=a", &[("last-event-id", "same")]).await;
+    assert_eq!(data(resumed.take(2).await), ["second", "third"]);
+    assert!(resumed.quiet_for(SHORT).await);
 }
 
 async fn wrong_content_type_and_oversized_body(transport: Transport) {
@@ -774,7 +781,7 @@ per_transport!(
     a_selector_that_is_not_a_template_matches_exactly,
     publish_errors,
     publish_template_grant_allows_matching_topics,
-    duplicate_id_is_409_and_first_update_kept,
+    repeated_ids_are_accepted_and_resolve_to_the_earliest,
     wrong_content_type_and_oversized_body,
     anonymous_subscribers_only_when_allowed,
     invalid_subscriber_token_is_401_even_when_anonymous_is_allowed,

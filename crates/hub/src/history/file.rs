@@ -47,7 +47,8 @@ use futures_util::future::{BoxFuture, FutureExt};
 use read_cache::ReadCache;
 use record::{Finding, Found, Record};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
@@ -195,6 +196,26 @@ impl Store {
         Ok(total)
     }
 
+    /// The position of the earliest update kept with this id.
+    ///
+    /// The id index has one entry per update kept, so that its size vouches for it at start
+    /// (`record.rs`). The earliest update with an id is indexed under the id itself; one with
+    /// the same id stored while another is indexed goes under [`later_key`], which sorts by
+    /// position after the id. So the id's own key, when there is one, is the earliest; when
+    /// retention took it, the first later key is.
+    fn earliest_position(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        if let Some(position) = self.ids.get(id).map_err(unavailable)? {
+            return decode_position(&position).map(Some);
+        }
+        match self.ids.prefix(later_key(id, None)).next() {
+            Some(kv) => {
+                let (_, position) = kv.into_inner().map_err(unavailable)?;
+                decode_position(&position).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
     fn first_position(&self) -> Result<Option<u64>, StoreError> {
         match self.updates.first_key_value() {
             Some(kv) => Ok(Some(decode_position(&kv.key().map_err(unavailable)?)?)),
@@ -217,6 +238,19 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The index key of an update whose id was indexed already: the id, 0xFF (which UTF-8 never
+/// has, so no other id's keys start the same) and the position; without a position, the prefix
+/// of them all.
+fn later_key(id: &str, position: Option<u64>) -> Vec<u8> {
+    let mut key = Vec::with_capacity(id.len() + 9);
+    key.extend_from_slice(id.as_bytes());
+    key.push(0xFF);
+    if let Some(position) = position {
+        key.extend_from_slice(&position.to_be_bytes());
+    }
+    key
 }
 
 /// An update as written to disk.
@@ -312,13 +346,11 @@ impl Shared {
         if id == EARLIEST {
             return Ok(Start::After(self.oldest.load(Ordering::Acquire) - 1));
         }
-        if let Some(&position) = lock(&self.tail).by_id.get(id) {
-            return Ok(Start::After(position));
-        }
-        let Some(position) = store.ids.get(id).map_err(unavailable)? else {
+        // The index on disk, not the tail's: with a repeated id, the tail may hold only a
+        // later one, and ids resolve to the earliest.
+        let Some(position) = store.earliest_position(id)? else {
             return Ok(Start::Unknown);
         };
-        let position = decode_position(&position)?;
         // The id index is trimmed with the updates, but a pass may be halfway: check.
         let retained = store
             .updates
@@ -682,11 +714,15 @@ fn write_loop(
                 shared.ready.store(true, Ordering::Release);
                 let mut tail = lock(&shared.tail);
                 for (request, outcome) in requests.into_iter().zip(accepted) {
-                    if let Ok(update) = &outcome {
-                        tail.push(update.clone(), TAIL_CACHE, shared.plan.tail_bytes);
-                        // Gone only when the hub is shutting down.
-                        let _ = feed.send(update.clone());
-                    }
+                    let outcome = outcome.map(|written| match written {
+                        Written::New(update) => {
+                            tail.push(update.clone(), TAIL_CACHE, shared.plan.tail_bytes);
+                            // Gone only when the hub is shutting down.
+                            let _ = feed.send(update.clone());
+                            update
+                        }
+                        Written::Retry(update) => update,
+                    });
                     let _ = request.reply.send(outcome);
                 }
             }
@@ -703,12 +739,39 @@ fn write_loop(
     }
 }
 
-/// Writes one group of updates durably. Returns, per request, the stored update or why that
-/// request alone was refused; `Err` if nothing could be written.
+/// What became of one request of a batch.
+enum Written {
+    /// Stored now.
+    New(Arc<Update>),
+    /// The same as the update history has for its id, stored before: nothing was stored.
+    Retry(Arc<Update>),
+}
+
+/// The earliest update `store` holds with this id, for the check of a retry.
+fn earliest_with_id(
+    shared: &Shared,
+    store: &Store,
+    id: &str,
+) -> Result<Option<Arc<Update>>, StoreError> {
+    let Some(position) = store.earliest_position(id)? else {
+        return Ok(None);
+    };
+    if let Some(update) = lock(&shared.tail).at(position) {
+        return Ok(Some(update.clone()));
+    }
+    // Older than the tail (or the index entry of an update retention just removed).
+    Ok(store
+        .read_after(position - 1, 1)?
+        .into_iter()
+        .find(|update| update.position == position))
+}
+
+/// Writes one group of updates durably. Returns, per request, the stored update (or the one
+/// it repeats) or why that request alone was refused; `Err` if nothing could be written.
 fn write_batch(
     shared: &Shared,
     requests: &[Request],
-) -> Result<Vec<Result<Arc<Update>, StoreError>>, StoreError> {
+) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
     // After a failure, start from a freshly opened database.
     let store = if shared.ready.load(Ordering::Acquire) {
         shared.store()?
@@ -718,18 +781,24 @@ fn write_batch(
     let head = store.head()?;
     let time = now_ms();
     let mut batch = store.db.batch().durability(Some(PersistMode::SyncAll));
-    let mut seen = HashSet::new();
+    // The earliest update with each id this batch met: from the store, or from the batch.
+    let mut earliest: HashMap<&str, Option<Arc<Update>>> = HashMap::new();
     let mut next = head;
     let mut written = 0u64;
     let mut outcomes = Vec::with_capacity(requests.len());
     for request in requests {
         let update = &request.update;
-        if !seen.insert(update.id.as_str())
-            || store.ids.contains_key(&update.id).map_err(unavailable)?
+        let known = match earliest.entry(update.id.as_str()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(earliest_with_id(shared, &store, &update.id)?),
+        };
+        if let Some(known) = known
+            && known.fields == *update
         {
-            outcomes.push(Err(StoreError::DuplicateId(update.id.clone())));
+            outcomes.push(Ok(Written::Retry(known.clone())));
             continue;
         }
+        let first_with_id = known.is_none();
         let stored = Stored {
             update: update.clone(),
             time,
@@ -745,8 +814,18 @@ fn write_batch(
         let json = serde_json::to_vec(&stored).map_err(unavailable)?;
         written += json.len() as u64;
         batch.insert(&store.updates, next.to_be_bytes(), json);
-        batch.insert(&store.ids, update.id.as_bytes(), next.to_be_bytes());
-        outcomes.push(Ok(Arc::new(encoded)));
+        let encoded = Arc::new(encoded);
+        if first_with_id {
+            batch.insert(&store.ids, update.id.as_bytes(), next.to_be_bytes());
+            earliest.insert(update.id.as_str(), Some(encoded.clone()));
+        } else {
+            batch.insert(
+                &store.ids,
+                later_key(&update.id, Some(next)),
+                next.to_be_bytes(),
+            );
+        }
+        outcomes.push(Ok(Written::New(encoded)));
     }
     if next == head {
         return Ok(outcomes); // nothing to write
@@ -869,7 +948,18 @@ fn retain(shared: &Shared) -> Result<(), StoreError> {
             break;
         }
         batch.remove(&store.updates, key);
-        batch.remove(&store.ids, id.as_bytes());
+        // Indexed under its id if it was the earliest with it, else under a later key.
+        if store
+            .ids
+            .get(id.as_bytes())
+            .map_err(unavailable)?
+            .as_deref()
+            == Some(&position.to_be_bytes()[..])
+        {
+            batch.remove(&store.ids, id.as_bytes());
+        } else {
+            batch.remove(&store.ids, later_key(&id, Some(position)));
+        }
         dropped += 1;
         dropped_bytes += size;
         last_dropped = position;
@@ -1038,10 +1128,9 @@ mod tests {
                 assert_eq!(u.position, i);
                 assert_eq!(feed.updates.recv().await.unwrap().position, i);
             }
-            assert!(matches!(
-                h.append(update("u3")).await,
-                Err(StoreError::DuplicateId(_))
-            ));
+            // A retry is the update stored before; nothing new is fed.
+            assert_eq!(h.append(update("u3")).await.unwrap().position, 3);
+            assert!(feed.updates.try_recv().is_err());
             assert_eq!(h.resolve("u2").await.unwrap(), Start::After(2));
             assert_eq!(ids(&h.read_after(3, 10).await.unwrap()), ["u4", "u5"]);
         }
@@ -1060,10 +1149,46 @@ mod tests {
         assert_eq!(h.last_id().await.unwrap().as_deref(), Some("u5"));
         let next = h.append(update("u6")).await.unwrap();
         assert_eq!(next.position, 6, "positions continue after a restart");
-        assert!(matches!(
-            h.append(update("u1")).await,
-            Err(StoreError::DuplicateId(_))
-        ));
+        assert_eq!(
+            h.append(update("u1")).await.unwrap().position,
+            1,
+            "a retry, recognised after a restart"
+        );
+        // The same id with other fields is a new update; the id resolves to the earliest,
+        // also after the next restart.
+        let mut changed = update("u1");
+        changed.data = "changed".into();
+        assert_eq!(h.append(changed).await.unwrap().position, 7);
+        assert_eq!(h.resolve("u1").await.unwrap(), Start::After(1));
+        drop(h);
+        std::thread::sleep(Duration::from_millis(400));
+        let h = FileHistory::open(&dir, options(100)).unwrap();
+        assert_eq!(h.resolve("u1").await.unwrap(), Start::After(1));
+        assert_eq!(ids(&h.read_after(5, 10).await.unwrap()), ["u6", "u1"]);
+    }
+
+    /// Updates of one group commit that repeat an id: a retry of one written in the same
+    /// batch is that one; a changed one is stored, and the index keeps the first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_ids_in_one_batch() {
+        let dir = tempdir("batch-ids");
+        let h = FileHistory::open(&dir, options(100)).unwrap();
+        let mut changed = update("x");
+        changed.data = "changed".into();
+        let (a, b, c) = tokio::join!(
+            h.append(update("x")),
+            h.append(update("x")),
+            h.append(changed)
+        );
+        let mut positions = [a, b, c].map(|u| u.unwrap().position);
+        positions.sort();
+        assert!(
+            positions == [1, 1, 2] || positions == [1, 2, 2],
+            "one of the two same updates is a retry: {positions:?}"
+        );
+        assert_eq!(h.read_after(0, 10).await.unwrap().len(), 2);
+        assert_eq!(h.resolve("x").await.unwrap(), Start::After(1));
+        close(h);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,8 +66,10 @@ impl MemoryHistory {
     fn append_now(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
         let mut state = self.lock();
         let window = &mut state.window;
-        if window.by_id.contains_key(&update.id) {
-            return Err(StoreError::DuplicateId(update.id));
+        if let Some(earliest) = window.earliest_with_id(&update.id)
+            && earliest.fields == update
+        {
+            return Ok(earliest.clone()); // a retry
         }
         let position = window.head + 1;
         let update = Arc::new(update.into_update(position)?);
@@ -98,8 +100,8 @@ impl History for MemoryHistory {
         let start = if last_event_id == EARLIEST {
             Start::After(window.first_position() - 1)
         } else {
-            match window.by_id.get(last_event_id) {
-                Some(&position) => Start::After(position),
+            match window.earliest_position(last_event_id) {
+                Some(position) => Start::After(position),
                 None => Start::Unknown,
             }
         };
@@ -150,19 +152,32 @@ mod tests {
         assert_eq!(h.last_id().await.unwrap().as_deref(), Some("id5"));
     }
 
+    /// A repeated id is stored again when the update differs, and resolves to the earliest;
+    /// the same update again (a retry) is the one stored, not a second; once the earliest
+    /// leaves history the id resolves to the next one kept.
     #[tokio::test]
-    async fn duplicate_ids_are_refused_and_change_nothing() {
-        let h = MemoryHistory::new(10);
-        h.append(update("a")).await.unwrap();
-        assert!(matches!(
-            h.append(update("a")).await,
-            Err(StoreError::DuplicateId(_))
-        ));
-        let next = h.append(update("b")).await.unwrap();
-        assert_eq!(
-            next.position, 2,
-            "no position was consumed by the refused update"
-        );
+    async fn duplicate_ids_resolve_to_the_earliest_and_retries_store_nothing() {
+        let h = MemoryHistory::new(3);
+        let mut feed = h.take_feed().unwrap();
+        let first = h.append(update("a")).await.unwrap();
+        let retry = h.append(update("a")).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &retry), "the stored one");
+        let mut other = update("a");
+        other.data = "changed".into();
+        let second = h.append(other).await.unwrap();
+        assert_eq!((first.position, second.position), (1, 2));
+        assert_eq!(h.resolve("a").await.unwrap(), Start::After(1));
+        let fed: Vec<u64> = [feed.updates.recv().await, feed.updates.recv().await]
+            .map(|u| u.unwrap().position)
+            .into();
+        assert_eq!(fed, [1, 2], "the retry was not fed");
+        assert!(feed.updates.try_recv().is_err());
+        h.append(update("b")).await.unwrap();
+        assert_eq!(h.resolve("a").await.unwrap(), Start::After(1));
+        h.append(update("c")).await.unwrap();
+        assert_eq!(h.resolve("a").await.unwrap(), Start::After(2));
+        h.append(update("d")).await.unwrap();
+        assert_eq!(h.resolve("a").await.unwrap(), Start::Unknown);
     }
 
     #[tokio::test]

@@ -276,7 +276,6 @@ fn check_cookie_origin(
 
 fn store_error(err: StoreError) -> HttpError {
     match err {
-        StoreError::DuplicateId(_) => HttpError::new(StatusCode::CONFLICT, err.to_string()),
         StoreError::Invalid(_) => HttpError::bad_request(err.to_string()),
         // `Damaged` only comes from opening a store, never from a request.
         StoreError::Unavailable { .. } | StoreError::Damaged(_) => HttpError::new(
