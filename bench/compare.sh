@@ -8,7 +8,8 @@
 #             server gets one core, as nginx with one worker has
 #   --tls     both servers over HTTPS with the same certificate (P-256, made with openssl),
 #             TLS 1.3; the bench's subscribers speak HTTP/1.1 over TLS, one connection each,
-#             plus an idle scenario over HTTP/2 (100 subscription streams per connection)
+#             plus an idle and a fan-out scenario over HTTP/2 (100 subscription streams per
+#             connection)
 #
 # Environment:
 #   HERALD_BIN   herald binary to use (skips `cargo build --release -p herald`)
@@ -284,6 +285,9 @@ fi
 if [[ "$TLS" == 1 ]]; then
     # HTTP/2: 100 subscription streams per connection, as a page's EventSources share one.
     both "idle 1000 h2 x100/conn" idle --conns 1000 --h2-streams 100 --hold 5
+    both "fanout 1000x100/s 100B h2 x100/conn" fanout --conns 1000 --rate 100 \
+        --messages "$([[ "$QUICK" == 1 ]] && echo 200 || echo 1000)" --size 100 --h2-streams 100 \
+        "${FLOOR_ARGS[@]}"
 fi
 if [[ "$QUICK" == 1 ]]; then
     both "idle 1000" idle --conns 1000 --hold 5

@@ -73,11 +73,20 @@ impl AsyncWrite for Io {
     }
 }
 
-/// One open SSE subscription.
-pub struct Subscription {
-    stream: Io,
-    buf: Box<[u8]>,
-    body: Body,
+/// One open SSE subscription: an HTTP/1.1 connection of its own, or a stream of a shared
+/// HTTP/2 connection (`h2.rs`).
+pub struct Subscription(Stream);
+
+enum Stream {
+    Http1 {
+        stream: Io,
+        buf: Box<[u8]>,
+        body: Body,
+    },
+    Http2 {
+        body: hyper::body::Incoming,
+        sse: Decoder,
+    },
 }
 
 /// The loopback source address of connection `index`: 127.0.0.2, 127.0.0.3, … in turn, so that
@@ -148,22 +157,46 @@ impl Subscription {
         let mut body = Body::new(chunked);
         body.feed(&head[end..], &mut |_| {})
             .map_err(OpenError::Response)?;
-        Ok(Subscription { stream, buf, body })
+        Ok(Subscription(Stream::Http1 { stream, buf, body }))
+    }
+
+    /// The subscription an HTTP/2 response's body carries.
+    pub fn http2(body: hyper::body::Incoming) -> Self {
+        Subscription(Stream::Http2 {
+            body,
+            sse: Decoder::new(),
+        })
     }
 
     /// Reads what has arrived and hands the data of every complete event to `on_event`.
     /// `Ok(false)` means the server ended the stream.
     pub async fn read_events(&mut self, on_event: &mut impl FnMut(&str)) -> Result<bool, String> {
-        let n = self
-            .stream
-            .read(&mut self.buf)
-            .await
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Ok(false);
+        match &mut self.0 {
+            Stream::Http1 { stream, buf, body } => {
+                let n = stream.read(buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                body.feed(&buf[..n], on_event)?;
+                Ok(!body.ended)
+            }
+            Stream::Http2 { body, sse } => {
+                use http_body_util::BodyExt;
+                match body.frame().await {
+                    None => Ok(false),
+                    Some(Err(err)) => Err(err.to_string()),
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            sse.feed(&data).map_err(|e| e.to_string())?;
+                            while let Some(event) = sse.next_event() {
+                                on_event(&event.data);
+                            }
+                        }
+                        Ok(true)
+                    }
+                }
+            }
         }
-        self.body.feed(&self.buf[..n], on_event)?;
-        Ok(!self.body.ended)
     }
 }
 

@@ -88,13 +88,13 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         }
     };
 
-    let swarm = super::swarm::connect(&targets, args.conns, common.sources, "fanout").await;
+    let (swarm, transport) =
+        super::swarm::open(&targets, args.conns, args.h2_streams, common.sources, "fanout")
+            .await?;
     let subscribers = swarm.open.len();
     let connect_failed = swarm.failed();
-    eprintln!(
-        "fanout: {subscribers} subscribers, {connect_failed} failed, in {:.1} s",
-        swarm.took.as_secs_f64()
-    );
+    // The tasks of the shared HTTP/2 connections, if any: they run until the streams end.
+    let _connections = swarm.connections;
     anyhow::ensure!(
         subscribers > 0,
         "no subscription opened: {:?}",
@@ -267,7 +267,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         })
     });
     let publish_errors = std::mem::take(&mut *super::lock(&publish_errors));
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "mode": "fanout",
         "target": target.kind.name(),
         "nodes": targets.len(),
@@ -298,6 +298,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "publish_error_kinds": publish_errors,
         "nofile_limit": limit,
     });
+    if let (Some(report), Some(transport)) = (report.as_object_mut(), transport.as_object()) {
+        report.extend(transport.clone());
+    }
     if common.json {
         println!("{report}");
     } else {

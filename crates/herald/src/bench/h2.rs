@@ -1,23 +1,19 @@
-//! Subscriptions over HTTP/2 for `herald bench idle --h2-streams N`: a few TLS connections
-//! (ALPN `h2`), each carrying N subscription streams, as a browser page's `EventSource`s share
-//! one connection. Every stream is read (its heartbeats drained) until the hold ends.
+//! Subscriptions over HTTP/2 for `herald bench idle|fanout --h2-streams N`: a few TLS
+//! connections (ALPN `h2`), each carrying N subscription streams, as a browser page's
+//! `EventSource`s share one connection.
 
-use super::idle::Held;
+use super::conn::Subscription;
+use super::swarm::Swarm;
 use super::target::Target;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Opens `total` streams over connections of `per_connection` streams each.
-pub async fn open(
-    target: &Target,
-    total: usize,
-    per_connection: usize,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Held> {
+pub async fn open(target: &Target, total: usize, per_connection: usize) -> anyhow::Result<Swarm> {
     let Some(config) = &target.tls else {
         anyhow::bail!("--h2-streams needs an https:// --url (HTTP/2 is negotiated by ALPN)");
     };
@@ -25,11 +21,10 @@ pub async fn open(
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let started = Instant::now();
-    let mut streams = Held {
-        connected: 0,
+    let mut swarm = Swarm {
+        open: Vec::with_capacity(total),
         failures: BTreeMap::new(),
-        took: Duration::ZERO,
-        readers: Vec::new(),
+        took: std::time::Duration::ZERO,
         connections: Vec::new(),
     };
     let uri = format!("https://{}{}", target.host(), target.subscribe_path());
@@ -40,10 +35,7 @@ pub async fn open(
         let tcp = match tokio::net::TcpStream::connect(target.addr).await {
             Ok(tcp) => tcp,
             Err(err) => {
-                *streams
-                    .failures
-                    .entry(format!("connect: {err}"))
-                    .or_insert(0) += count;
+                *swarm.failures.entry(format!("connect: {err}")).or_insert(0) += count;
                 continue;
             }
         };
@@ -51,14 +43,14 @@ pub async fn open(
             Ok(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => tls,
             Ok(_) => anyhow::bail!("the server did not agree to HTTP/2 (ALPN)"),
             Err(err) => {
-                *streams.failures.entry(format!("TLS: {err}")).or_insert(0) += count;
+                *swarm.failures.entry(format!("TLS: {err}")).or_insert(0) += count;
                 continue;
             }
         };
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .handshake(TokioIo::new(tls))
             .await?;
-        streams.connections.push(tokio::spawn(async move {
+        swarm.connections.push(tokio::spawn(async move {
             let _ = connection.await;
         }));
         for _ in 0..count {
@@ -74,32 +66,18 @@ pub async fn open(
             };
             match response {
                 Ok(response) if response.status() == 200 => {
-                    streams.connected += 1;
-                    let mut body = response.into_body();
-                    let mut stop = stop.clone();
-                    streams.readers.push(tokio::spawn(async move {
-                        loop {
-                            tokio::select! {
-                                frame = body.frame() => match frame {
-                                    Some(Ok(_)) => {}
-                                    Some(Err(err)) => return Some(err.to_string()),
-                                    None => return Some("ended by the server".to_owned()),
-                                },
-                                _ = stop.changed() => return None,
-                            }
-                        }
-                    }));
+                    swarm.open.push(Subscription::http2(response.into_body()));
                 }
                 Ok(response) => {
-                    *streams
+                    *swarm
                         .failures
                         .entry(format!("HTTP {}", response.status().as_u16()))
                         .or_insert(0) += 1;
                 }
-                Err(err) => *streams.failures.entry(err.to_string()).or_insert(0) += 1,
+                Err(err) => *swarm.failures.entry(err.to_string()).or_insert(0) += 1,
             }
         }
     }
-    streams.took = started.elapsed();
-    Ok(streams)
+    swarm.took = started.elapsed();
+    Ok(swarm)
 }

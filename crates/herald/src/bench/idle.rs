@@ -24,32 +24,9 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
 
     // Every subscription keeps being read (heartbeats) so none is dropped for not reading.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (held, transport) = if args.h2_streams > 0 {
-        let held = super::h2::open(target, args.conns, args.h2_streams, stop_rx).await?;
-        eprintln!(
-            "idle: {} HTTP/2 streams open ({} per connection), {} failed, in {:.1} s",
-            held.connected,
-            args.h2_streams,
-            held.failures.values().sum::<usize>(),
-            held.took.as_secs_f64()
-        );
-        let transport = serde_json::json!({
-            "transport": "h2",
-            "h2_streams_per_conn": args.h2_streams,
-            // Only the first --url is used over HTTP/2.
-            "nodes": 1,
-        });
-        (held, transport)
-    } else {
-        let swarm = super::swarm::connect(&targets, args.conns, common.sources, "idle").await;
-        eprintln!(
-            "idle: {} open, {} failed, in {:.1} s",
-            swarm.open.len(),
-            swarm.failed(),
-            swarm.took.as_secs_f64()
-        );
-        (http1_readers(swarm, &stop_rx), serde_json::json!({}))
-    };
+    let (swarm, transport) =
+        super::swarm::open(&targets, args.conns, args.h2_streams, common.sources, "idle").await?;
+    let held = readers(swarm, &stop_rx);
     let connected = held.connected;
 
     // Let the server settle (allocations after the response head) before reading its memory.
@@ -125,8 +102,8 @@ impl Held {
     }
 }
 
-/// A reader per HTTP/1.1 subscription of `swarm`.
-fn http1_readers(swarm: super::swarm::Swarm, stop: &tokio::sync::watch::Receiver<bool>) -> Held {
+/// A reader per subscription of `swarm`.
+fn readers(swarm: super::swarm::Swarm, stop: &tokio::sync::watch::Receiver<bool>) -> Held {
     let readers = swarm
         .open
         .into_iter()
@@ -152,7 +129,7 @@ fn http1_readers(swarm: super::swarm::Swarm, stop: &tokio::sync::watch::Receiver
         failures: swarm.failures,
         took: swarm.took,
         readers,
-        connections: Vec::new(),
+        connections: swarm.connections,
     }
 }
 

@@ -120,6 +120,10 @@ struct FanoutArgs {
     /// first, with as many sockets as --conns (at most 9000) and writes of --size bytes.
     #[arg(long)]
     floor_us: Option<f64>,
+    /// Over HTTP/2 (an https:// --url): this many subscription streams per connection; 0:
+    /// HTTP/1.1, one connection per subscriber.
+    #[arg(long, default_value_t = 0)]
+    h2_streams: usize,
 }
 
 #[derive(Args, Debug)]

@@ -16,12 +16,51 @@ pub struct Swarm {
     /// Failures by kind ("HTTP 503", "connect: Too many open files", …) with their counts.
     pub failures: BTreeMap<String, usize>,
     pub took: Duration,
+    /// The tasks that drive shared HTTP/2 connections (none over HTTP/1.1).
+    pub connections: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Swarm {
     pub fn failed(&self) -> usize {
         self.failures.values().sum()
     }
+}
+
+/// Opens `conns` subscriptions: over HTTP/1.1 (`h2_streams` 0) to each of `targets` in turn,
+/// spread over `sources` loopback source addresses; else as HTTP/2 streams of the first
+/// target, `h2_streams` per connection. Says on stderr what opened; returns the subscriptions
+/// and the transport, for the report.
+pub async fn open(
+    targets: &[Target],
+    conns: usize,
+    h2_streams: usize,
+    sources: usize,
+    label: &str,
+) -> anyhow::Result<(Swarm, serde_json::Value)> {
+    if h2_streams == 0 {
+        let swarm = connect(targets, conns, sources, label).await;
+        eprintln!(
+            "{label}: {} open, {} failed, in {:.1} s",
+            swarm.open.len(),
+            swarm.failed(),
+            swarm.took.as_secs_f64()
+        );
+        return Ok((swarm, serde_json::json!({})));
+    }
+    let swarm = super::h2::open(&targets[0], conns, h2_streams).await?;
+    eprintln!(
+        "{label}: {} HTTP/2 streams open ({h2_streams} per connection), {} failed, in {:.1} s",
+        swarm.open.len(),
+        swarm.failed(),
+        swarm.took.as_secs_f64()
+    );
+    let transport = serde_json::json!({
+        "transport": "h2",
+        "h2_streams_per_conn": h2_streams,
+        // Only the first --url is used over HTTP/2.
+        "nodes": 1,
+    });
+    Ok((swarm, transport))
 }
 
 /// Opens `conns` subscriptions, to each of `targets` in turn, spread over `sources` loopback
@@ -84,5 +123,6 @@ pub async fn connect(targets: &[Target], conns: usize, sources: usize, label: &s
         open,
         failures,
         took: started.elapsed(),
+        connections: Vec::new(),
     }
 }
