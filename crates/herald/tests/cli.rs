@@ -735,6 +735,55 @@ fn bench_idle_reports_refused_subscriptions() {
     assert_eq!(report["failures"]["HTTP 401"], 10, "{report}");
 }
 
+/// `bench fanout --h2-streams`: the subscribers are HTTP/2 streams, several per TLS
+/// connection, and every delivery is counted as over HTTP/1.1.
+#[test]
+fn bench_fanout_over_http_2_streams() {
+    let scratch = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (scratch.path().join("c.pem"), scratch.path().join("k.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(
+        &[
+            "--jwt-key",
+            "bench-secret",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let out = herald(&[
+        "bench",
+        "fanout",
+        "--url",
+        &server.url,
+        "--jwt-key",
+        "bench-secret",
+        "--conns",
+        "30",
+        "--h2-streams",
+        "10",
+        "--rate",
+        "200",
+        "--messages",
+        "50",
+        "--floor-us",
+        "5",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["transport"], "h2", "{report}");
+    assert_eq!(report["subscribers"], 30, "{report}");
+    assert_eq!(report["delivered"], 1500, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
+}
+
 #[test]
 fn bench_fanout_counts_every_delivery_and_its_latency() {
     let server = Server::start(&["--jwt-key", "bench-secret"], &[]);

@@ -88,9 +88,14 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         }
     };
 
-    let (swarm, transport) =
-        super::swarm::open(&targets, args.conns, args.h2_streams, common.sources, "fanout")
-            .await?;
+    let (swarm, transport) = super::swarm::open(
+        &targets,
+        args.conns,
+        args.h2_streams,
+        common.sources,
+        "fanout",
+    )
+    .await?;
     let subscribers = swarm.open.len();
     let connect_failed = swarm.failed();
     // The tasks of the shared HTTP/2 connections, if any: they run until the streams end.

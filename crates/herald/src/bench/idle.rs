@@ -24,8 +24,14 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
 
     // Every subscription keeps being read (heartbeats) so none is dropped for not reading.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (swarm, transport) =
-        super::swarm::open(&targets, args.conns, args.h2_streams, common.sources, "idle").await?;
+    let (swarm, transport) = super::swarm::open(
+        &targets,
+        args.conns,
+        args.h2_streams,
+        common.sources,
+        "idle",
+    )
+    .await?;
     let held = readers(swarm, &stop_rx);
     let connected = held.connected;
 
