@@ -8,6 +8,9 @@ use serde_json::Value;
 
 /// The cookie a browser sends the subscriber (or publisher) token in.
 pub const COOKIE_NAME: &str = "mercureAuthorization";
+/// The cookie Mercure 1.0 clients carry their token in (a `__Secure-` cookie: the browser
+/// only sets it over HTTPS).
+pub const COOKIE_NAME_V1: &str = "__Secure-mercure_access_token";
 /// The query parameter a token may be given in (for clients that cannot set headers).
 pub const QUERY_PARAM: &str = "authorization";
 
@@ -240,6 +243,16 @@ pub fn locate_token<'a>(
     headers: &'a http::HeaderMap,
     query_token: Option<&'a str>,
 ) -> Result<Option<(&'a str, Location)>, MalformedAuthorization> {
+    locate_token_in(headers, query_token, &[COOKIE_NAME])
+}
+
+/// [`locate_token`], with the cookie looked for among `cookies` (in this order): the 0.x
+/// cookie, Mercure 1.0's `__Secure-mercure_access_token`, or either.
+pub fn locate_token_in<'a>(
+    headers: &'a http::HeaderMap,
+    query_token: Option<&'a str>,
+    cookies: &[&str],
+) -> Result<Option<(&'a str, Location)>, MalformedAuthorization> {
     if let Some(value) = headers.get(http::header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| MalformedAuthorization)?;
         let (scheme, token) = value.split_once(' ').ok_or(MalformedAuthorization)?;
@@ -252,13 +265,15 @@ pub fn locate_token<'a>(
     if let Some(token) = query_token {
         return Ok(Some((token, Location::Query)));
     }
-    for value in headers.get_all(http::header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for pair in value.split(';') {
-            if let Some((name, token)) = pair.trim().split_once('=')
-                && name == COOKIE_NAME
-            {
-                return Ok(Some((token, Location::Cookie)));
+    for wanted in cookies {
+        for value in headers.get_all(http::header::COOKIE) {
+            let Ok(value) = value.to_str() else { continue };
+            for pair in value.split(';') {
+                if let Some((name, token)) = pair.trim().split_once('=')
+                    && name == *wanted
+                {
+                    return Ok(Some((token, Location::Cookie)));
+                }
             }
         }
     }

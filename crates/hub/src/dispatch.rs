@@ -87,7 +87,7 @@ impl MatchCache {
             Selector::Exact(exact) => topics.iter().any(|t| t == exact),
             Selector::Template(template) => *self
                 .templates
-                .entry(template.key())
+                .entry(template.identity())
                 .or_insert_with(|| topics.iter().any(|t| selector.matches(t))),
         })
     }

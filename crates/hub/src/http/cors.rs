@@ -15,7 +15,7 @@ const ALLOW_HEADERS: &str = "authorization,cache-control,content-type,last-event
 /// The methods of the hub's routes (`Access-Control-Allow-Methods`).
 const ALLOW_METHODS: &str = "GET,POST,OPTIONS";
 /// What a page's script may read of a response (`Access-Control-Expose-Headers`).
-const EXPOSE_HEADERS: &str = "link,last-event-id";
+const EXPOSE_HEADERS: &str = "link,last-event-id,mercure-last-event-id";
 /// Responses differ with these request headers (`Vary`).
 const VARY: &str = "origin, access-control-request-method, access-control-request-headers";
 

@@ -202,15 +202,21 @@ fn authority<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> 
     }
 }
 
-/// Verifies the token, if any, of a request to `uri` for `role`.
+/// The token cookies a request may carry, for a request that says nothing of its generation
+/// (a publish, the subscriptions API): Mercure 0.x's, then 1.0's.
+const ANY_COOKIE: &[&str] = &[auth::COOKIE_NAME, auth::COOKIE_NAME_V1];
+
+/// Verifies the token, if any, of a request to `uri` for `role`, looking for the cookie among
+/// `cookies`.
 fn grants(
     hub: &Hub,
     role: Role,
     headers: &HeaderMap,
     uri: &http::Uri,
     query_token: Option<&str>,
+    cookies: &[&str],
 ) -> Result<Option<Grants>, HttpError> {
-    let located = auth::locate_token(headers, query_token)
+    let located = auth::locate_token_in(headers, query_token, cookies)
         .map_err(|err| HttpError::unauthorized(err.to_string()))?;
     if role == Role::Publisher
         && let Some((_, auth::Location::Cookie)) = located

@@ -15,6 +15,8 @@ use http_body_util::BodyExt;
 use std::time::Duration;
 
 const FORM: &str = "application/x-www-form-urlencoded";
+/// The SSE event type Mercure 1.0 reserves for the hub's subscription events.
+const RESERVED_TYPE: &str = "mercure";
 
 /// `POST /.well-known/mercure`: checks the publisher and the form, stores the update, answers
 /// its id.
@@ -30,6 +32,7 @@ pub(super) async fn publish(
         &headers,
         request.uri(),
         query_token.as_deref(),
+        super::ANY_COOKIE,
     )?
     else {
         return Err(HttpError::unauthorized(
@@ -198,6 +201,13 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
         return Err(HttpError::bad_request(format!(
             "the update id {EARLIEST:?} is reserved (it means \"from the oldest update\" in \
              Last-Event-ID): choose another id, or leave \"id\" out to get a generated one"
+        )));
+    }
+    if event_type.as_deref() == Some(RESERVED_TYPE) {
+        // Mercure 1.0 sends the hub's subscription events as `event: mercure`; an update of
+        // that type would pass for one in a client listening for them.
+        return Err(HttpError::bad_request(format!(
+            "the event type {RESERVED_TYPE:?} is reserved for the hub's own subscription events              (Mercure 1.0): choose another \"type\""
         )));
     }
     let update = NewUpdate {

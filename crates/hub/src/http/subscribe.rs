@@ -8,36 +8,126 @@ use crate::history::{EARLIEST, Start};
 use crate::hub::Hub;
 use crate::subscriber::Subscriber;
 use crate::subscriptions::SubscriptionGuard;
-use crate::topic::{SelectorError, SelectorSet};
+use crate::topic::{Selector, SelectorError, SelectorSet};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use std::sync::Arc;
 
+/// Which generation of Mercure a subscribe request speaks. One hub serves both: a request
+/// with a parameter of 1.0's `match` namespace is 1.0, any other 0.x. The generation decides
+/// how selectors are read, which query parameter carries `Last-Event-ID`, which cookie
+/// carries the token, and the name of the response header that says where the stream resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Generation {
+    /// draft-dunglas-mercure-07 and the 0.x hubs: `topic=` (URI templates), `lastEventID`,
+    /// the `authorization` parameter or the `mercureAuthorization` cookie, `Last-Event-ID`.
+    #[default]
+    V0,
+    /// Mercure 1.0: `match=` / `match_exact=` (exact) and `match_urlpattern=` (WHATWG URL
+    /// Pattern), `last_event_id`, no token in the URL, the `__Secure-mercure_access_token`
+    /// cookie, `Mercure-Last-Event-ID`.
+    V1,
+}
+
+/// The response header of a Mercure 1.0 subscription that says where the stream resumed.
+pub(crate) const MERCURE_LAST_EVENT_ID: &str = "mercure-last-event-id";
+
+/// A selector as asked for, and how to read it.
+enum Asked {
+    /// 0.x `topic=`: `*`, a URI template or an exact topic.
+    Topic(String),
+    /// 1.0 `match=` or `match_exact=`.
+    Exact(String),
+    /// 1.0 `match_urlpattern=`.
+    UrlPattern(String),
+}
+
+impl Asked {
+    fn text(&self) -> &str {
+        match self {
+            Asked::Topic(s) | Asked::Exact(s) | Asked::UrlPattern(s) => s,
+        }
+    }
+}
+
 /// The fields of a subscribe request's query string.
 #[derive(Default)]
 struct SubscribeQuery {
-    topics: Vec<String>,
+    generation: Generation,
+    asked: Vec<Asked>,
     last_event_id: Option<String>,
     authorization: Option<String>,
 }
 
 fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
     let mut q = SubscribeQuery::default();
+    let (mut topics, mut matchers) = (false, false);
+    let (mut id_v0, mut id_v1) = (None, None);
     for pair in form_pairs(query.as_bytes(), "query parameter") {
         let (key, value) = pair?;
         match &*key {
-            "topic" => q.topics.push(value),
+            "topic" => {
+                topics = true;
+                q.asked.push(Asked::Topic(value));
+            }
+            "match" | "match_exact" => {
+                matchers = true;
+                q.asked.push(Asked::Exact(value));
+            }
+            "match_urlpattern" => {
+                matchers = true;
+                q.asked.push(Asked::UrlPattern(value));
+            }
+            // 1.0 reserves the namespace: a matcher type the hub does not know is an error,
+            // not a parameter to ignore.
+            other if other.len() >= 5 && other[..5].eq_ignore_ascii_case("match") => {
+                return Err(HttpError::bad_request(format!(
+                    "unknown matcher parameter {other:?}: this hub supports \"match\" (or \
+                     \"match_exact\") and \"match_urlpattern\""
+                )));
+            }
             // `Last-Event-ID` as a query parameter is the older spelling of `lastEventID`.
             "lastEventID" | "Last-Event-ID" => {
-                q.last_event_id.get_or_insert(value);
+                id_v0.get_or_insert(value);
+            }
+            "last_event_id" => {
+                id_v1.get_or_insert(value);
             }
             auth::QUERY_PARAM => q.authorization = Some(value),
             _ => {}
         }
     }
+    if topics && matchers {
+        return Err(HttpError::bad_request(
+            "a subscribe request is Mercure 0.x (\"topic\" parameters) or 1.0 (\"match\" and              \"match_urlpattern\" parameters), not both",
+        ));
+    }
+    if matchers {
+        q.generation = Generation::V1;
+        q.last_event_id = id_v1;
+        if q.authorization.is_some() {
+            return Err(HttpError::bad_request(
+                "Mercure 1.0 requests carry no token in the URL: send it as `Authorization: \
+                 Bearer <jwt>` or in the __Secure-mercure_access_token cookie",
+            ));
+        }
+    } else {
+        q.last_event_id = id_v0;
+    }
     Ok(q)
+}
+
+/// The hub's URL as a request to it names it, which Mercure 1.0 resolves relative URL
+/// patterns and topics against. The scheme is the request's when it says (HTTP/2), else
+/// `https`: what matters is that patterns and topics resolve against the same base.
+fn hub_url(uri: &http::Uri, headers: &HeaderMap) -> url::Url {
+    let scheme = uri.scheme_str().unwrap_or("https");
+    let authority = super::authority(headers, uri).unwrap_or("localhost");
+    url::Url::parse(&format!("{scheme}://{authority}{}", super::HUB_PATH))
+        .or_else(|_| url::Url::parse(&format!("https://localhost{}", super::HUB_PATH)))
+        .expect("a valid URL")
 }
 
 /// The headers of every subscription stream (beside `Last-Event-ID`, CORS and `Link`).
@@ -70,7 +160,7 @@ pub(crate) async fn respond(
     uri: &http::Uri,
     headers: &HeaderMap,
 ) -> Result<SubscriptionResponse, HttpError> {
-    let (subscriber, resumed_from) = open(hub, uri, headers).await?;
+    let (subscriber, resumed_from, generation) = open(hub, uri, headers).await?;
     let mut answer = Vec::with_capacity(8);
     for (name, value) in SSE_HEADERS {
         answer.push((
@@ -80,7 +170,12 @@ pub(crate) async fn respond(
     }
     // Ids are validated single-line when published; one a header cannot carry is left out.
     if let Some(id) = resumed_from.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        answer.push((LAST_EVENT_ID, id));
+        // 1.0 renamed it: `Last-Event-ID` is a request header.
+        let name = match generation {
+            Generation::V0 => LAST_EVENT_ID,
+            Generation::V1 => HeaderName::from_static(MERCURE_LAST_EVENT_ID),
+        };
+        answer.push((name, id));
     }
     answer.push((header::LINK, HeaderValue::from_static(LINK)));
     let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
@@ -94,18 +189,19 @@ pub(crate) async fn respond(
     })
 }
 
-/// Checks a subscribe request and registers the subscription: its subscriber, and the
-/// `Last-Event-ID` to answer (the id resumed from, or `earliest`).
+/// Checks a subscribe request and registers the subscription: its subscriber, the
+/// `Last-Event-ID` to answer (the id resumed from, or `earliest`) and the request's generation.
 async fn open(
     hub: &Hub,
     uri: &http::Uri,
     headers: &HeaderMap,
-) -> Result<(Subscriber, Option<String>), HttpError> {
+) -> Result<(Subscriber, Option<String>, Generation), HttpError> {
     let query = parse_subscribe_query(uri.query().unwrap_or(""))?;
-    if query.topics.is_empty() {
+    if query.asked.is_empty() {
         return Err(HttpError::bad_request(
             "missing \"topic\" query parameter: subscribe with ?topic=<selector> (repeatable; \
-             a topic, a URI template or *)",
+             a topic, a URI template or *), or in Mercure 1.0 with ?match=<topic> or \
+             ?match_urlpattern=<URL pattern>",
         ));
     }
     let settings = &hub.inner.settings;
@@ -123,20 +219,25 @@ async fn open(
             ),
         ));
     }
-    if query.topics.len() > settings.max_topics {
+    if query.asked.len() > settings.max_topics {
         return Err(HttpError::bad_request(format!(
             "too many \"topic\" parameters: {} given, at most {} allowed (the hub's \
              --max-topics)",
-            query.topics.len(),
+            query.asked.len(),
             settings.max_topics
         )));
     }
+    let cookie = match query.generation {
+        Generation::V0 => auth::COOKIE_NAME,
+        Generation::V1 => auth::COOKIE_NAME_V1,
+    };
     let grants = grants(
         hub,
         Role::Subscriber,
         headers,
         uri,
         query.authorization.as_deref(),
+        &[cookie],
     )?;
     if grants.is_none() && !settings.anonymous {
         return Err(HttpError::unauthorized(
@@ -144,12 +245,23 @@ async fn open(
              authorization query parameter or in the mercureAuthorization cookie",
         ));
     }
-    let topics = SelectorSet::parse(&query.topics).map_err(|err| match err {
-        SelectorError::OverBudget { .. } => {
-            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-        }
-        err => HttpError::bad_request(format!("invalid topic selector: {err}")),
-    })?;
+    let base = (query.generation == Generation::V1).then(|| hub_url(uri, headers));
+    let selectors = query
+        .asked
+        .iter()
+        .map(|asked| match asked {
+            Asked::Topic(s) => Selector::parse(s),
+            Asked::Exact(s) => Selector::exact_match(s),
+            Asked::UrlPattern(s) => Selector::url_pattern(s, base.as_ref().expect("1.0")),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| match err {
+            SelectorError::OverBudget { .. } => {
+                HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+            }
+            err => HttpError::bad_request(format!("invalid topic selector: {err}")),
+        })?;
+    let topics = SelectorSet::from_selectors(selectors);
     let last_event_id = headers
         .get(LAST_EVENT_ID)
         .and_then(|v| v.to_str().ok())
@@ -183,7 +295,8 @@ async fn open(
         subscriber = subscriber.replaying_from_earliest();
     }
     if let Some(registry) = &inner.subscriptions {
-        let (id, events) = registry.connect(query.topics, payload);
+        let asked = query.asked.iter().map(|a| a.text().to_owned()).collect();
+        let (id, events) = registry.connect(asked, payload);
         let started = registry.announce(inner.history.clone(), None, events);
         // The guard first: if this request is dropped while the start is announced, its end
         // is announced all the same, after the start.
@@ -195,7 +308,7 @@ async fn open(
         ));
         started.await;
     }
-    Ok((subscriber, resumed_from))
+    Ok((subscriber, resumed_from, query.generation))
 }
 
 /// `GET /.well-known/mercure` through hyper: [`respond`]'s answer as a streamed body.

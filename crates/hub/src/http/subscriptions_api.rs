@@ -31,6 +31,7 @@ pub(super) async fn list_subscriptions(
         &headers,
         request.uri(),
         query_token.as_deref(),
+        super::ANY_COOKIE,
     )?
     else {
         return Err(HttpError::unauthorized(

@@ -77,6 +77,7 @@ pub enum SelectorError {
     /// More than [`MAX_EXPRESSIONS`] expressions.
     /// Its enforced `:N` prefixes add up to more than [`MAX_PREFIX_TOTAL`].
     /// Compiling it would pass the process's template budget (`503`).
+    /// A `match_urlpattern` value that is not a URL pattern (or needs a backtracking regex).
     #[error("topic selector is {len} bytes long, the limit is {MAX_SELECTOR_LEN} bytes")]
     TooLong { len: usize },
     #[error(
@@ -134,6 +135,8 @@ pub enum SelectorError {
          ({budget} bytes); retry later, or subscribe with exact topics"
     )]
     OverBudget { budget: usize },
+    #[error("invalid URL pattern {selector:?}: {reason}")]
+    UrlPattern { selector: String, reason: String },
 }
 
 impl SelectorError {
@@ -190,8 +193,28 @@ impl Selector {
         match self {
             Selector::Any => true,
             Selector::Exact(exact) => exact == topic,
-            Selector::Template(t) => t.as_str() == topic || t.is_match(topic),
+            Selector::Template(t) => t.is_match(topic),
         }
+    }
+
+    /// Mercure 1.0's `match` (exact) matcher: `*` is every topic, anything else the topic
+    /// equal to it, braces included (1.0 has no URI templates).
+    pub fn exact_match(s: &str) -> Result<Selector, SelectorError> {
+        check_len(s)?;
+        Ok(if s == "*" {
+            Selector::Any
+        } else {
+            Selector::Exact(s.to_owned())
+        })
+    }
+
+    /// Mercure 1.0's `match_urlpattern` matcher: `*` is every topic, anything else a WHATWG
+    /// URL pattern, relative to `base` (the hub's URL).
+    pub fn url_pattern(s: &str, base: &url::Url) -> Result<Selector, SelectorError> {
+        if s == "*" {
+            return Ok(Selector::Any);
+        }
+        Template::url_pattern(s, base).map(Selector::Template)
     }
 
     /// The selector's text.
@@ -264,6 +287,13 @@ impl SelectorSet {
     /// Whether some selector matches some of `topics` (an update's topics).
     pub fn matches_any<'a>(&self, topics: impl IntoIterator<Item = &'a str>) -> bool {
         topics.into_iter().any(|t| self.matches(t))
+    }
+
+    /// The set of these selectors.
+    pub fn from_selectors(selectors: Vec<Selector>) -> SelectorSet {
+        SelectorSet {
+            selectors: selectors.into_boxed_slice(),
+        }
     }
 
     /// Whether the set has no selector (it matches nothing).
@@ -387,11 +417,54 @@ mod tests {
     }
 
     #[test]
+    fn url_patterns_match_urls_relative_to_the_hub() {
+        let base = url::Url::parse("https://hub.example/.well-known/mercure").unwrap();
+        let p = |s: &str| Selector::url_pattern(s, &base).unwrap();
+        let books = p("https://example.com/books/:id");
+        assert!(books.matches("https://example.com/books/1"));
+        assert!(!books.matches("https://example.com/books/1/reviews"));
+        assert!(!books.matches("https://other.example/books/1"));
+        assert!(
+            !books.matches("not a url at all: \u{0}"),
+            "no URL, no match"
+        );
+        let relative = p("/books/:id");
+        assert!(relative.matches("/books/1"));
+        assert!(
+            relative.matches("https://hub.example/books/1"),
+            "the hub's origin"
+        );
+        assert!(!relative.matches("https://example.com/books/1"));
+        assert_eq!(p("*"), Selector::Any);
+        // Shared by every equal pattern on the same base, not across bases.
+        let again = p("https://example.com/books/:id");
+        assert!(Arc::ptr_eq(
+            books.as_template().unwrap(),
+            again.as_template().unwrap()
+        ));
+        let other = url::Url::parse("https://elsewhere.example/.well-known/mercure").unwrap();
+        let elsewhere = Selector::url_pattern("/books/:id", &other).unwrap();
+        assert!(!Arc::ptr_eq(
+            relative.as_template().unwrap(),
+            elsewhere.as_template().unwrap()
+        ));
+        assert!(elsewhere.matches("https://elsewhere.example/books/1"));
+        // A regexp group the linear-time engine cannot run is refused, not run slowly.
+        let err = Selector::url_pattern("/a/(\\w+)(?=x)", &base).unwrap_err();
+        assert!(matches!(err, SelectorError::UrlPattern { .. }), "{err}");
+        // 1.0's exact matcher takes braces as they are.
+        let exact = Selector::exact_match("https://example.com/{id}").unwrap();
+        assert!(exact.matches("https://example.com/{id}"));
+        assert!(!exact.matches("https://example.com/1"));
+    }
+
+    #[test]
     fn template_matches_its_own_text() {
         let t = "https://example.com/books/{id}";
         let selector = Selector::parse(t).unwrap();
-        assert!(!selector.as_template().unwrap().is_match(t));
+        assert!(selector.as_template().unwrap().is_match(t));
         assert!(selector.matches(t));
+        assert!(!selector.matches("https://example.com/books/{other}"));
         assert!(m("/{?q}", "/{?q}"));
     }
 

@@ -1,6 +1,8 @@
 //! URI templates (RFC 6570, levels 1 to 4) compiled to anchored regexes that match their
-//! expansions, interned so that equal selectors share one compiled copy, and charged against the
-//! process's template budget.
+//! expansions, and Mercure 1.0's URL patterns (WHATWG URL Pattern, through the `urlpattern`
+//! crate, whose components are `regex` crate regexes: linear-time matching); both interned so
+//! that equal selectors share one compiled copy, and charged against the process's template
+//! budget.
 //!
 //! # What a template matches
 //!
@@ -100,17 +102,41 @@ const PCT: &str = "%[0-9A-Fa-f]{2}";
 /// One percent-encoded character: an octet and up to three UTF-8 continuation octets.
 const PCT_CHAR: &str = "%[0-9A-Fa-f]{2}(?:%[89ABab][0-9A-Fa-f]){0,3}";
 
-/// A compiled URI template.
+/// A compiled URI template or URL pattern.
 pub struct Template {
     source: Box<str>,
-    regex: Regex,
+    matcher: Matcher,
     /// What it is charged against the process's template budget.
     charge: usize,
 }
 
-/// Every compiled template alive, by text, so that equal selectors share one compiled copy.
+/// How a [`Template`] matches.
+enum Matcher {
+    /// A URI template (Mercure 0.x `topic=`): one anchored regex.
+    UriTemplate(Regex),
+    /// A URL pattern (Mercure 1.0 `match_urlpattern=`). Relative patterns and topics are
+    /// resolved against `base`, the hub's URL.
+    UrlPattern {
+        pattern: Box<urlpattern::UrlPattern>,
+        base: url::Url,
+    },
+}
+
+/// What a URL pattern is charged besides the regex caches: its eight components' compiled
+/// regexes, which the crate does not measure (a typical pattern's are a few KB each).
+const URL_PATTERN_CHARGE: usize = 64 << 10;
+
+/// The interning key of a template: its kind and what decides its matcher.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    UriTemplate(Box<str>),
+    /// The pattern and the base URL it resolves against.
+    UrlPattern(Box<str>, Box<str>),
+}
+
+/// Every compiled template alive, by key, so that equal selectors share one compiled copy.
 /// Entries of dropped templates are removed by the template's `Drop`.
-static INTERNED: std::sync::LazyLock<Mutex<HashMap<Box<str>, Weak<Template>>>> =
+static INTERNED: std::sync::LazyLock<Mutex<HashMap<Key, Weak<Template>>>> =
     std::sync::LazyLock::new(Mutex::default);
 
 impl Template {
@@ -118,13 +144,54 @@ impl Template {
     /// shares the compiled copy of an equal template that is still alive.
     pub fn new(source: &str) -> Result<Arc<Template>, SelectorError> {
         check_len(source)?;
-        if let Some(shared) = crate::lock(&INTERNED).get(source).and_then(Weak::upgrade) {
+        Template::intern(Key::UriTemplate(source.into()), source, || {
+            let regex = compile(source)?;
+            let charge = regex.memory_usage() + CACHE_CHARGE * cache_holders();
+            Ok((Matcher::UriTemplate(regex), charge))
+        })
+    }
+
+    /// Compiles `source` as a WHATWG URL pattern (Mercure 1.0), relative to `base` (the
+    /// hub's URL), or shares the compiled copy of an equal one. Its regular expressions are
+    /// the `regex` crate's (no backtracking): a pattern whose regexp groups need more (a
+    /// lookahead, a backreference) is refused, not run slowly.
+    pub fn url_pattern(source: &str, base: &url::Url) -> Result<Arc<Template>, SelectorError> {
+        check_len(source)?;
+        let key = Key::UrlPattern(source.into(), base.as_str().into());
+        Template::intern(key, source, || {
+            let invalid = |err: urlpattern::Error| SelectorError::UrlPattern {
+                selector: source.to_owned(),
+                reason: err.to_string(),
+            };
+            let init = urlpattern::UrlPatternInit::parse_constructor_string::<regex::Regex>(
+                source,
+                Some(base.clone()),
+            )
+            .map_err(invalid)?;
+            let pattern =
+                urlpattern::UrlPattern::parse(init, Default::default()).map_err(invalid)?;
+            let matcher = Matcher::UrlPattern {
+                pattern: Box::new(pattern),
+                base: base.clone(),
+            };
+            Ok((matcher, URL_PATTERN_CHARGE + CACHE_CHARGE * cache_holders()))
+        })
+    }
+
+    /// The live copy under `key`, or one made by `compile` (charged what it says, and the
+    /// source) if the budget allows.
+    fn intern(
+        key: Key,
+        source: &str,
+        compile: impl FnOnce() -> Result<(Matcher, usize), SelectorError>,
+    ) -> Result<Arc<Template>, SelectorError> {
+        if let Some(shared) = crate::lock(&INTERNED).get(&key).and_then(Weak::upgrade) {
             return Ok(shared);
         }
         // Compiled without the lock held: compiling takes up to a millisecond, and other
         // requests must not queue behind it.
-        let regex = compile(source)?;
-        let charge = regex.memory_usage() + CACHE_CHARGE * cache_holders() + 2 * source.len();
+        let (matcher, charge) = compile()?;
+        let charge = charge + 2 * source.len();
         let budget = TEMPLATE_BUDGET.load(Ordering::Relaxed);
         if TEMPLATE_BYTES
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -136,23 +203,32 @@ impl Template {
         }
         let compiled = Arc::new(Template {
             source: source.into(),
-            regex,
+            matcher,
             charge,
         });
         let mut interned = crate::lock(&INTERNED);
-        match interned.get(source).and_then(Weak::upgrade) {
+        match interned.get(&key).and_then(Weak::upgrade) {
             // Another request compiled it meanwhile: use that one, drop ours.
             Some(shared) => Ok(shared),
             None => {
-                interned.insert(source.into(), Arc::downgrade(&compiled));
+                interned.insert(key, Arc::downgrade(&compiled));
                 Ok(compiled)
+            }
+        }
+    }
+
+    fn key(&self) -> Key {
+        match &self.matcher {
+            Matcher::UriTemplate(_) => Key::UriTemplate(self.source.clone()),
+            Matcher::UrlPattern { base, .. } => {
+                Key::UrlPattern(self.source.clone(), base.as_str().into())
             }
         }
     }
 
     /// An identity of the compiled template, equal for every selector sharing it (for the
     /// dispatcher's per-update match cache).
-    pub(crate) fn key(self: &Arc<Self>) -> usize {
+    pub(crate) fn identity(self: &Arc<Self>) -> usize {
         Arc::as_ptr(self) as usize
     }
 
@@ -161,22 +237,41 @@ impl Template {
         &self.source
     }
 
-    /// Whether some expansion of the template is `topic` (the regex matches all of it).
+    /// Whether it is a URL pattern (rather than a URI template).
+    pub fn is_url_pattern(&self) -> bool {
+        matches!(self.matcher, Matcher::UrlPattern { .. })
+    }
+
+    /// Whether it selects `topic`. A URI template: some expansion of it is `topic` (the regex
+    /// matches all of it), or `topic` is its own text, as in the reference hub. A URL pattern:
+    /// `topic`, resolved against the hub's URL, is a URL the pattern matches; a topic that is
+    /// not a URL reference matches nothing.
     pub fn is_match(&self, topic: &str) -> bool {
-        self.regex.is_match(topic)
+        match &self.matcher {
+            Matcher::UriTemplate(regex) => &*self.source == topic || regex.is_match(topic),
+            Matcher::UrlPattern { pattern, base } => url::Url::options()
+                .base_url(Some(base))
+                .parse(topic)
+                .is_ok_and(|url| {
+                    pattern
+                        .test(urlpattern::UrlPatternMatchInput::Url(url))
+                        .unwrap_or(false)
+                }),
+        }
     }
 }
 
 impl Drop for Template {
     fn drop(&mut self) {
         TEMPLATE_BYTES.fetch_sub(self.charge, Ordering::AcqRel);
+        let key = self.key();
         let mut interned = crate::lock(&INTERNED);
         // The entry may already name a newer copy of the same text; remove only a dead one.
         if interned
-            .get(&self.source)
+            .get(&key)
             .is_some_and(|weak| weak.strong_count() == 0)
         {
-            interned.remove(&self.source);
+            interned.remove(&key);
         }
     }
 }
@@ -190,10 +285,10 @@ impl fmt::Debug for Template {
     }
 }
 
-/// The regex is a function of the source, so the source alone decides equality.
+/// The matcher is a function of the key, so the key alone decides equality.
 impl PartialEq for Template {
     fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
+        self.key() == other.key()
     }
 }
 
@@ -537,7 +632,7 @@ mod tests {
         ));
         drop((a, b));
         assert!(
-            !crate::lock(&INTERNED).contains_key(source),
+            !crate::lock(&INTERNED).contains_key(&Key::UriTemplate(source.into())),
             "a dropped template leaves the table"
         );
         assert!(
