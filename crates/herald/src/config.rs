@@ -66,6 +66,14 @@ pub struct ServeConfig {
     /// disagree [default: 0].
     #[arg(long, env = "HERALD_JWT_LEEWAY")]
     pub jwt_leeway: Option<u64>,
+    /// What a Mercure 1.0 access token's `aud` must name: the hub's URL, e.g.
+    /// `https://hub.example/.well-known/mercure` [default: the URL each request was sent to,
+    /// in either scheme].
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// What a Mercure 1.0 access token's `iss` must be [default: not checked].
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
     /// Let subscribers without a token receive public updates.
     #[arg(long, env = "HERALD_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     pub anonymous: Option<bool>,
@@ -203,6 +211,8 @@ impl ServeConfig {
             subscriber_jwt_key_file,
             jwt_alg,
             jwt_leeway,
+            jwt_audience,
+            jwt_issuer,
             anonymous,
             store,
             accept_history_loss,

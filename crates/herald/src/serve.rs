@@ -64,7 +64,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     };
     let verifier = Verifier::new(alg, &keys.publisher, &keys.subscriber)
         .context("invalid JWT key for the chosen --jwt-alg")?
-        .with_leeway(config.jwt_leeway.unwrap_or(0));
+        .with_leeway(config.jwt_leeway.unwrap_or(0))
+        .with_audience(config.jwt_audience.clone())
+        .with_issuer(config.jwt_issuer.clone());
     // Every subscriber is a socket: the default soft limit (often 1024) would cap the hub far
     // below what the machine can hold, so take what the hard limit allows.
     let nofile = crate::limits::raise_nofile_limit();

@@ -1,7 +1,17 @@
-//! Authorization: JWTs carrying the `mercure` claim, where requests carry them, and what they
-//! grant. Protocol parsing stays here, at the edge; the rest of the hub sees only [`Grants`].
+//! Authorization: JWTs, where requests carry them, and what they grant. Protocol parsing stays
+//! here, at the edge; the rest of the hub sees only [`Grants`]. Two generations of token:
+//!
+//! - Mercure 0.x: any JWT with a `mercure` claim (`publish`, `subscribe` selectors, `payload`);
+//!   `exp` and `nbf` checked when present;
+//! - Mercure 1.0: an OAuth 2.0 access token (RFC 9068: header `typ` `at+jwt`), whose `exp` and
+//!   `aud` are required, `aud` naming the hub (`--jwt-audience`, else the URL the request was
+//!   sent to), `iss` checked against `--jwt-issuer` when set, and whose rights are RFC 9396
+//!   `authorization_details` entries of type `mercure`
+//!   (`{"type", "actions": ["publish"|"subscribe"], "topics": [{"match", "match_type"?}],
+//!   "payload"?}`). A token is read as 1.0 when its `typ` says so or it has
+//!   `authorization_details`; one invalid Mercure entry refuses the whole token.
 
-use crate::topic::{SelectorError, SelectorSet};
+use crate::topic::{Selector, SelectorError, SelectorSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -27,6 +37,39 @@ pub struct Claims {
     /// Expiry (seconds since the epoch); checked when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
+}
+
+/// A token read as Mercure 0.x: its claims, and whether it has 1.0's `authorization_details`
+/// (then it is not a 0.x token at all).
+#[derive(Deserialize)]
+struct LegacyClaims {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(default)]
+    authorization_details: Option<serde::de::IgnoredAny>,
+}
+
+/// The claims of a Mercure 1.0 access token the hub reads itself (`exp`, `aud` and `iss` are
+/// checked by jsonwebtoken).
+#[derive(Debug, Deserialize)]
+struct AccessClaims {
+    exp: u64,
+    /// Kept as JSON values, checked one by one here, so that an error says which entry is wrong.
+    #[serde(default)]
+    authorization_details: Option<Vec<Value>>,
+}
+
+/// The `type` of a Mercure entry of `authorization_details`: the draft's short name, and the
+/// URI the reference hub 1.0 uses. Entries of any other type are someone else's.
+const DETAIL_TYPES: [&str; 2] = ["mercure", "https://mercure.rocks/authorization-detail"];
+
+/// Whether a JWT header's `typ` names an access token (RFC 9068: `at+jwt`, or
+/// `application/at+jwt`, in any case).
+fn is_access_token_type(typ: Option<&str>) -> bool {
+    typ.is_some_and(|typ| {
+        let typ = typ.to_ascii_lowercase();
+        typ.strip_prefix("application/").unwrap_or(&typ) == "at+jwt"
+    })
 }
 
 /// The `mercure` claim.
@@ -84,6 +127,10 @@ pub enum AuthError {
     /// A selector of the `mercure` claim cannot be compiled.
     #[error("invalid selector in the JWT's mercure claim: {0}")]
     Selector(#[from] SelectorError),
+    /// A Mercure 1.0 access token that breaks a rule of its own (its `typ`, its audience, an
+    /// `authorization_details` entry): what is wrong.
+    #[error("invalid access token: {0}")]
+    Access(String),
 }
 
 /// What is wrong with a token, in words that say what to fix (jsonwebtoken's own `Display` is
@@ -116,6 +163,10 @@ pub struct Verifier {
     publisher: DecodingKey,
     subscriber: DecodingKey,
     validation: Validation,
+    /// What a 1.0 token's `aud` must name; `None`: the URL the request was sent to.
+    audience: Option<String>,
+    /// What a 1.0 token's `iss` must be; `None`: not checked (self-issued tokens).
+    issuer: Option<String>,
 }
 
 /// A key as configured: an HMAC secret, or a PEM public key (RS*/ES*/PS*/EdDSA).
@@ -163,7 +214,23 @@ impl Verifier {
             publisher: decoding_key(alg, publisher)?,
             subscriber: decoding_key(alg, subscriber)?,
             validation,
+            audience: None,
+            issuer: None,
         })
+    }
+
+    /// Mercure 1.0 access tokens must name `audience` (the hub's URL, e.g.
+    /// `https://hub.example/.well-known/mercure`) in `aud` (`--jwt-audience`), instead of the
+    /// URL each request was sent to.
+    pub fn with_audience(mut self, audience: Option<String>) -> Self {
+        self.audience = audience;
+        self
+    }
+
+    /// Mercure 1.0 access tokens must have been issued by `issuer` (`--jwt-issuer`).
+    pub fn with_issuer(mut self, issuer: Option<String>) -> Self {
+        self.issuer = issuer;
+        self
     }
 
     /// Accepts tokens up to `seconds` past their `exp` or before their `nbf`, for clocks that
@@ -173,13 +240,36 @@ impl Verifier {
         self
     }
 
-    /// Verifies `token` for `role` and compiles its grants.
+    /// Verifies `token` for `role` and compiles its grants, for a request that did not say
+    /// where it was sent (a 1.0 token then needs `--jwt-audience`).
     pub fn verify(&self, role: Role, token: &str) -> Result<Grants, AuthError> {
+        self.verify_at(role, token, None)
+    }
+
+    /// Verifies `token` for `role`, sent to the hub at `hub_url`, and compiles its grants.
+    pub fn verify_at(
+        &self,
+        role: Role,
+        token: &str,
+        hub_url: Option<&url::Url>,
+    ) -> Result<Grants, AuthError> {
         let key = match role {
             Role::Publisher => &self.publisher,
             Role::Subscriber => &self.subscriber,
         };
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)?.claims;
+        let header = jsonwebtoken::decode_header(token)?;
+        if is_access_token_type(header.typ.as_deref()) {
+            return self.verify_access_token(token, key, hub_url);
+        }
+        let decoded = jsonwebtoken::decode::<LegacyClaims>(token, key, &self.validation)?.claims;
+        if decoded.authorization_details.is_some() {
+            return Err(AuthError::Access(
+                "a token with authorization_details (Mercure 1.0) must be an access token: \
+                 its header's typ must be at+jwt"
+                    .into(),
+            ));
+        }
+        let claims = decoded.claims;
         let mercure = claims.mercure.unwrap_or_default();
         Ok(Grants {
             publish: SelectorSet::parse(mercure.publish.unwrap_or_default())?,
@@ -187,6 +277,118 @@ impl Verifier {
             payload: mercure.payload,
             expires_at: claims.exp,
         })
+    }
+
+    /// A Mercure 1.0 access token: `exp` and `aud` required, `iss` if configured, rights from
+    /// `authorization_details`.
+    fn verify_access_token(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        hub_url: Option<&url::Url>,
+    ) -> Result<Grants, AuthError> {
+        // The audience: the configured one, else the hub's URL as the request named it, in
+        // either scheme (behind a TLS-terminating proxy the hub cannot tell which it was).
+        let audiences: Vec<String> = match (&self.audience, hub_url) {
+            (Some(audience), _) => vec![audience.clone()],
+            (None, Some(url)) => {
+                let mut other = url.clone();
+                let _ = other.set_scheme(if url.scheme() == "https" {
+                    "http"
+                } else {
+                    "https"
+                });
+                vec![url.to_string(), other.to_string()]
+            }
+            (None, None) => {
+                return Err(AuthError::Access(
+                    "the hub has no audience to check this access token's aud against: start                      it with --jwt-audience <its URL>"
+                        .into(),
+                ));
+            }
+        };
+        let mut validation = self.validation.clone();
+        validation.set_required_spec_claims(&["exp", "aud"]);
+        validation.set_audience(&audiences);
+        validation.validate_aud = true;
+        if let Some(issuer) = &self.issuer {
+            validation.set_required_spec_claims(&["exp", "aud", "iss"]);
+            validation.set_issuer(&[issuer]);
+        }
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)?.claims;
+        let base = match (&self.audience, hub_url) {
+            (_, Some(url)) => url.clone(),
+            (Some(audience), None) => url::Url::parse(audience).map_err(|err| {
+                AuthError::Access(format!("--jwt-audience {audience:?} is not a URL: {err}"))
+            })?,
+            (None, None) => unreachable!("refused above"),
+        };
+        let mut grants = Grants {
+            expires_at: Some(claims.exp),
+            ..Grants::default()
+        };
+        let (mut publish, mut subscribe) = (Vec::new(), Vec::new());
+        for (index, detail) in claims
+            .authorization_details
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let wrong =
+                |what: &str| AuthError::Access(format!("authorization_details[{index}]: {what}"));
+            let Some(kind) = detail.get("type").and_then(Value::as_str) else {
+                return Err(wrong("no \"type\" string"));
+            };
+            if !DETAIL_TYPES.contains(&kind) {
+                continue; // another resource's entry
+            }
+            let actions = detail
+                .get("actions")
+                .and_then(Value::as_array)
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| wrong("\"actions\" must be a non-empty array"))?;
+            let topics = detail
+                .get("topics")
+                .and_then(Value::as_array)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| wrong("\"topics\" must be a non-empty array"))?;
+            let mut selectors = Vec::with_capacity(topics.len());
+            for topic in topics {
+                let Some(matched) = topic.get("match").and_then(Value::as_str) else {
+                    return Err(wrong("each topic needs a \"match\" string"));
+                };
+                if matched.is_empty() {
+                    return Err(wrong("a topic's \"match\" is empty"));
+                }
+                let selector = match topic.get("match_type").map(|t| t.as_str()) {
+                    None | Some(Some("exact")) => Selector::exact_match(matched)?,
+                    Some(Some("urlpattern")) => Selector::url_pattern(matched, &base)?,
+                    Some(other) => {
+                        return Err(wrong(&format!(
+                            "unknown match_type {other:?} (exact or urlpattern)"
+                        )));
+                    }
+                };
+                selectors.push(selector);
+            }
+            for action in actions {
+                match action.as_str() {
+                    Some("publish") => publish.extend(selectors.iter().cloned()),
+                    Some("subscribe") => {
+                        subscribe.extend(selectors.iter().cloned());
+                        if grants.payload.is_none() {
+                            grants.payload = detail.get("payload").cloned();
+                        }
+                    }
+                    // The draft: actions a hub does not know are ignored.
+                    Some(_) => {}
+                    None => return Err(wrong("actions must be strings")),
+                }
+            }
+        }
+        grants.publish = SelectorSet::from_selectors(publish);
+        grants.subscribe = SelectorSet::from_selectors(subscribe);
+        Ok(grants)
     }
 }
 
@@ -283,6 +485,77 @@ pub fn locate_token_in<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Mercure 1.0 access token signed with `secret`.
+    fn access_token(secret: &[u8], claims: Value) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("application/AT+JWT".into());
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    #[test]
+    fn access_tokens_check_audience_and_issuer_as_configured() {
+        let key = KeySource::Secret(b"k".to_vec());
+        let plain = Verifier::new(Algorithm::HS256, &key, &key).unwrap();
+        let hub = "https://hub.example/.well-known/mercure";
+        let exp = 4_102_444_800u64;
+        let details = serde_json::json!([{"type": "mercure", "actions": ["subscribe", "fly"],
+            "topics": [{"match": "/books/:id", "match_type": "urlpattern"}], "payload": {"u": 1}}]);
+        let token = |claims: Value| access_token(b"k", claims);
+        let good = token(
+            serde_json::json!({"exp": exp, "aud": hub, "iss": "https://idp",
+            "authorization_details": details}),
+        );
+        // Without a request's URL, only a configured audience can be checked.
+        let err = plain.verify(Role::Subscriber, &good).unwrap_err();
+        assert!(err.to_string().contains("--jwt-audience"), "{err}");
+        let pinned = plain.clone().with_audience(Some(hub.into()));
+        let grants = pinned.verify(Role::Subscriber, &good).unwrap();
+        assert!(
+            grants.subscribe.matches("https://hub.example/books/1"),
+            "relative to aud"
+        );
+        assert!(!grants.subscribe.matches("https://hub.example/authors/1"));
+        assert!(grants.publish.is_empty(), "an unknown action is ignored");
+        assert_eq!(grants.payload, Some(serde_json::json!({"u": 1})));
+        assert_eq!(grants.expires_at, Some(exp));
+        // The request's URL, in either scheme, when none is configured.
+        let http = url::Url::parse("http://hub.example/.well-known/mercure").unwrap();
+        assert!(
+            plain
+                .verify_at(Role::Subscriber, &good, Some(&http))
+                .is_ok()
+        );
+        let elsewhere = url::Url::parse("https://other.example/.well-known/mercure").unwrap();
+        assert!(
+            plain
+                .verify_at(Role::Subscriber, &good, Some(&elsewhere))
+                .is_err()
+        );
+        // The issuer, when configured.
+        let issuer = pinned.clone().with_issuer(Some("https://idp".into()));
+        assert!(issuer.verify(Role::Subscriber, &good).is_ok());
+        let other = token(serde_json::json!({"exp": exp, "aud": hub, "iss": "https://evil"}));
+        assert!(issuer.verify(Role::Subscriber, &other).is_err());
+        let none = token(serde_json::json!({"exp": exp, "aud": hub}));
+        assert!(issuer.verify(Role::Subscriber, &none).is_err());
+        assert!(
+            pinned.verify(Role::Subscriber, &none).is_ok(),
+            "iss unchecked by default"
+        );
+        // An unknown match_type refuses the whole token.
+        let bad = token(
+            serde_json::json!({"exp": exp, "aud": hub, "authorization_details": [
+            {"type": "mercure", "actions": ["subscribe"], "topics": [{"match": "*"}]},
+            {"type": "mercure", "actions": ["subscribe"],
+             "topics": [{"match": "x", "match_type": "regexp"}]}]}),
+        );
+        let err = pinned.verify(Role::Subscriber, &bad).unwrap_err();
+        assert!(
+            err.to_string().contains("authorization_details[1]"),
+            "{err}"
+        );
+    }
 
     fn claims(publish: &[&str], subscribe: &[&str]) -> Claims {
         Claims {

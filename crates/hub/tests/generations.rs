@@ -1,7 +1,9 @@
 //! Mercure 1.0 beside 0.x on one hub, over every transport: a subscribe request with a
 //! parameter of 1.0's `match` namespace is read as 1.0 (`match` / `match_exact` exact,
 //! `match_urlpattern` WHATWG URL patterns, `last_event_id`, `Mercure-Last-Event-ID`, the
-//! `__Secure-mercure_access_token` cookie, no token in the URL); any other as 0.x.
+//! `__Secure-mercure_access_token` cookie, no token in the URL); any other as 0.x. Tokens are
+//! read by their own generation: an `at+jwt` access token with `authorization_details`, or a
+//! JWT with a `mercure` claim.
 
 mod common;
 
@@ -155,7 +157,107 @@ async fn each_generation_reads_its_cookie(transport: Transport) {
     assert_eq!(legacy.next().await.data, "private");
 }
 
+/// A Mercure 1.0 access token (`typ: at+jwt`) with these claims, signed with `key`.
+fn access_token(key: &[u8], claims: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .unwrap()
+}
+
+/// One `authorization_details` entry of type `mercure`.
+fn detail(action: &str, topics: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"type": "mercure", "actions": [action], "topics": topics})
+}
+
+/// 1.0 access tokens authorize by `authorization_details` (URL patterns included), with
+/// `exp` and `aud` (the hub's URL, here as the request names it) required; a private update
+/// reaches only a subscriber granted its topic.
+async fn access_tokens_of_1_0_authorize(transport: Transport) {
+    let hub = TestHub::start(Settings::default()).await.over(transport);
+    let audience = hub.url("/.well-known/mercure");
+    let exp = unix_now() + 3600;
+    let subscriber = access_token(
+        SUB_KEY,
+        serde_json::json!({"exp": exp, "aud": audience, "authorization_details": [
+            {"type": "https://mercure.rocks/authorization-detail", "actions": ["subscribe"],
+             "topics": [{"match": "https://example.com/users/:id", "match_type": "urlpattern"}]},
+            {"type": "someone-else", "anything": true},
+        ]}),
+    );
+    let publisher = access_token(
+        PUB_KEY,
+        serde_json::json!({"exp": exp, "aud": [audience, "other"], "authorization_details": [
+            detail("publish", serde_json::json!([{"match": "*"}]))
+        ]}),
+    );
+    let bearer = format!("Bearer {subscriber}");
+    let mut granted = hub
+        .subscribe(
+            "match_urlpattern=https://example.com/users/:id",
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::OK);
+    for (topic, data) in [
+        ("https://example.com/users/42/secret", "not granted"),
+        ("https://example.com/users/42", "granted"),
+    ] {
+        let (status, body) = hub
+            .publish_with(
+                Some(&publisher),
+                &[("topic", topic), ("data", data), ("private", "on")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(granted.next().await.data, "granted");
+    // Refused, each with a 401: no exp, another audience, a 1.0 grant in a plain JWT, an
+    // invalid entry.
+    let plain = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"exp": exp, "aud": audience,
+            "authorization_details": [detail("subscribe", serde_json::json!([{"match": "*"}]))]}),
+        &jsonwebtoken::EncodingKey::from_secret(SUB_KEY),
+    )
+    .unwrap();
+    for (token, why) in [
+        (
+            access_token(SUB_KEY, serde_json::json!({"aud": audience})),
+            "no exp",
+        ),
+        (
+            access_token(
+                SUB_KEY,
+                serde_json::json!({"exp": exp, "aud": "https://elsewhere/.well-known/mercure"}),
+            ),
+            "another audience",
+        ),
+        (plain, "typ at+jwt"),
+        (
+            access_token(
+                SUB_KEY,
+                serde_json::json!({"exp": exp, "aud": audience,
+                    "authorization_details": [detail("subscribe", serde_json::json!([]))]}),
+            ),
+            "topics",
+        ),
+    ] {
+        let mut sse = hub
+            .subscribe("match=t", &[("authorization", &format!("Bearer {token}"))])
+            .await;
+        assert_eq!(sse.status, StatusCode::UNAUTHORIZED, "{why}");
+        let body = sse.text().await;
+        assert!(!body.is_empty(), "{why}: says why");
+    }
+}
+
 per_transport!(
+    access_tokens_of_1_0_authorize,
     matchers_select_as_1_0_says,
     last_event_id_in_1_0,
     refusals_of_1_0,

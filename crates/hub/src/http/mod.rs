@@ -202,6 +202,17 @@ fn authority<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> 
     }
 }
 
+/// The hub's URL as a request to it names it, which Mercure 1.0 resolves relative URL
+/// patterns and topics against. The scheme is the request's when it says (HTTP/2), else
+/// `https`: what matters is that patterns and topics resolve against the same base.
+pub(crate) fn hub_url(uri: &http::Uri, headers: &HeaderMap) -> url::Url {
+    let scheme = uri.scheme_str().unwrap_or("https");
+    let authority = authority(headers, uri).unwrap_or("localhost");
+    url::Url::parse(&format!("{scheme}://{authority}{}", HUB_PATH))
+        .or_else(|_| url::Url::parse(&format!("https://localhost{}", HUB_PATH)))
+        .expect("a valid URL")
+}
+
 /// The token cookies a request may carry, for a request that says nothing of its generation
 /// (a publish, the subscriptions API): Mercure 0.x's, then 1.0's.
 const ANY_COOKIE: &[&str] = &[auth::COOKIE_NAME, auth::COOKIE_NAME_V1];
@@ -228,7 +239,7 @@ fn grants(
         Some(token) => hub
             .inner
             .verifier
-            .verify(role, token)
+            .verify_at(role, token, Some(&hub_url(uri, headers)))
             .map(Some)
             .map_err(|err| match err {
                 auth::AuthError::Selector(SelectorError::OverBudget { .. }) => {

@@ -119,17 +119,6 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
     Ok(q)
 }
 
-/// The hub's URL as a request to it names it, which Mercure 1.0 resolves relative URL
-/// patterns and topics against. The scheme is the request's when it says (HTTP/2), else
-/// `https`: what matters is that patterns and topics resolve against the same base.
-fn hub_url(uri: &http::Uri, headers: &HeaderMap) -> url::Url {
-    let scheme = uri.scheme_str().unwrap_or("https");
-    let authority = super::authority(headers, uri).unwrap_or("localhost");
-    url::Url::parse(&format!("{scheme}://{authority}{}", super::HUB_PATH))
-        .or_else(|_| url::Url::parse(&format!("https://localhost{}", super::HUB_PATH)))
-        .expect("a valid URL")
-}
-
 /// The headers of every subscription stream (beside `Last-Event-ID`, CORS and `Link`).
 const SSE_HEADERS: [(&str, &str); 3] = [
     ("content-type", "text/event-stream"),
@@ -245,7 +234,7 @@ async fn open(
              authorization query parameter or in the mercureAuthorization cookie",
         ));
     }
-    let base = (query.generation == Generation::V1).then(|| hub_url(uri, headers));
+    let base = (query.generation == Generation::V1).then(|| super::hub_url(uri, headers));
     let selectors = query
         .asked
         .iter()
