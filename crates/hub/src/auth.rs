@@ -61,7 +61,7 @@ struct AccessClaims {
 
 /// The `type` of a Mercure entry of `authorization_details`: the draft's short name, and the
 /// URI the reference hub 1.0 uses. Entries of any other type are someone else's.
-const DETAIL_TYPES: [&str; 2] = ["mercure", "https://mercure.rocks/authorization-detail"];
+pub const DETAIL_TYPES: [&str; 2] = ["mercure", "https://mercure.rocks/authorization-detail"];
 
 /// Whether a JWT header's `typ` names an access token (RFC 9068: `at+jwt`, or
 /// `application/at+jwt`, in any case).
@@ -225,6 +225,16 @@ impl Verifier {
     pub fn with_audience(mut self, audience: Option<String>) -> Self {
         self.audience = audience;
         self
+    }
+
+    /// The configured audience of 1.0 access tokens (`--jwt-audience`), if any.
+    pub fn audience(&self) -> Option<&str> {
+        self.audience.as_deref()
+    }
+
+    /// The configured issuer of 1.0 access tokens (`--jwt-issuer`), if any.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
     }
 
     /// Mercure 1.0 access tokens must have been issued by `issuer` (`--jwt-issuer`).

@@ -191,6 +191,9 @@ type Http = Arc<(auto::Builder<TokioExecutor>, axum::Router)>;
 struct WithPeer {
     router: axum::Router,
     peer: SocketAddr,
+    /// `http` or `https`: an HTTP/1 request's path is made absolute with it
+    /// (`http::absolute`), so that the hub knows the URL it was sent to.
+    scheme: &'static str,
 }
 
 impl<B> tower::Service<http::Request<B>> for WithPeer
@@ -212,6 +215,7 @@ where
         request
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(self.peer));
+        *request.uri_mut() = crate::http::absolute(request.uri(), request.headers(), self.scheme);
         self.router.call(request)
     }
 }
@@ -245,7 +249,7 @@ fn connection(
                         unreachable!()
                     };
                     // Boxed: a hyper connection is large and most connections never need one.
-                    Box::pin(serve_hyper(io, peer, &http, watcher)).await;
+                    Box::pin(serve_hyper(io, peer, "http", &http, watcher)).await;
                 }
                 Outcome::Gone => {}
             }
@@ -256,14 +260,20 @@ fn connection(
 }
 
 /// Serves one connection with hyper, HTTP/1.1 or HTTP/2 (by ALPN, or h2c's preface).
-async fn serve_hyper<IO>(io: IO, peer: SocketAddr, http: &Http, watcher: Watcher)
-where
+async fn serve_hyper<IO>(
+    io: IO,
+    peer: SocketAddr,
+    scheme: &'static str,
+    http: &Http,
+    watcher: Watcher,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (builder, router) = &**http;
     let service = TowerToHyperService::new(WithPeer {
         router: router.clone(),
         peer,
+        scheme,
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(err) = watcher.watch(conn.into_owned()).await {
@@ -302,7 +312,7 @@ async fn tls_connection(
     };
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         let io = Prefixed::new(bytes::Bytes::new(), tls, settings.write_timeout);
-        serve_hyper(io, peer, http, watcher).await;
+        serve_hyper(io, peer, "https", http, watcher).await;
         return;
     }
     // HTTP/1.1 over TLS: a subscription takes the direct path, as in plaintext. What rustls
@@ -311,7 +321,7 @@ async fn tls_connection(
     tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
     match stream::serve(hub, tls).await {
         Outcome::Stream(streaming) => streaming.await,
-        Outcome::Hyper(io) => serve_hyper(io, peer, http, watcher).await,
+        Outcome::Hyper(io) => serve_hyper(io, peer, "https", http, watcher).await,
         Outcome::Gone => {}
     }
 }

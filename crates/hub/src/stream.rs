@@ -94,7 +94,8 @@ async fn accept<S: Accepting>(hub: &Hub, stream: &mut S) -> Accepted {
     let Some(request) = parsed.filter(|r| r.is_plain_subscribe()) else {
         return Accepted::Hyper(head.freeze());
     };
-    match respond(hub, &request.uri, &request.headers).await {
+    let uri = crate::http::absolute(&request.uri, &request.headers, S::SCHEME);
+    match respond(hub, &uri, &request.headers).await {
         Ok(answer) => {
             let framing = request.framing();
             Accepted::Stream(response_head(framing, &answer), framing, answer)
@@ -491,6 +492,9 @@ pub(crate) trait Accepting: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// What a subscription is streamed over once its request is read.
     type Streamed: Socket;
 
+    /// The URL scheme of requests on this connection (`http`, `https`).
+    const SCHEME: &'static str;
+
     /// Reads what has arrived into `buf` (0 at the end of the stream).
     fn read_some(
         &mut self,
@@ -521,6 +525,7 @@ pub(crate) trait Socket: Unpin + Send + 'static {
 
 impl Accepting for TcpStream {
     type Streamed = TcpStream;
+    const SCHEME: &'static str = "http";
 
     async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         loop {
@@ -577,6 +582,7 @@ impl Socket for TcpStream {
 /// A TLS session, before and while its first request head is read.
 impl Accepting for Box<tokio_rustls::server::TlsStream<TcpStream>> {
     type Streamed = TlsStreaming;
+    const SCHEME: &'static str = "https";
 
     async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         use tokio::io::AsyncReadExt;

@@ -256,7 +256,65 @@ async fn access_tokens_of_1_0_authorize(transport: Transport) {
     }
 }
 
+/// Authorization errors are RFC 6750 challenges that point at the protected resource metadata
+/// (RFC 9728), which names the hub as its tokens' audience, as the request named it.
+async fn challenges_point_at_the_resource_metadata(transport: Transport) {
+    let hub = TestHub::start(Settings::default()).await.over(transport);
+    let challenge =
+        |headers: &http::HeaderMap| headers["www-authenticate"].to_str().unwrap().to_owned();
+    let none = hub.subscribe("match=t", &[]).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    let bare = challenge(&none.headers);
+    assert!(
+        bare.starts_with("Bearer ") && !bare.contains("error="),
+        "{bare}"
+    );
+    let metadata_url = bare
+        .split("resource_metadata=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no resource_metadata in {bare}"))
+        .to_owned();
+    assert_eq!(
+        metadata_url,
+        hub.url("/.well-known/oauth-protected-resource/.well-known/mercure"),
+        "the hub's own address, in the request's scheme"
+    );
+    let bad = hub
+        .subscribe("match=t", &[("authorization", "Bearer not.a.jwt")])
+        .await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert!(challenge(&bad.headers).contains("error=\"invalid_token\""));
+    let (status, headers, body) = hub
+        .get("/.well-known/oauth-protected-resource/.well-known/mercure")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["content-type"], "application/json");
+    let metadata: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(metadata["resource"], hub.url("/.well-known/mercure"));
+    assert_eq!(
+        metadata["bearer_methods_supported"],
+        serde_json::json!(["header"])
+    );
+    assert_eq!(metadata["mercure_cookie"], "__Secure-mercure_access_token");
+    // A publisher whose token lacks the topic: 403, insufficient_scope.
+    let request = http::Request::post(hub.url("/.well-known/mercure"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "authorization",
+            format!("Bearer {}", publisher_token(&["other"])),
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"topic=t&data=x",
+        )))
+        .unwrap();
+    let response = hub.request(request).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(challenge(response.headers()).contains("error=\"insufficient_scope\""));
+}
+
 per_transport!(
+    challenges_point_at_the_resource_metadata,
     access_tokens_of_1_0_authorize,
     matchers_select_as_1_0_says,
     last_event_id_in_1_0,

@@ -6,6 +6,7 @@
 pub(crate) mod cors;
 mod health;
 mod publish;
+mod resource_metadata;
 pub(crate) mod subscribe;
 mod subscriptions_api;
 
@@ -32,14 +33,43 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 pub(crate) struct HttpError {
     pub status: StatusCode,
     pub message: String,
+    /// The `WWW-Authenticate` challenge of an authorization error (RFC 6750), if made.
+    pub challenge: Option<HeaderValue>,
 }
+
+/// Where the hub's OAuth 2.0 protected resource metadata (RFC 9728) is: the well-known prefix
+/// before the hub's path.
+pub(crate) const RESOURCE_METADATA_PATH: &str =
+    "/.well-known/oauth-protected-resource/.well-known/mercure";
 
 impl HttpError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         HttpError {
             status,
             message: message.into(),
+            challenge: None,
         }
+    }
+
+    /// The RFC 6750 challenge of an authorization error on a request to `uri`: `Bearer`, the
+    /// error code if any (`invalid_token`, `insufficient_scope`, `invalid_request`; none when
+    /// no token was given) and where the protected resource metadata is (RFC 9728), so that a
+    /// client can find how to get a token.
+    pub(crate) fn challenge(
+        mut self,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        error: Option<&str>,
+    ) -> Self {
+        let mut metadata = hub_url(uri, headers);
+        metadata.set_path(RESOURCE_METADATA_PATH);
+        let mut value = String::from("Bearer realm=\"mercure\"");
+        if let Some(error) = error {
+            value.push_str(&format!(", error=\"{error}\""));
+        }
+        value.push_str(&format!(", resource_metadata=\"{metadata}\""));
+        self.challenge = HeaderValue::from_str(&value).ok();
+        self
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
@@ -60,7 +90,11 @@ impl IntoResponse for HttpError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if let Some(challenge) = self.challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        } else if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"mercure\""),
@@ -76,6 +110,10 @@ pub fn router(hub: Hub) -> Router {
     Router::new()
         .route(HUB_PATH, get(subscribe::subscribe).post(publish::publish))
         .route(SUBSCRIPTIONS_PATH, get(list_subscriptions))
+        .route(
+            RESOURCE_METADATA_PATH,
+            get(resource_metadata::resource_metadata),
+        )
         .route(
             &format!("{SUBSCRIPTIONS_PATH}/{{topic}}"),
             get(list_subscriptions),
@@ -213,6 +251,23 @@ pub(crate) fn hub_url(uri: &http::Uri, headers: &HeaderMap) -> url::Url {
         .expect("a valid URL")
 }
 
+/// `uri` in absolute form (`scheme://host/path?query`) when it is a path (HTTP/1) and the
+/// request says its host, so that the hub's URL as the request named it (`hub_url`: the base of
+/// Mercure 1.0's relative URL patterns, the audience of its tokens, the metadata address in
+/// challenges) has the connection's real scheme. HTTP/2 requests are absolute already.
+pub(crate) fn absolute(uri: &http::Uri, headers: &HeaderMap, scheme: &str) -> http::Uri {
+    if uri.scheme().is_some() {
+        return uri.clone();
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return uri.clone();
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{scheme}://{host}{path}")
+        .parse()
+        .unwrap_or_else(|_| uri.clone())
+}
+
 /// The token cookies a request may carry, for a request that says nothing of its generation
 /// (a publish, the subscriptions API): Mercure 0.x's, then 1.0's.
 const ANY_COOKIE: &[&str] = &[auth::COOKIE_NAME, auth::COOKIE_NAME_V1];
@@ -227,8 +282,9 @@ fn grants(
     query_token: Option<&str>,
     cookies: &[&str],
 ) -> Result<Option<Grants>, HttpError> {
-    let located = auth::locate_token_in(headers, query_token, cookies)
-        .map_err(|err| HttpError::unauthorized(err.to_string()))?;
+    let located = auth::locate_token_in(headers, query_token, cookies).map_err(|err| {
+        HttpError::unauthorized(err.to_string()).challenge(uri, headers, Some("invalid_request"))
+    })?;
     if role == Role::Publisher
         && let Some((_, auth::Location::Cookie)) = located
     {
@@ -245,7 +301,11 @@ fn grants(
                 auth::AuthError::Selector(SelectorError::OverBudget { .. }) => {
                     HttpError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
                 }
-                err => HttpError::unauthorized(format!("{err}")),
+                err => HttpError::unauthorized(format!("{err}")).challenge(
+                    uri,
+                    headers,
+                    Some("invalid_token"),
+                ),
             }),
     }
 }

@@ -38,7 +38,8 @@ pub(super) async fn publish(
         return Err(HttpError::unauthorized(
             "publishing requires a publisher JWT with a mercure.publish claim: send it as \
              `Authorization: Bearer <jwt>`",
-        ));
+        )
+        .challenge(request.uri(), &headers, None));
     };
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let essence = ct
@@ -55,6 +56,7 @@ pub(super) async fn publish(
             ));
         }
     }
+    let uri = request.uri().clone();
     let body = read_body(request.into_body(), &hub.inner.settings).await?;
     let update = parse_publish_form(&body)?;
     if let Some(topic) = update
@@ -65,7 +67,8 @@ pub(super) async fn publish(
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
             format!("the JWT's mercure.publish claim does not allow publishing to {topic:?}"),
-        ));
+        )
+        .challenge(&uri, &headers, Some("insufficient_scope")));
     }
     let inner = &hub.inner;
     let update = inner.history.append(update).await.map_err(|err| {

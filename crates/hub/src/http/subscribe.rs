@@ -231,8 +231,10 @@ async fn open(
     if grants.is_none() && !settings.anonymous {
         return Err(HttpError::unauthorized(
             "this hub requires a subscriber JWT: send it as `Authorization: Bearer <jwt>`, in the \
-             authorization query parameter or in the mercureAuthorization cookie",
-        ));
+             authorization query parameter or in the mercureAuthorization cookie (Mercure 1.0: \
+             the __Secure-mercure_access_token cookie)",
+        )
+        .challenge(uri, headers, None));
     }
     let base = (query.generation == Generation::V1).then(|| super::hub_url(uri, headers));
     let selectors = query

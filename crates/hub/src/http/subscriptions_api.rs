@@ -37,14 +37,16 @@ pub(super) async fn list_subscriptions(
         return Err(HttpError::unauthorized(
             "the subscriptions API requires a subscriber JWT whose mercure.subscribe claim \
              matches this URL",
-        ));
+        )
+        .challenge(request.uri(), &headers, None));
     };
     let path = request.uri().path();
     if !grants.subscribe.matches(path) {
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
             format!("the JWT's mercure.subscribe claim does not match {path:?}"),
-        ));
+        )
+        .challenge(request.uri(), &headers, Some("insufficient_scope")));
     }
     let segment = |name: &str| {
         segments
