@@ -173,6 +173,24 @@ pub struct ServeConfig {
     /// that would compile one more gets 503 [default: 268435456].
     #[arg(long, env = "HERALD_TEMPLATE_BUDGET")]
     pub template_budget: Option<usize>,
+    /// Which generations of Mercure to serve: `0` (topic= subscriptions, JWTs with a mercure
+    /// claim), `1` (match= subscriptions, at+jwt access tokens) or `both` [default: both].
+    #[arg(long, env = "HERALD_PROTOCOL", value_enum)]
+    pub protocol: Option<ProtocolArg>,
+}
+
+/// `--protocol`: which generations of Mercure `herald serve` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+pub enum ProtocolArg {
+    #[value(name = "0")]
+    #[serde(rename = "0")]
+    Zero,
+    #[value(name = "1")]
+    #[serde(rename = "1")]
+    One,
+    #[value(name = "both")]
+    #[serde(rename = "both")]
+    Both,
 }
 
 /// Which history backend to use.
@@ -235,7 +253,8 @@ impl ServeConfig {
             max_connections,
             reserved_connections,
             max_connections_per_ip,
-            template_budget
+            template_budget,
+            protocol
         );
         if self.cors_origin.is_empty() {
             self.cors_origin = file.cors_origin;
@@ -373,6 +392,11 @@ impl ServeConfig {
             max_connections_per_ip: self.max_connections_per_ip.filter(|&n| n > 0),
             template_budget: self.template_budget.unwrap_or(defaults.template_budget),
             http2_max_streams: self.http2_max_streams.unwrap_or(defaults.http2_max_streams),
+            protocol: match self.protocol {
+                Some(ProtocolArg::Zero) => herald_hub::Protocol::V0,
+                Some(ProtocolArg::One) => herald_hub::Protocol::V1,
+                Some(ProtocolArg::Both) | None => defaults.protocol,
+            },
             mint_key: None,
         }
     }
@@ -460,6 +484,22 @@ mod tests {
 
     fn from_toml(text: &str) -> ServeConfig {
         toml::from_str(text).expect("valid TOML")
+    }
+
+    #[test]
+    fn protocol_is_read_from_the_file_and_defaults_to_both() {
+        assert_eq!(
+            from_toml(r#"protocol = "1""#).settings(1024).protocol,
+            herald_hub::Protocol::V1
+        );
+        assert_eq!(
+            from_toml(r#"protocol = "0""#).settings(1024).protocol,
+            herald_hub::Protocol::V0
+        );
+        assert_eq!(
+            from_toml("").settings(1024).protocol,
+            herald_hub::Protocol::Both
+        );
     }
 
     #[test]

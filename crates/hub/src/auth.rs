@@ -167,6 +167,8 @@ pub struct Verifier {
     audience: Option<String>,
     /// What a 1.0 token's `iss` must be; `None`: not checked (self-issued tokens).
     issuer: Option<String>,
+    /// Which generations of token are accepted (`--protocol`).
+    protocol: crate::hub::Protocol,
 }
 
 /// A key as configured: an HMAC secret, or a PEM public key (RS*/ES*/PS*/EdDSA).
@@ -216,6 +218,7 @@ impl Verifier {
             validation,
             audience: None,
             issuer: None,
+            protocol: crate::hub::Protocol::Both,
         })
     }
 
@@ -224,6 +227,13 @@ impl Verifier {
     /// URL each request was sent to.
     pub fn with_audience(mut self, audience: Option<String>) -> Self {
         self.audience = audience;
+        self
+    }
+
+    /// Accepts only the tokens of the generations `protocol` serves (`Hub::start` applies the
+    /// hub's `--protocol`).
+    pub fn with_protocol(mut self, protocol: crate::hub::Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
 
@@ -269,7 +279,21 @@ impl Verifier {
         };
         let header = jsonwebtoken::decode_header(token)?;
         if is_access_token_type(header.typ.as_deref()) {
+            if !self.protocol.serves_v1() {
+                return Err(AuthError::Access(
+                    "this hub serves Mercure 0.x only (--protocol 0): send a JWT with a mercure \
+                     claim, not an at+jwt access token"
+                        .into(),
+                ));
+            }
             return self.verify_access_token(token, key, hub_url);
+        }
+        if !self.protocol.serves_v0() {
+            return Err(AuthError::Access(
+                "this hub serves Mercure 1.0 only (--protocol 1): send an OAuth 2.0 access token \
+                 (header typ at+jwt) with authorization_details"
+                    .into(),
+            ));
         }
         let decoded = jsonwebtoken::decode::<LegacyClaims>(token, key, &self.validation)?.claims;
         if decoded.authorization_details.is_some() {

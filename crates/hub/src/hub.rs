@@ -70,6 +70,33 @@ pub struct Settings {
     /// Most streams (requests, subscriptions) one HTTP/2 connection may have open at once
     /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub http2_max_streams: u32,
+    /// Which generations of Mercure the hub serves (`--protocol`).
+    pub protocol: Protocol,
+}
+
+/// Which generations of Mercure a hub serves: both at once (the default), or one. A request
+/// or a token of the other generation is refused, saying which one the hub serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Both generations, each request and token read as its own.
+    #[default]
+    Both,
+    /// Mercure 0.x only: `topic=` subscriptions and JWTs with a `mercure` claim.
+    V0,
+    /// Mercure 1.0 only: `match*=` subscriptions and `at+jwt` access tokens.
+    V1,
+}
+
+impl Protocol {
+    /// Whether it serves Mercure 0.x.
+    pub fn serves_v0(self) -> bool {
+        self != Protocol::V1
+    }
+
+    /// Whether it serves Mercure 1.0.
+    pub fn serves_v1(self) -> bool {
+        self != Protocol::V0
+    }
 }
 
 impl Default for Settings {
@@ -95,6 +122,7 @@ impl Default for Settings {
             max_connections_per_ip: None,
             template_budget: crate::topic::DEFAULT_TEMPLATE_BUDGET,
             http2_max_streams: 128,
+            protocol: Protocol::Both,
         }
     }
 }
@@ -132,6 +160,7 @@ impl Hub {
     /// If `history`'s feed was already taken (a history backs exactly one hub).
     pub fn start(history: Arc<dyn History>, verifier: Verifier, settings: Settings) -> Hub {
         crate::topic::set_template_budget(settings.template_budget);
+        let verifier = verifier.with_protocol(settings.protocol);
         let metrics = Arc::new(Metrics::default());
         let dispatcher =
             Dispatcher::new(settings.queue_size, settings.queue_bytes, metrics.clone());

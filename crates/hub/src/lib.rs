@@ -40,7 +40,7 @@ pub mod topic;
 pub mod update;
 
 pub use http::router;
-pub use hub::{Hub, Settings};
+pub use hub::{Hub, Protocol, Settings};
 pub use metrics::Metrics;
 
 /// Entry points for the fuzz targets (`fuzz/`) into parsers that are otherwise private.

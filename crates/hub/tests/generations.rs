@@ -313,6 +313,53 @@ async fn challenges_point_at_the_resource_metadata(transport: Transport) {
     assert!(challenge(response.headers()).contains("error=\"insufficient_scope\""));
 }
 
+/// `--protocol 0` or `1` restricts the hub to one generation: the other's subscriptions are a
+/// `400` and its tokens a `401`, each saying which generation the hub serves.
+#[tokio::test]
+async fn the_protocol_setting_keeps_one_generation() {
+    let zero_token = format!("Bearer {}", subscriber_token(&["*"]));
+    for protocol in [herald_hub::Protocol::V0, herald_hub::Protocol::V1] {
+        let hub = TestHub::start(Settings {
+            protocol,
+            ..Settings::default()
+        })
+        .await;
+        let audience = hub.url("/.well-known/mercure");
+        let one_token = format!(
+            "Bearer {}",
+            access_token(
+                SUB_KEY,
+                serde_json::json!({"exp": unix_now() + 60, "aud": audience,
+                    "authorization_details": [detail("subscribe", serde_json::json!([{"match": "*"}]))]}),
+            )
+        );
+        let (own, other, own_token, other_token, flag) = match protocol {
+            herald_hub::Protocol::V0 => (
+                "topic=t",
+                "match=t",
+                &zero_token,
+                &one_token,
+                "--protocol 0",
+            ),
+            _ => (
+                "match=t",
+                "topic=t",
+                &one_token,
+                &zero_token,
+                "--protocol 1",
+            ),
+        };
+        let sse = hub.subscribe(own, &[("authorization", own_token)]).await;
+        assert_eq!(sse.status, StatusCode::OK, "{flag}");
+        let (status, _, body) = hub.get(&format!("/.well-known/mercure?{other}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{flag}: {body}");
+        assert!(body.contains(flag), "{body}");
+        let mut refused = hub.subscribe(own, &[("authorization", other_token)]).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{flag}");
+        assert!(refused.text().await.contains(flag));
+    }
+}
+
 per_transport!(
     challenges_point_at_the_resource_metadata,
     access_tokens_of_1_0_authorize,

@@ -186,6 +186,21 @@ async fn open(
     headers: &HeaderMap,
 ) -> Result<(Subscriber, Option<String>, Generation), HttpError> {
     let query = parse_subscribe_query(uri.query().unwrap_or(""))?;
+    let protocol = hub.inner.settings.protocol;
+    match query.generation {
+        Generation::V0 if !protocol.serves_v0() => {
+            return Err(HttpError::bad_request(
+                "this hub serves Mercure 1.0 only (--protocol 1): subscribe with ?match=<topic> \
+                 or ?match_urlpattern=<URL pattern>, not ?topic=",
+            ));
+        }
+        Generation::V1 if !protocol.serves_v1() => {
+            return Err(HttpError::bad_request(
+                "this hub serves Mercure 0.x only (--protocol 0): subscribe with ?topic=<selector>",
+            ));
+        }
+        _ => {}
+    }
     if query.asked.is_empty() {
         return Err(HttpError::bad_request(
             "missing \"topic\" query parameter: subscribe with ?topic=<selector> (repeatable; \
