@@ -116,6 +116,8 @@ pub struct Grants {
     pub payload: Option<Value>,
     /// When the token expires (seconds since the epoch): a subscription ends then.
     pub expires_at: Option<u64>,
+    /// It is a Mercure 1.0 access token (the subscriptions API answers in 1.0's shape).
+    pub access_token: bool,
 }
 
 /// Why a token was refused. Every variant is a `401` at the HTTP edge.
@@ -310,6 +312,7 @@ impl Verifier {
             subscribe: SelectorSet::parse(mercure.subscribe.unwrap_or_default())?,
             payload: mercure.payload,
             expires_at: claims.exp,
+            access_token: false,
         })
     }
 
@@ -359,6 +362,7 @@ impl Verifier {
         };
         let mut grants = Grants {
             expires_at: Some(claims.exp),
+            access_token: true,
             ..Grants::default()
         };
         let (mut publish, mut subscribe) = (Vec::new(), Vec::new());

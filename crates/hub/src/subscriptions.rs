@@ -1,7 +1,11 @@
 //! Subscriptions as data (Mercure's "subscription events" and subscriptions API): which
-//! subscribers are connected to which selectors, published as private updates on
-//! `/.well-known/mercure/subscriptions/{topic}/{subscriber}` when a subscription starts and ends,
-//! and listed as JSON-LD at `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`.
+//! subscribers are connected to which selectors, published as private updates when a
+//! subscription starts and ends, and listed by the API. Each generation in its own shape:
+//! Mercure 0.x on `/.well-known/mercure/subscriptions/{topic}/{subscriber}`, JSON-LD, listed at
+//! `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`; Mercure 1.0 on
+//! `/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}`, plain JSON with the
+//! SSE event type `mercure`, listed (as `application/json`) at the same paths with the 1.0
+//! segments.
 //!
 //! The list is not this node's connections: it is a view folded from the subscription events
 //! in the update feed (seeded from history when the hub starts), so that in a cluster every
@@ -62,9 +66,50 @@ pub(crate) struct SubscriptionList {
     pub subscriptions: Vec<Subscription>,
 }
 
+/// One Mercure 1.0 subscription (a subscriber and one of its matchers), as 1.0 shows it:
+/// plain JSON, announced with the SSE event type `mercure`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub(crate) struct SubscriptionV1 {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(rename = "match")]
+    pub matched: String,
+    pub match_type: String,
+    pub subscriber: String,
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_event_id: Option<String>,
+}
+
+/// The Mercure 1.0 subscriptions API's list.
+#[derive(Debug, Serialize)]
+pub(crate) struct SubscriptionListV1 {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub last_event_id: String,
+    pub subscriptions: Vec<SubscriptionV1>,
+}
+
+/// What one subscription watches, as its generation names it: each generation's events,
+/// topics and API documents have their own shape, and each API lists its own generation's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Watched {
+    /// Mercure 0.x: a `topic` selector.
+    Topic(String),
+    /// Mercure 1.0: a matcher and its type (`exact`, `urlpattern`).
+    Match { match_type: String, text: String },
+}
+
+/// The SSE event type of Mercure 1.0's subscription events (refused to publishers).
+pub(crate) const EVENT_TYPE_V1: &str = "mercure";
+
 /// A subscriber connected to this node, as its subscription events describe it.
 struct LocalSubscriber {
-    topics: Vec<String>,
+    watched: Vec<Watched>,
     payload: Option<Value>,
 }
 
@@ -83,22 +128,41 @@ pub(crate) struct Subscriptions {
 
 #[derive(Default)]
 struct View {
-    /// subscriber -> topic -> payload.
-    active: BTreeMap<String, BTreeMap<String, Option<Value>>>,
+    /// subscriber -> what it watches -> payload.
+    active: BTreeMap<String, BTreeMap<Watched, Option<Value>>>,
     /// The id of the newest update the view has seen.
     last_event_id: Option<String>,
     /// Updates of the feed waiting for the seed from history (see `unseeded`).
     pending: Option<Vec<Arc<Update>>>,
 }
 
-/// The fields of a subscription event the view needs.
+/// The fields of a subscription event the view needs, of either generation (0.x: `topic`;
+/// 1.0: `match` and `match_type`).
 #[derive(serde::Deserialize)]
 struct SubscriptionEvent {
     subscriber: String,
-    topic: String,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default, rename = "match")]
+    matched: Option<String>,
+    #[serde(default)]
+    match_type: Option<String>,
     active: bool,
     #[serde(default)]
     payload: Option<Value>,
+}
+
+impl SubscriptionEvent {
+    fn watched(&self) -> Option<Watched> {
+        match (&self.topic, &self.matched, &self.match_type) {
+            (Some(topic), _, _) => Some(Watched::Topic(topic.clone())),
+            (None, Some(text), Some(match_type)) => Some(Watched::Match {
+                match_type: match_type.clone(),
+                text: text.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Escapes a topic or subscriber id for a subscription path segment.
@@ -113,6 +177,35 @@ pub(crate) fn subscription_id(topic: &str, subscriber: &str) -> String {
         escape(topic),
         escape(subscriber)
     )
+}
+
+/// The id (and topic) of the Mercure 1.0 subscription of `subscriber` to a matcher.
+pub(crate) fn subscription_id_v1(match_type: &str, text: &str, subscriber: &str) -> String {
+    format!(
+        "{SUBSCRIPTIONS_PATH}/{}/{}/{}",
+        escape(match_type),
+        escape(text),
+        escape(subscriber)
+    )
+}
+
+fn subscription_v1(
+    match_type: &str,
+    text: &str,
+    subscriber: &str,
+    active: bool,
+    payload: &Option<Value>,
+) -> SubscriptionV1 {
+    SubscriptionV1 {
+        id: subscription_id_v1(match_type, text, subscriber),
+        kind: "subscription",
+        matched: text.to_owned(),
+        match_type: match_type.to_owned(),
+        subscriber: subscriber.to_owned(),
+        active,
+        payload: payload.clone(),
+        last_event_id: None,
+    }
 }
 
 fn subscription(
@@ -137,25 +230,25 @@ impl Subscriptions {
     /// Records a new subscriber and returns its id and the updates announcing it.
     pub(crate) fn connect(
         &self,
-        topics: Vec<String>,
+        watched: Vec<Watched>,
         payload: Option<Value>,
     ) -> (String, Vec<NewUpdate>) {
         let id = new_id();
-        let updates = events(&id, &topics, true, &payload);
-        lock(&self.local).insert(id.clone(), LocalSubscriber { topics, payload });
+        let updates = events(&id, &watched, true, &payload);
+        lock(&self.local).insert(id.clone(), LocalSubscriber { watched, payload });
         (id, updates)
     }
 
     /// Forgets a subscriber and returns the updates announcing its end.
     pub(crate) fn disconnect(&self, id: &str) -> Vec<NewUpdate> {
         match lock(&self.local).remove(id) {
-            Some(s) => events(id, &s.topics, false, &s.payload),
+            Some(s) => events(id, &s.watched, false, &s.payload),
             None => Vec::new(),
         }
     }
 
-    /// Active subscriptions, optionally only those to `topic` (and of `subscriber`).
-    /// With the id of the newest update the list reflects (`None` before any).
+    /// Active Mercure 0.x subscriptions, optionally only those to `topic` (and of
+    /// `subscriber`). With the id of the newest update the list reflects (`None` before any).
     pub(crate) fn list(
         &self,
         topic: Option<&str>,
@@ -163,13 +256,39 @@ impl Subscriptions {
     ) -> (Vec<Subscription>, Option<String>) {
         let view = lock(&self.view);
         let mut out = Vec::new();
-        for (id, topics) in view.active.iter() {
+        for (id, watched) in view.active.iter() {
             if subscriber.is_some_and(|want| want != id) {
                 continue;
             }
-            for (t, payload) in topics {
-                if topic.is_none_or(|want| want == t) {
+            for (w, payload) in watched {
+                if let Watched::Topic(t) = w
+                    && topic.is_none_or(|want| want == t)
+                {
                     out.push(subscription(t, id, true, payload));
+                }
+            }
+        }
+        (out, view.last_event_id.clone())
+    }
+
+    /// Active Mercure 1.0 subscriptions, optionally only those of a matcher (type and text)
+    /// and of `subscriber`; with the id of the newest update the list reflects.
+    pub(crate) fn list_v1(
+        &self,
+        matcher: Option<(&str, &str)>,
+        subscriber: Option<&str>,
+    ) -> (Vec<SubscriptionV1>, Option<String>) {
+        let view = lock(&self.view);
+        let mut out = Vec::new();
+        for (id, watched) in view.active.iter() {
+            if subscriber.is_some_and(|want| want != id) {
+                continue;
+            }
+            for (w, payload) in watched {
+                if let Watched::Match { match_type, text } = w
+                    && matcher.is_none_or(|(t, m)| t == match_type && m == text)
+                {
+                    out.push(subscription_v1(match_type, text, id, true, payload));
                 }
             }
         }
@@ -243,27 +362,42 @@ impl View {
         let Ok(event) = serde_json::from_str::<SubscriptionEvent>(update.data()) else {
             return;
         };
+        let Some(watched) = event.watched() else {
+            return;
+        };
         if event.active {
             self.active
                 .entry(event.subscriber)
                 .or_default()
-                .insert(event.topic, event.payload);
-        } else if let Some(topics) = self.active.get_mut(&event.subscriber) {
-            topics.remove(&event.topic);
-            if topics.is_empty() {
+                .insert(watched, event.payload);
+        } else if let Some(all) = self.active.get_mut(&event.subscriber) {
+            all.remove(&watched);
+            if all.is_empty() {
                 self.active.remove(&event.subscriber);
             }
         }
     }
 }
 
-fn events(id: &str, topics: &[String], active: bool, payload: &Option<Value>) -> Vec<NewUpdate> {
-    topics
+/// The subscription events of a subscriber: one private update per subscription, in its
+/// generation's shape (0.x: JSON-LD, 1.0: plain JSON with the event type `mercure`).
+fn events(id: &str, watched: &[Watched], active: bool, payload: &Option<Value>) -> Vec<NewUpdate> {
+    watched
         .iter()
-        .map(|topic| {
-            let mut s = subscription(topic, id, active, payload);
-            s.context = Some(CONTEXT);
-            let mut update = NewUpdate::new(vec![s.id.clone()], json(&s));
+        .map(|w| {
+            let mut update = match w {
+                Watched::Topic(topic) => {
+                    let mut s = subscription(topic, id, active, payload);
+                    s.context = Some(CONTEXT);
+                    NewUpdate::new(vec![s.id.clone()], json(&s))
+                }
+                Watched::Match { match_type, text } => {
+                    let s = subscription_v1(match_type, text, id, active, payload);
+                    let mut update = NewUpdate::new(vec![s.id.clone()], json(&s));
+                    update.event_type = Some(EVENT_TYPE_V1.to_owned());
+                    update
+                }
+            };
             update.private = true;
             update
         })
@@ -314,6 +448,21 @@ impl Subscriptions {
             }
         })
         .await;
+    }
+}
+
+impl SubscriptionListV1 {
+    pub(crate) fn new(
+        id: String,
+        last_event_id: String,
+        subscriptions: Vec<SubscriptionV1>,
+    ) -> Self {
+        SubscriptionListV1 {
+            id,
+            kind: "subscriptions",
+            last_event_id,
+            subscriptions,
+        }
     }
 }
 
@@ -407,7 +556,7 @@ mod tests {
         let s = Subscriptions::default();
         let mut position = 0;
         let (id, events) = s.connect(
-            vec!["a".into(), "b".into()],
+            vec![Watched::Topic("a".into()), Watched::Topic("b".into())],
             Some(serde_json::json!({"u": 1})),
         );
         assert_eq!(events.len(), 2);
@@ -442,7 +591,7 @@ mod tests {
     async fn seeding_folds_history_before_the_feed() {
         let history = crate::history::MemoryHistory::new(100);
         let other = Subscriptions::default();
-        let (id, started) = other.connect(vec!["t".into()], None);
+        let (id, started) = other.connect(vec![Watched::Topic("t".into())], None);
         for update in started {
             history.append(update).await.unwrap();
         }
@@ -456,7 +605,7 @@ mod tests {
         );
         view.seed(&history, until).await;
         assert!(view.list(None, None).0.is_empty(), "started, then ended");
-        let (again, started) = other.connect(vec!["u".into()], None);
+        let (again, started) = other.connect(vec![Watched::Topic("u".into())], None);
         feed(&view, started, &mut position);
         assert_eq!(view.list(None, None).0.len(), 1, "then live: {again}");
     }
@@ -467,7 +616,7 @@ mod tests {
         let mut position = 0;
         // Another node's subscriber, known only from the feed.
         let other = Subscriptions::default();
-        let (_, events) = other.connect(vec!["t".into()], None);
+        let (_, events) = other.connect(vec![Watched::Topic("t".into())], None);
         feed(&s, events, &mut position);
         // A public update on a subscription-like topic, and one with unrelated JSON.
         let mut public = NewUpdate::new(

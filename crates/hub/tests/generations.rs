@@ -360,7 +360,135 @@ async fn the_protocol_setting_keeps_one_generation() {
     }
 }
 
+/// Mercure 1.0 subscriptions are announced in 1.0's shape (plain JSON, `event: mercure`, on
+/// `/subscriptions/{match_type}/{match}/{subscriber}`) and listed by the 1.0 API as
+/// `application/json`; 0.x ones stay in 0.x's shape, each API listing its own generation's.
+async fn subscriptions_of_1_0_in_1_0_shape(transport: Transport) {
+    let hub = TestHub::start(Settings {
+        anonymous: true,
+        subscriptions: true,
+        ..Settings::default()
+    })
+    .await
+    .over(transport);
+    let audience = hub.url("/.well-known/mercure");
+    let every = format!(
+        "Bearer {}",
+        access_token(
+            SUB_KEY,
+            serde_json::json!({"exp": unix_now() + 600, "aud": audience,
+                "authorization_details": [detail("subscribe", serde_json::json!([{"match": "*"}]))]}),
+        )
+    );
+    let pattern = "/.well-known/mercure/subscriptions/:match_type/:match/:subscriber";
+    let mut watcher = hub
+        .subscribe(
+            &format!("match_urlpattern={}", urlencode(pattern)),
+            &[("authorization", &every)],
+        )
+        .await;
+    assert_eq!(watcher.status, StatusCode::OK);
+    let own = watcher.next().await;
+    assert_eq!(
+        own.event_type, "mercure",
+        "the watcher's own subscription first"
+    );
+    let _reader = hub
+        .subscribe("match=https://example.com/books/1", &[])
+        .await;
+    let _legacy = hub
+        .subscribe("topic=https://example.com/books/1", &[])
+        .await;
+    let event = watcher.next().await;
+    assert_eq!(event.event_type, "mercure");
+    let started: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(started["type"], "subscription");
+    assert_eq!(started["match"], "https://example.com/books/1");
+    assert_eq!(started["match_type"], "exact");
+    assert_eq!(started["active"], true);
+    assert!(started.get("@context").is_none(), "{started}");
+    let subscriber = started["subscriber"].as_str().unwrap().to_owned();
+    let id = format!(
+        "/.well-known/mercure/subscriptions/exact/https%3A%2F%2Fexample.com%2Fbooks%2F1/{}",
+        subscriber.replace(':', "%3A")
+    );
+    assert_eq!(started["id"], id);
+    assert!(
+        watcher.quiet_for(SHORT).await,
+        "the 0.x subscription is not announced in 1.0's shape"
+    );
+    // The 1.0 API: the list, by matcher, one subscription; all plain JSON.
+    let get = |path: String, token: String| {
+        let hub = &hub;
+        async move {
+            let request = http::Request::get(hub.url(&path))
+                .header("authorization", token)
+                .body(http_body_util::Full::default())
+                .unwrap();
+            let response = hub.request(request).await;
+            let (status, headers) = (response.status(), response.headers().clone());
+            (status, headers, body_text(response).await)
+        }
+    };
+    // The view follows the feed: wait until it lists the reader.
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (status, headers, body) =
+            get("/.well-known/mercure/subscriptions".into(), every.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers["content-type"], "application/json");
+        listed = serde_json::from_str(&body).unwrap();
+        if listed["subscriptions"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed["type"], "subscriptions", "{listed}");
+    assert!(listed["last_event_id"].is_string(), "{listed}");
+    let matches: Vec<&str> = listed["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["match"].as_str().unwrap())
+        .collect();
+    assert!(matches.contains(&"https://example.com/books/1"), "{listed}");
+    let (status, _, body) = get(
+        "/.well-known/mercure/subscriptions/exact/https%3A%2F%2Fexample.com%2Fbooks%2F1".into(),
+        every.clone(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let by_matcher: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(by_matcher["subscriptions"].as_array().unwrap().len(), 1);
+    let (status, _, body) = get(id.clone(), every.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (one["type"].as_str(), one["id"].as_str()),
+        (Some("subscription"), Some(&*id))
+    );
+    assert!(one["last_event_id"].is_string(), "{one}");
+    // The 0.x API, with a 0.x token, lists the 0.x subscription only, as JSON-LD.
+    let zero = format!("Bearer {}", subscriber_token(&["*"]));
+    let (status, headers, body) = get("/.well-known/mercure/subscriptions".into(), zero).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["content-type"], "application/ld+json");
+    let legacy: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let topics: Vec<&str> = legacy["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics, ["https://example.com/books/1"], "{legacy}");
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 per_transport!(
+    subscriptions_of_1_0_in_1_0_shape,
     challenges_point_at_the_resource_metadata,
     access_tokens_of_1_0_authorize,
     matchers_select_as_1_0_says,

@@ -122,6 +122,10 @@ pub fn router(hub: Hub) -> Router {
             &format!("{SUBSCRIPTIONS_PATH}/{{topic}}/{{subscriber}}"),
             get(list_subscriptions),
         )
+        .route(
+            &format!("{SUBSCRIPTIONS_PATH}/{{topic}}/{{subscriber}}/{{third}}"),
+            get(list_subscriptions),
+        )
         .merge(crate::console::routes())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -7,7 +7,7 @@ use crate::dispatch::Filter;
 use crate::history::{EARLIEST, Start};
 use crate::hub::Hub;
 use crate::subscriber::Subscriber;
-use crate::subscriptions::SubscriptionGuard;
+use crate::subscriptions::{SubscriptionGuard, Watched};
 use crate::topic::{Selector, SelectorError, SelectorSet};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -45,9 +45,16 @@ enum Asked {
 }
 
 impl Asked {
-    fn text(&self) -> &str {
+    /// What the subscription events and the API call it.
+    fn watched(&self) -> Watched {
+        let matcher = |match_type: &str, text: &str| Watched::Match {
+            match_type: match_type.to_owned(),
+            text: text.to_owned(),
+        };
         match self {
-            Asked::Topic(s) | Asked::Exact(s) | Asked::UrlPattern(s) => s,
+            Asked::Topic(topic) => Watched::Topic(topic.clone()),
+            Asked::Exact(text) => matcher("exact", text),
+            Asked::UrlPattern(text) => matcher("urlpattern", text),
         }
     }
 }
@@ -301,7 +308,7 @@ async fn open(
         subscriber = subscriber.replaying_from_earliest();
     }
     if let Some(registry) = &inner.subscriptions {
-        let asked = query.asked.iter().map(|a| a.text().to_owned()).collect();
+        let asked = query.asked.iter().map(Asked::watched).collect();
         let (id, events) = registry.connect(asked, payload);
         let started = registry.announce(inner.history.clone(), None, events);
         // The guard first: if this request is dropped while the start is announced, its end

@@ -1,11 +1,14 @@
-//! The subscriptions API: `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`,
-//! the active subscriptions as JSON-LD, with an `ETag` for polling.
+//! The subscriptions API, with an `ETag` for polling, in each generation's shape: Mercure 0.x,
+//! `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]` as JSON-LD; Mercure 1.0,
+//! `GET /.well-known/mercure/subscriptions[/{match_type}/{match}[/{subscriber}]]` as plain
+//! JSON. A path whose first segment is a 1.0 matcher type (`exact`, `urlpattern`) is 1.0, as
+//! is the bare list asked for with a 1.0 access token.
 
 use super::{HttpError, grants, query_token};
 use crate::auth::Role;
 use crate::history::EARLIEST;
 use crate::hub::Hub;
-use crate::subscriptions::SubscriptionList;
+use crate::subscriptions::{SubscriptionList, SubscriptionListV1};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -54,7 +57,43 @@ pub(super) async fn list_subscriptions(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let (topic, subscriber) = (segment("topic"), segment("subscriber"));
+    let (first, second, third) = (segment("topic"), segment("subscriber"), segment("third"));
+    let is_v1 = match first {
+        None => grants.access_token,
+        Some(first) => MATCH_TYPES.contains(&first) && second.is_some(),
+    };
+    if is_v1 {
+        // 1.0: /{match_type}/{match}[/{subscriber}].
+        let matcher = first.zip(second);
+        let (list, last_event_id) = registry.list_v1(matcher, third);
+        let last_event_id = last_event_id.unwrap_or_else(|| EARLIEST.to_owned());
+        let body = if third.is_some() {
+            let Some(mut one) = list.into_iter().next() else {
+                return Err(HttpError::new(
+                    StatusCode::NOT_FOUND,
+                    "no such active subscription",
+                ));
+            };
+            one.last_event_id = Some(last_event_id.clone());
+            serde_json::to_string(&one)
+        } else {
+            serde_json::to_string(&SubscriptionListV1::new(
+                path.to_owned(),
+                last_event_id.clone(),
+                list,
+            ))
+        }
+        .map_err(|err| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+        return Ok(answer(&headers, &last_event_id, "application/json", body));
+    }
+    if third.is_some() {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            "a subscription's URL has three segments only in Mercure 1.0, whose first is \
+             the matcher type (exact or urlpattern)",
+        ));
+    }
+    let (topic, subscriber) = (first, second);
     let (list, last_event_id) = registry.list(topic, subscriber);
     let last_event_id = last_event_id.unwrap_or_else(|| EARLIEST.to_owned());
     let body = if subscriber.is_some() {
@@ -75,6 +114,24 @@ pub(super) async fn list_subscriptions(
         ))
     }
     .map_err(|err| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    Ok(answer(
+        &headers,
+        &last_event_id,
+        "application/ld+json",
+        body,
+    ))
+}
+
+/// The matcher types of Mercure 1.0, the first segment of its subscription URLs.
+const MATCH_TYPES: [&str; 2] = ["exact", "urlpattern"];
+
+/// A subscriptions document, or `304` if the client has it already.
+fn answer(
+    headers: &HeaderMap,
+    last_event_id: &str,
+    content_type: &'static str,
+    body: String,
+) -> Response {
     // The view changes only with an event, so its last event id identifies the document (as
     // the spec's examples show): a client polling with If-None-Match gets 304 until it changes.
     let etag = format!("\"{}\"", last_event_id.replace(['"', '\\'], "_"));
@@ -89,17 +146,14 @@ pub(super) async fn list_subscriptions(
             tag == "*" || tag.trim_start_matches("W/") == etag.to_str().unwrap_or_default()
         });
     if unchanged {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    Ok((
+    (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/ld+json"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::ETAG, etag),
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }
