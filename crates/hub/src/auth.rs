@@ -118,6 +118,23 @@ pub struct Grants {
     pub expires_at: Option<u64>,
     /// It is a Mercure 1.0 access token (the subscriptions API answers in 1.0's shape).
     pub access_token: bool,
+    /// A 1.0 token's `subscribe` entries with their payloads, in order: a subscription's
+    /// payload is that of the first entry whose topics match its matcher.
+    pub payloads: Vec<(SelectorSet, Option<Value>)>,
+}
+
+impl Grants {
+    /// The payload shown in the subscription events of a subscription to `selector`: a 1.0
+    /// token's first `subscribe` entry whose topics match it, else (0.x) the token's one.
+    pub fn payload_for(&self, selector: &str) -> Option<Value> {
+        if !self.access_token {
+            return self.payload.clone();
+        }
+        self.payloads
+            .iter()
+            .find(|(topics, _)| topics.matches(selector))
+            .and_then(|(_, payload)| payload.clone())
+    }
 }
 
 /// Why a token was refused. Every variant is a `401` at the HTTP edge.
@@ -313,6 +330,7 @@ impl Verifier {
             payload: mercure.payload,
             expires_at: claims.exp,
             access_token: false,
+            payloads: Vec::new(),
         })
     }
 
@@ -414,6 +432,10 @@ impl Verifier {
                     Some("publish") => publish.extend(selectors.iter().cloned()),
                     Some("subscribe") => {
                         subscribe.extend(selectors.iter().cloned());
+                        grants.payloads.push((
+                            SelectorSet::from_selectors(selectors.clone()),
+                            detail.get("payload").cloned(),
+                        ));
                         if grants.payload.is_none() {
                             grants.payload = detail.get("payload").cloned();
                         }
@@ -580,6 +602,24 @@ mod tests {
         assert!(
             pinned.verify(Role::Subscriber, &none).is_ok(),
             "iss unchecked by default"
+        );
+        // A subscription's payload is the first subscribe entry's whose topics match its
+        // matcher; `*` catches the rest.
+        let two = token(
+            serde_json::json!({"exp": exp, "aud": hub, "authorization_details": [
+            {"type": "mercure", "actions": ["subscribe"], "payload": {"p": 1},
+             "topics": [{"match": "https://a.example/:x", "match_type": "urlpattern"}]},
+            {"type": "mercure", "actions": ["subscribe"], "payload": {"p": 2},
+             "topics": [{"match": "*"}]}]}),
+        );
+        let grants = pinned.verify(Role::Subscriber, &two).unwrap();
+        assert_eq!(
+            grants.payload_for("https://a.example/1"),
+            Some(serde_json::json!({"p": 1}))
+        );
+        assert_eq!(
+            grants.payload_for("https://b.example/1"),
+            Some(serde_json::json!({"p": 2}))
         );
         // An unknown match_type refuses the whole token.
         let bad = token(

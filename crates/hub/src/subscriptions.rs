@@ -107,10 +107,10 @@ pub(crate) enum Watched {
 /// The SSE event type of Mercure 1.0's subscription events (refused to publishers).
 pub(crate) const EVENT_TYPE_V1: &str = "mercure";
 
-/// A subscriber connected to this node, as its subscription events describe it.
+/// A subscriber connected to this node, as its subscription events describe it: what each
+/// subscription watches, with its payload.
 struct LocalSubscriber {
-    watched: Vec<Watched>,
-    payload: Option<Value>,
+    watched: Vec<(Watched, Option<Value>)>,
 }
 
 /// The registry of subscribers, when subscriptions are enabled.
@@ -228,21 +228,22 @@ fn subscription(
 
 impl Subscriptions {
     /// Records a new subscriber and returns its id and the updates announcing it.
+    /// Records a new subscriber (what each of its subscriptions watches, with its payload)
+    /// and returns its id and the updates announcing it.
     pub(crate) fn connect(
         &self,
-        watched: Vec<Watched>,
-        payload: Option<Value>,
+        watched: Vec<(Watched, Option<Value>)>,
     ) -> (String, Vec<NewUpdate>) {
         let id = new_id();
-        let updates = events(&id, &watched, true, &payload);
-        lock(&self.local).insert(id.clone(), LocalSubscriber { watched, payload });
+        let updates = events(&id, &watched, true);
+        lock(&self.local).insert(id.clone(), LocalSubscriber { watched });
         (id, updates)
     }
 
     /// Forgets a subscriber and returns the updates announcing its end.
     pub(crate) fn disconnect(&self, id: &str) -> Vec<NewUpdate> {
         match lock(&self.local).remove(id) {
-            Some(s) => events(id, &s.watched, false, &s.payload),
+            Some(s) => events(id, &s.watched, false),
             None => Vec::new(),
         }
     }
@@ -381,10 +382,10 @@ impl View {
 
 /// The subscription events of a subscriber: one private update per subscription, in its
 /// generation's shape (0.x: JSON-LD, 1.0: plain JSON with the event type `mercure`).
-fn events(id: &str, watched: &[Watched], active: bool, payload: &Option<Value>) -> Vec<NewUpdate> {
+fn events(id: &str, watched: &[(Watched, Option<Value>)], active: bool) -> Vec<NewUpdate> {
     watched
         .iter()
-        .map(|w| {
+        .map(|(w, payload)| {
             let mut update = match w {
                 Watched::Topic(topic) => {
                     let mut s = subscription(topic, id, active, payload);
@@ -555,10 +556,11 @@ mod tests {
     fn connect_list_disconnect() {
         let s = Subscriptions::default();
         let mut position = 0;
-        let (id, events) = s.connect(
-            vec![Watched::Topic("a".into()), Watched::Topic("b".into())],
-            Some(serde_json::json!({"u": 1})),
-        );
+        let payload = Some(serde_json::json!({"u": 1}));
+        let (id, events) = s.connect(vec![
+            (Watched::Topic("a".into()), payload.clone()),
+            (Watched::Topic("b".into()), payload),
+        ]);
         assert_eq!(events.len(), 2);
         assert!(events.iter().all(|e| e.private));
         let first: serde_json::Value = serde_json::from_str(&events[0].data).unwrap();
@@ -591,7 +593,7 @@ mod tests {
     async fn seeding_folds_history_before_the_feed() {
         let history = crate::history::MemoryHistory::new(100);
         let other = Subscriptions::default();
-        let (id, started) = other.connect(vec![Watched::Topic("t".into())], None);
+        let (id, started) = other.connect(vec![(Watched::Topic("t".into()), None)]);
         for update in started {
             history.append(update).await.unwrap();
         }
@@ -605,7 +607,7 @@ mod tests {
         );
         view.seed(&history, until).await;
         assert!(view.list(None, None).0.is_empty(), "started, then ended");
-        let (again, started) = other.connect(vec![Watched::Topic("u".into())], None);
+        let (again, started) = other.connect(vec![(Watched::Topic("u".into()), None)]);
         feed(&view, started, &mut position);
         assert_eq!(view.list(None, None).0.len(), 1, "then live: {again}");
     }
@@ -616,7 +618,7 @@ mod tests {
         let mut position = 0;
         // Another node's subscriber, known only from the feed.
         let other = Subscriptions::default();
-        let (_, events) = other.connect(vec![Watched::Topic("t".into())], None);
+        let (_, events) = other.connect(vec![(Watched::Topic("t".into()), None)]);
         feed(&s, events, &mut position);
         // A public update on a subscription-like topic, and one with unrelated JSON.
         let mut public = NewUpdate::new(

@@ -45,6 +45,13 @@ enum Asked {
 }
 
 impl Asked {
+    /// Its text, as the request gave it.
+    fn text(&self) -> &str {
+        match self {
+            Asked::Topic(s) | Asked::Exact(s) | Asked::UrlPattern(s) => s,
+        }
+    }
+
     /// What the subscription events and the API call it.
     fn watched(&self) -> Watched {
         let matcher = |match_type: &str, text: &str| Watched::Match {
@@ -283,7 +290,15 @@ async fn open(
         .filter(|id| !id.is_empty());
 
     let inner = &hub.inner;
-    let payload = grants.as_ref().and_then(|g| g.payload.clone());
+    // Each subscription's payload, for its subscription events (before the grants move).
+    let watched: Vec<(Watched, Option<serde_json::Value>)> = query
+        .asked
+        .iter()
+        .map(|asked| {
+            let payload = grants.as_ref().and_then(|g| g.payload_for(asked.text()));
+            (asked.watched(), payload)
+        })
+        .collect();
     let filter = Arc::new(Filter { topics, grants });
     // Register first, then look up history: see subscriber.rs for why this order is gap-free.
     let registration = inner.dispatcher.register(filter.clone());
@@ -308,8 +323,7 @@ async fn open(
         subscriber = subscriber.replaying_from_earliest();
     }
     if let Some(registry) = &inner.subscriptions {
-        let asked = query.asked.iter().map(Asked::watched).collect();
-        let (id, events) = registry.connect(asked, payload);
+        let (id, events) = registry.connect(watched);
         let started = registry.announce(inner.history.clone(), None, events);
         // The guard first: if this request is dropped while the start is announced, its end
         // is announced all the same, after the start.
