@@ -117,6 +117,9 @@ async fn refusals_of_1_0(transport: Transport) {
             "no token in the URL",
         ),
         ("match_urlpattern=https://x/(?=a)", "invalid URL pattern"),
+        ("match=a%00b", "control or format character"),
+        ("match=a%C2%85b", "control or format character"),
+        ("match=a%E2%80%8Bb", "control or format character"),
     ] {
         let (status, _, body) = hub.get(&format!("/.well-known/mercure?{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");

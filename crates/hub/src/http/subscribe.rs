@@ -31,6 +31,15 @@ enum Generation {
     V1,
 }
 
+/// Whether Mercure 1.0 forbids `c` in a matcher: a control character (C0, DEL, C1) or a
+/// Unicode format character (general category Cf: zero-width and bidirectional marks and the
+/// like, which make two matchers that look the same differ).
+fn forbidden_in_v1(c: char) -> bool {
+    use icu_properties::CodePointMapData;
+    use icu_properties::props::GeneralCategory;
+    c.is_control() || CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format
+}
+
 /// The response header of a Mercure 1.0 subscription that says where the stream resumed.
 pub(crate) const MERCURE_LAST_EVENT_ID: &str = "mercure-last-event-id";
 
@@ -120,6 +129,17 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
     }
     if matchers {
         q.generation = Generation::V1;
+        if let Some(bad) = q
+            .asked
+            .iter()
+            .find(|a| a.text().chars().any(forbidden_in_v1))
+        {
+            return Err(HttpError::bad_request(format!(
+                "the matcher {:?} has a control or format character, which Mercure 1.0 does \
+                 not allow in matchers",
+                bad.text()
+            )));
+        }
         q.last_event_id = id_v1;
         if q.authorization.is_some() {
             return Err(HttpError::bad_request(
