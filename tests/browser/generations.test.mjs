@@ -9,33 +9,17 @@
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import path from 'node:path';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { test, startHub, stopHub, launchBrowser, token, KEY } from './support.mjs';
+import { test, startTlsHubAndBrowser, token, KEY } from './support.mjs';
 
-let hub, httpsUrl, httpUrl, browser, dir;
+let tls, hub, httpsUrl, httpUrl, browser;
 
 before(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'herald-generations-'));
-  hub = await startHub([
-    '--store', `file:${path.join(dir, 'data')}`,
-    '--tls-self-signed',
-    '--listen', '127.0.0.1:0',
-    '--listen', 'http://127.0.0.1:0',
-  ]);
-  httpsUrl = hub.url;
-  httpUrl = hub.banner.map((l) => l.match(/^also:\s+(http:\/\/\S+?)\/?$/)).find(Boolean)[1];
-  const spki = hub.banner
-    .map((l) => l.match(/--ignore-certificate-errors-spki-list=(\S+)/))
-    .find(Boolean)[1];
-  browser = await launchBrowser([`--ignore-certificate-errors-spki-list=${spki}`]);
+  tls = await startTlsHubAndBrowser('generations');
+  ({ hub, httpsUrl, httpUrl, browser } = tls);
 }, { timeout: 60_000 });
 
 after(async () => {
-  await browser?.close();
-  await stopHub(hub);
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await tls?.close();
 });
 
 const b64url = (value) => Buffer.from(value).toString('base64url');

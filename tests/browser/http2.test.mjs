@@ -6,33 +6,17 @@
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { test, startHub, stopHub, launchBrowser, token } from './support.mjs';
+import { test, startTlsHubAndBrowser, token } from './support.mjs';
 
-let hub, httpsUrl, httpUrl, browser, dir;
+let tls, hub, httpsUrl, httpUrl, browser;
 
 before(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'herald-h2-'));
-  hub = await startHub([
-    '--store', `file:${path.join(dir, 'data')}`,
-    '--tls-self-signed',
-    '--listen', '127.0.0.1:0',
-    '--listen', 'http://127.0.0.1:0',
-  ]);
-  httpsUrl = hub.url;
-  httpUrl = hub.banner.map((l) => l.match(/^also:\s+(http:\/\/\S+?)\/?$/)).find(Boolean)[1];
-  const spki = hub.banner
-    .map((l) => l.match(/--ignore-certificate-errors-spki-list=(\S+)/))
-    .find(Boolean)[1];
-  browser = await launchBrowser([`--ignore-certificate-errors-spki-list=${spki}`]);
+  tls = await startTlsHubAndBrowser('h2');
+  ({ hub, httpsUrl, httpUrl, browser } = tls);
 }, { timeout: 60_000 });
 
 after(async () => {
-  await browser?.close();
-  await stopHub(hub);
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await tls?.close();
 });
 
 /** Opens 12 EventSources from a page of `origin`, publishes once, and reports how many opened

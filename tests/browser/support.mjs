@@ -2,6 +2,8 @@
 // started as a child process on a free port.
 
 import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,6 +45,37 @@ export function startHub(args, { key = true, anonymous = true } = {}) {
     child.on('error', (err) => reject(new Error(`cannot start ${herald}: ${err.message}`)));
     child.on('exit', (code) => reject(new Error(`herald serve exited with ${code}`)));
   });
+}
+
+/**
+ * Starts a hub serving HTTPS with its own `--tls-self-signed` certificate (kept in a temporary
+ * file store) and plaintext beside it, and a Chromium that trusts that certificate through the
+ * SPKI hash the hub prints. Resolves with `{ hub, httpsUrl, httpUrl, browser, close }`.
+ */
+export async function startTlsHubAndBrowser(name) {
+  const dir = mkdtempSync(path.join(tmpdir(), `herald-${name}-`));
+  const hub = await startHub([
+    '--store', `file:${path.join(dir, 'data')}`,
+    '--tls-self-signed',
+    '--listen', '127.0.0.1:0',
+    '--listen', 'http://127.0.0.1:0',
+  ]);
+  const httpUrl = hub.banner.map((l) => l.match(/^also:\s+(http:\/\/\S+?)\/?$/)).find(Boolean)[1];
+  const spki = hub.banner
+    .map((l) => l.match(/--ignore-certificate-errors-spki-list=(\S+)/))
+    .find(Boolean)[1];
+  const browser = await launchBrowser([`--ignore-certificate-errors-spki-list=${spki}`]);
+  return {
+    hub,
+    httpsUrl: hub.url,
+    httpUrl,
+    browser,
+    async close() {
+      await browser.close();
+      await stopHub(hub);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** Ends a hub started by `startHub` and waits for it. */

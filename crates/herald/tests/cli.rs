@@ -737,13 +737,22 @@ fn bench_idle_reports_refused_subscriptions() {
 
 /// `bench fanout --h2-streams`: the subscribers are HTTP/2 streams, several per TLS
 /// connection, and every delivery is counted as over HTTP/1.1.
+/// A self-signed certificate for localhost, as PEM files `name.crt` and `name.key` in `dir`.
+fn certificate_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
 #[test]
 fn bench_fanout_over_http_2_streams() {
     let scratch = tempfile::tempdir().unwrap();
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (cert, key) = (scratch.path().join("c.pem"), scratch.path().join("k.pem"));
-    std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = certificate_pair(scratch.path(), "hub");
     let server = Server::start(
         &[
             "--jwt-key",
@@ -935,16 +944,7 @@ fn a_self_signed_certificate_serves_https_and_is_kept() {
 #[test]
 fn sighup_reloads_the_certificate_under_a_live_subscription() {
     let scratch = tempfile::tempdir().unwrap();
-    let pair = |name: &str| {
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let (cert, key) = (
-            scratch.path().join(format!("{name}.crt")),
-            scratch.path().join(format!("{name}.key")),
-        );
-        std::fs::write(&cert, made.cert.pem()).unwrap();
-        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
-        (cert, key)
-    };
+    let pair = |name: &str| certificate_pair(scratch.path(), name);
     let (cert, key) = pair("served");
     let old = scratch.path().join("old.crt");
     std::fs::copy(&cert, &old).unwrap();

@@ -255,21 +255,12 @@ impl Subscriptions {
         topic: Option<&str>,
         subscriber: Option<&str>,
     ) -> (Vec<Subscription>, Option<String>) {
-        let view = lock(&self.view);
-        let mut out = Vec::new();
-        for (id, watched) in view.active.iter() {
-            if subscriber.is_some_and(|want| want != id) {
-                continue;
+        self.collect(subscriber, |id, watched, payload| match watched {
+            Watched::Topic(t) if topic.is_none_or(|want| want == t) => {
+                Some(subscription(t, id, true, payload))
             }
-            for (w, payload) in watched {
-                if let Watched::Topic(t) = w
-                    && topic.is_none_or(|want| want == t)
-                {
-                    out.push(subscription(t, id, true, payload));
-                }
-            }
-        }
-        (out, view.last_event_id.clone())
+            _ => None,
+        })
     }
 
     /// Active Mercure 1.0 subscriptions, optionally only those of a matcher (type and text)
@@ -279,20 +270,33 @@ impl Subscriptions {
         matcher: Option<(&str, &str)>,
         subscriber: Option<&str>,
     ) -> (Vec<SubscriptionV1>, Option<String>) {
+        self.collect(subscriber, |id, watched, payload| match watched {
+            Watched::Match { match_type, text }
+                if matcher.is_none_or(|(t, m)| t == match_type && m == text) =>
+            {
+                Some(subscription_v1(match_type, text, id, true, payload))
+            }
+            _ => None,
+        })
+    }
+
+    /// What `document` makes of each active subscription (of `subscriber` only, if given) it
+    /// keeps, and the id of the newest update the view reflects.
+    fn collect<T>(
+        &self,
+        subscriber: Option<&str>,
+        document: impl Fn(&str, &Watched, &Option<Value>) -> Option<T>,
+    ) -> (Vec<T>, Option<String>) {
         let view = lock(&self.view);
-        let mut out = Vec::new();
-        for (id, watched) in view.active.iter() {
-            if subscriber.is_some_and(|want| want != id) {
-                continue;
-            }
-            for (w, payload) in watched {
-                if let Watched::Match { match_type, text } = w
-                    && matcher.is_none_or(|(t, m)| t == match_type && m == text)
-                {
-                    out.push(subscription_v1(match_type, text, id, true, payload));
-                }
-            }
-        }
+        let out = view
+            .active
+            .iter()
+            .filter(|(id, _)| subscriber.is_none_or(|want| want == *id))
+            .flat_map(|(id, all)| {
+                all.iter()
+                    .filter_map(|(watched, payload)| document(id, watched, payload))
+            })
+            .collect();
         (out, view.last_event_id.clone())
     }
 
