@@ -118,6 +118,9 @@ async fn refusals_of_1_0(transport: Transport) {
         ),
         ("match_urlpattern=https://x/(?=a)", "invalid URL pattern"),
         ("match=a%00b", "control or format character"),
+        // Found by the fuzz smoke: a name with a multi-byte character across byte 5 panicked.
+        ("matc%C3%8E=x", "missing \"topic\""),
+        ("MATCH%C3%8E=x", "unknown matcher parameter"),
         ("match=a%C2%85b", "control or format character"),
         ("match=a%E2%80%8Bb", "control or format character"),
     ] {
@@ -490,7 +493,52 @@ fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// 1.0 forbids a credentialed CORS answer with `*` or an echoed unlisted origin: with
+/// `--cors-origin '*'` a 1.0 subscription is answered `*` without credentials, while 0.x's
+/// keeps echoing the origin with credentials; a listed origin is echoed for both.
+async fn cors_of_1_0_never_echoes_an_unlisted_origin(transport: Transport) {
+    let hub = TestHub::start(Settings {
+        cors_origins: vec!["*".into(), "https://app.example".into()],
+        ..anonymous()
+    })
+    .await
+    .over(transport);
+    let header = |sse: &Sse, name: &str| {
+        sse.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let any = [("origin", "https://any.example")];
+    let one = hub.subscribe("match=t", &any).await;
+    assert_eq!(
+        header(&one, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert_eq!(header(&one, "access-control-allow-credentials"), None);
+    let zero = hub.subscribe("topic=t", &any).await;
+    assert_eq!(
+        header(&zero, "access-control-allow-origin").as_deref(),
+        Some("https://any.example")
+    );
+    assert_eq!(
+        header(&zero, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    let listed = hub
+        .subscribe("match=t", &[("origin", "https://app.example")])
+        .await;
+    assert_eq!(
+        header(&listed, "access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        header(&listed, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+}
+
 per_transport!(
+    cors_of_1_0_never_echoes_an_unlisted_origin,
     subscriptions_of_1_0_in_1_0_shape,
     challenges_point_at_the_resource_metadata,
     access_tokens_of_1_0_authorize,

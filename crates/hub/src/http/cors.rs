@@ -24,7 +24,34 @@ pub(crate) fn simple_headers(
     origins: &[String],
     origin: Option<&[u8]>,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    let mut headers = common_headers(origins, origin);
+    with_expose(common_headers(origins, origin))
+}
+
+/// [`simple_headers`] for a Mercure 1.0 subscription. 1.0 forbids answering a credentialed
+/// request with `*` or with an origin that is not on a list: where the list is `*`, the answer
+/// is `Access-Control-Allow-Origin: *` without credentials (cookies are not sent across
+/// origins then); a listed origin is answered as for 0.x.
+pub(crate) fn simple_headers_v1(
+    origins: &[String],
+    origin: Option<&[u8]>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let listed = origin
+        .and_then(|o| std::str::from_utf8(o).ok())
+        .is_some_and(|o| origins.iter().any(|allowed| allowed == o));
+    if listed || !origins.iter().any(|o| o == "*") {
+        return simple_headers(origins, origin);
+    }
+    with_expose(vec![
+        (header::VARY, HeaderValue::from_static(VARY)),
+        (
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        ),
+    ])
+}
+
+/// `headers` and, unless there are none, the exposed headers.
+fn with_expose(mut headers: Vec<(HeaderName, HeaderValue)>) -> Vec<(HeaderName, HeaderValue)> {
     if !headers.is_empty() {
         headers.push((
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -91,6 +118,13 @@ pub(crate) async fn layer(
     }
     let headers = simple_headers(origins, origin(request.headers()));
     let mut response = next.run(request).await;
+    // A subscription's answer carries its own (`subscribe::respond`, by generation).
+    if response
+        .headers()
+        .contains_key(header::ACCESS_CONTROL_EXPOSE_HEADERS)
+    {
+        return response;
+    }
     for (name, value) in headers {
         response.headers_mut().insert(name, value);
     }

@@ -105,7 +105,13 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
             }
             // 1.0 reserves the namespace: a matcher type the hub does not know is an error,
             // not a parameter to ignore.
-            other if other.len() >= 5 && other[..5].eq_ignore_ascii_case("match") => {
+            // (Compared as bytes: a parameter name may have a multi-byte character anywhere.)
+            other
+                if other
+                    .as_bytes()
+                    .get(..5)
+                    .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"match")) =>
+            {
                 return Err(HttpError::bad_request(format!(
                     "unknown matcher parameter {other:?}: this hub supports \"match\" (or \
                      \"match_exact\") and \"match_urlpattern\""
@@ -202,10 +208,11 @@ pub(crate) async fn respond(
     }
     answer.push((header::LINK, HeaderValue::from_static(LINK)));
     let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
-    answer.extend(cors::simple_headers(
-        &hub.inner.settings.cors_origins,
-        origin,
-    ));
+    let cors = match generation {
+        Generation::V0 => cors::simple_headers,
+        Generation::V1 => cors::simple_headers_v1,
+    };
+    answer.extend(cors(&hub.inner.settings.cors_origins, origin));
     Ok(SubscriptionResponse {
         headers: answer,
         subscriber,
