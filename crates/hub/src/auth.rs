@@ -357,7 +357,7 @@ impl Verifier {
             }
             (None, None) => {
                 return Err(AuthError::Access(
-                    "the hub has no audience to check this access token's aud against: start                      it with --jwt-audience <its URL>"
+                    "the hub has no audience to check this access token's aud against: start it with --jwt-audience <its URL>"
                         .into(),
                 ));
             }
@@ -568,7 +568,10 @@ mod tests {
         );
         // Without a request's URL, only a configured audience can be checked.
         let err = plain.verify(Role::Subscriber, &good).unwrap_err();
-        assert!(err.to_string().contains("--jwt-audience"), "{err}");
+        assert!(
+            err.to_string().contains("start it with --jwt-audience"),
+            "{err}"
+        );
         let pinned = plain.clone().with_audience(Some(hub.into()));
         let grants = pinned.verify(Role::Subscriber, &good).unwrap();
         assert!(

@@ -127,6 +127,7 @@ async fn refusals_of_1_0(transport: Transport) {
         let (status, _, body) = hub.get(&format!("/.well-known/mercure?{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
         assert!(body.contains(says), "{query}: {body}");
+        assert!(!body.contains("  "), "a message in one piece: {body:?}");
     }
     let (status, body) = hub
         .publish_with(
@@ -136,6 +137,7 @@ async fn refusals_of_1_0(transport: Transport) {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("reserved"), "{body}");
+    assert!(!body.contains("  "), "a message in one piece: {body:?}");
 }
 
 /// A 1.0 subscriber's token travels in the `__Secure-mercure_access_token` cookie; a 0.x one

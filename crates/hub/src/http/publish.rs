@@ -210,7 +210,7 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
         // Mercure 1.0 sends the hub's subscription events as `event: mercure`; an update of
         // that type would pass for one in a client listening for them.
         return Err(HttpError::bad_request(format!(
-            "the event type {RESERVED_TYPE:?} is reserved for the hub's own subscription events              (Mercure 1.0): choose another \"type\""
+            "the event type {RESERVED_TYPE:?} is reserved for the hub's own subscription events (Mercure 1.0): choose another \"type\""
         )));
     }
     let update = NewUpdate {

@@ -130,7 +130,7 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
     }
     if topics && matchers {
         return Err(HttpError::bad_request(
-            "a subscribe request is Mercure 0.x (\"topic\" parameters) or 1.0 (\"match\" and              \"match_urlpattern\" parameters), not both",
+            "a subscribe request is Mercure 0.x (\"topic\" parameters) or 1.0 (\"match\" and \"match_urlpattern\" parameters), not both",
         ));
     }
     if matchers {
