@@ -104,7 +104,8 @@ const PCT_CHAR: &str = "%[0-9A-Fa-f]{2}(?:%[89ABab][0-9A-Fa-f]){0,3}";
 
 /// A compiled URI template or URL pattern.
 pub struct Template {
-    source: Box<str>,
+    /// Its text and kind, as interned: what decides its matcher, and so its equality.
+    key: Key,
     matcher: Matcher,
     /// What it is charged against the process's template budget.
     charge: usize,
@@ -134,6 +135,15 @@ enum Key {
     UrlPattern(Box<str>, Box<str>),
 }
 
+impl Key {
+    /// The template's text.
+    fn source(&self) -> &str {
+        match self {
+            Key::UriTemplate(source) | Key::UrlPattern(source, _) => source,
+        }
+    }
+}
+
 /// Every compiled template alive, by key, so that equal selectors share one compiled copy.
 /// Entries of dropped templates are removed by the template's `Drop`.
 static INTERNED: std::sync::LazyLock<Mutex<HashMap<Key, Weak<Template>>>> =
@@ -144,7 +154,7 @@ impl Template {
     /// shares the compiled copy of an equal template that is still alive.
     pub fn new(source: &str) -> Result<Arc<Template>, SelectorError> {
         check_len(source)?;
-        Template::intern(Key::UriTemplate(source.into()), source, || {
+        Template::intern(Key::UriTemplate(source.into()), || {
             let regex = compile(source)?;
             let charge = regex.memory_usage() + CACHE_CHARGE * cache_holders();
             Ok((Matcher::UriTemplate(regex), charge))
@@ -158,7 +168,7 @@ impl Template {
     pub fn url_pattern(source: &str, base: &url::Url) -> Result<Arc<Template>, SelectorError> {
         check_len(source)?;
         let key = Key::UrlPattern(source.into(), base.as_str().into());
-        Template::intern(key, source, || {
+        Template::intern(key, || {
             let invalid = |err: urlpattern::Error| SelectorError::UrlPattern {
                 selector: source.to_owned(),
                 reason: err.to_string(),
@@ -182,7 +192,6 @@ impl Template {
     /// source) if the budget allows.
     fn intern(
         key: Key,
-        source: &str,
         compile: impl FnOnce() -> Result<(Matcher, usize), SelectorError>,
     ) -> Result<Arc<Template>, SelectorError> {
         if let Some(shared) = crate::lock(&INTERNED).get(&key).and_then(Weak::upgrade) {
@@ -191,7 +200,7 @@ impl Template {
         // Compiled without the lock held: compiling takes up to a millisecond, and other
         // requests must not queue behind it.
         let (matcher, charge) = compile()?;
-        let charge = charge + 2 * source.len();
+        let charge = charge + 2 * key.source().len();
         let budget = TEMPLATE_BUDGET.load(Ordering::Relaxed);
         if TEMPLATE_BYTES
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -202,26 +211,17 @@ impl Template {
             return Err(SelectorError::OverBudget { budget });
         }
         let compiled = Arc::new(Template {
-            source: source.into(),
+            key,
             matcher,
             charge,
         });
         let mut interned = crate::lock(&INTERNED);
-        match interned.get(&key).and_then(Weak::upgrade) {
+        match interned.get(&compiled.key).and_then(Weak::upgrade) {
             // Another request compiled it meanwhile: use that one, drop ours.
             Some(shared) => Ok(shared),
             None => {
-                interned.insert(key, Arc::downgrade(&compiled));
+                interned.insert(compiled.key.clone(), Arc::downgrade(&compiled));
                 Ok(compiled)
-            }
-        }
-    }
-
-    fn key(&self) -> Key {
-        match &self.matcher {
-            Matcher::UriTemplate(_) => Key::UriTemplate(self.source.clone()),
-            Matcher::UrlPattern { base, .. } => {
-                Key::UrlPattern(self.source.clone(), base.as_str().into())
             }
         }
     }
@@ -234,12 +234,7 @@ impl Template {
 
     /// The template's text.
     pub fn as_str(&self) -> &str {
-        &self.source
-    }
-
-    /// Whether it is a URL pattern (rather than a URI template).
-    pub fn is_url_pattern(&self) -> bool {
-        matches!(self.matcher, Matcher::UrlPattern { .. })
+        self.key.source()
     }
 
     /// Whether it selects `topic`. A URI template: some expansion of it is `topic` (the regex
@@ -248,7 +243,7 @@ impl Template {
     /// not a URL reference matches nothing.
     pub fn is_match(&self, topic: &str) -> bool {
         match &self.matcher {
-            Matcher::UriTemplate(regex) => &*self.source == topic || regex.is_match(topic),
+            Matcher::UriTemplate(regex) => self.as_str() == topic || regex.is_match(topic),
             Matcher::UrlPattern { pattern, base } => url::Url::options()
                 .base_url(Some(base))
                 .parse(topic)
@@ -264,14 +259,13 @@ impl Template {
 impl Drop for Template {
     fn drop(&mut self) {
         TEMPLATE_BYTES.fetch_sub(self.charge, Ordering::AcqRel);
-        let key = self.key();
         let mut interned = crate::lock(&INTERNED);
         // The entry may already name a newer copy of the same text; remove only a dead one.
         if interned
-            .get(&key)
+            .get(&self.key)
             .is_some_and(|weak| weak.strong_count() == 0)
         {
-            interned.remove(&key);
+            interned.remove(&self.key);
         }
     }
 }
@@ -279,7 +273,7 @@ impl Drop for Template {
 impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Template")
-            .field("source", &self.source)
+            .field("key", &self.key)
             .field("charge", &self.charge)
             .finish()
     }
@@ -288,7 +282,7 @@ impl fmt::Debug for Template {
 /// The matcher is a function of the key, so the key alone decides equality.
 impl PartialEq for Template {
     fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
+        self.key == other.key
     }
 }
 
