@@ -370,11 +370,24 @@ impl NatsHistory {
         Ok(stream.cached_info().state.clone())
     }
 
+    /// The stream, for reads by sequence or subject (without asking the server for its info).
+    async fn stream_of(&self, conn: &Conn) -> Result<jetstream::stream::Stream<()>, StoreError> {
+        conn.js
+            .get_stream_no_info(&self.stream)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The subject of the updates with this id.
+    fn subject(&self, id: &str) -> String {
+        format!("{}.u.{}", self.stream, id_token(id))
+    }
+
     async fn append_update(&self, update: NewUpdate) -> Result<Arc<Update>, StoreError> {
         update.validate()?;
         let json: Vec<u8> = serde_json::to_vec(&update).map_err(|e| StoreError::failed("", e))?;
         let json = bytes::Bytes::from(json);
-        let subject = format!("{}.u.{}", self.stream, id_token(&update.id));
+        let subject = self.subject(&update.id);
         let position = self
             .run(async {
                 let conn = self.connection().await?;
@@ -405,11 +418,7 @@ impl NatsHistory {
     async fn append_repeated(&self, subject: &str, json: bytes::Bytes) -> Result<u64, StoreError> {
         self.run(async {
             let conn = self.connection().await?;
-            let stream = conn
-                .js
-                .get_stream_no_info(&self.stream)
-                .await
-                .map_err(unavailable)?;
+            let stream = self.stream_of(&conn).await?;
             match stream.get_first_raw_message_by_subject(subject, 0).await {
                 Ok(msg) if msg.payload == json => return Ok(msg.sequence),
                 Ok(_) => {}
@@ -430,11 +439,7 @@ impl NatsHistory {
     async fn read_range(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
         self.run(async {
             let conn = self.connection().await?;
-            let stream = conn
-                .js
-                .get_stream_no_info(&self.stream)
-                .await
-                .map_err(unavailable)?;
+            let stream = self.stream_of(&conn).await?;
             loop {
                 let state = self.state(&conn).await?;
                 if state.messages == 0 || state.last_sequence <= after {
@@ -478,12 +483,8 @@ impl NatsHistory {
                     state.first_sequence - 1
                 }));
             }
-            let stream = conn
-                .js
-                .get_stream_no_info(&self.stream)
-                .await
-                .map_err(unavailable)?;
-            let subject = format!("{}.u.{}", self.stream, id_token(last_event_id));
+            let stream = self.stream_of(&conn).await?;
+            let subject = self.subject(last_event_id);
             // The earliest message with the id (ids may repeat; they resolve to the earliest).
             match stream.get_first_raw_message_by_subject(&subject, 0).await {
                 // Found, so still in history: everything after it is too (retention only
@@ -511,11 +512,7 @@ impl NatsHistory {
             if state.messages == 0 {
                 return Ok(None);
             }
-            let stream = conn
-                .js
-                .get_stream_no_info(&self.stream)
-                .await
-                .map_err(unavailable)?;
+            let stream = self.stream_of(&conn).await?;
             let newest = message(&stream, state.last_sequence).await?;
             newest
                 .map(|msg| Ok(decode(msg.sequence, &msg.payload).id().to_owned()))
