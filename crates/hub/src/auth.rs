@@ -282,15 +282,16 @@ impl Verifier {
     /// Verifies `token` for `role` and compiles its grants, for a request that did not say
     /// where it was sent (a 1.0 token then needs `--jwt-audience`).
     pub fn verify(&self, role: Role, token: &str) -> Result<Grants, AuthError> {
-        self.verify_at(role, token, None)
+        self.verify_at(role, token, || None)
     }
 
-    /// Verifies `token` for `role`, sent to the hub at `hub_url`, and compiles its grants.
+    /// Verifies `token` for `role`, sent to the hub at the URL `hub_url` gives (asked only for
+    /// a 1.0 access token, the one kind that needs it), and compiles its grants.
     pub fn verify_at(
         &self,
         role: Role,
         token: &str,
-        hub_url: Option<&url::Url>,
+        hub_url: impl FnOnce() -> Option<url::Url>,
     ) -> Result<Grants, AuthError> {
         let key = match role {
             Role::Publisher => &self.publisher,
@@ -305,7 +306,7 @@ impl Verifier {
                         .into(),
                 ));
             }
-            return self.verify_access_token(token, key, hub_url);
+            return self.verify_access_token(token, key, hub_url().as_ref());
         }
         if !self.protocol.serves_v0() {
             return Err(AuthError::Access(
@@ -583,18 +584,12 @@ mod tests {
         assert_eq!(grants.payload, Some(serde_json::json!({"u": 1})));
         assert_eq!(grants.expires_at, Some(exp));
         // The request's URL, in either scheme, when none is configured.
-        let http = url::Url::parse("http://hub.example/.well-known/mercure").unwrap();
-        assert!(
-            plain
-                .verify_at(Role::Subscriber, &good, Some(&http))
-                .is_ok()
-        );
-        let elsewhere = url::Url::parse("https://other.example/.well-known/mercure").unwrap();
-        assert!(
-            plain
-                .verify_at(Role::Subscriber, &good, Some(&elsewhere))
-                .is_err()
-        );
+        let at = |url: &str| {
+            let url = url::Url::parse(url).unwrap();
+            plain.verify_at(Role::Subscriber, &good, || Some(url))
+        };
+        assert!(at("http://hub.example/.well-known/mercure").is_ok());
+        assert!(at("https://other.example/.well-known/mercure").is_err());
         // The issuer, when configured.
         let issuer = pinned.clone().with_issuer(Some("https://idp".into()));
         assert!(issuer.verify(Role::Subscriber, &good).is_ok());

@@ -299,7 +299,7 @@ fn grants(
         Some(token) => hub
             .inner
             .verifier
-            .verify_at(role, token, Some(&hub_url(uri, headers)))
+            .verify_at(role, token, || Some(hub_url(uri, headers)))
             .map(Some)
             .map_err(|err| match err {
                 auth::AuthError::Selector(SelectorError::OverBudget { .. }) => {
