@@ -12,6 +12,7 @@ use crate::subscriptions::{SubscriptionList, SubscriptionListV1};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Serialize;
 
 /// `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]`: the active subscriptions,
 /// for a bearer whose `mercure.subscribe` claim matches this URL (as for private updates).
@@ -67,23 +68,15 @@ pub(super) async fn list_subscriptions(
         let matcher = first.zip(second);
         let (list, last_event_id) = registry.list_v1(matcher, third);
         let last_event_id = last_event_id.unwrap_or_else(|| EARLIEST.to_owned());
-        let body = if third.is_some() {
-            let Some(mut one) = list.into_iter().next() else {
-                return Err(HttpError::new(
-                    StatusCode::NOT_FOUND,
-                    "no such active subscription",
-                ));
-            };
-            one.last_event_id = Some(last_event_id.clone());
-            serde_json::to_string(&one)
-        } else {
-            serde_json::to_string(&SubscriptionListV1::new(
-                path.to_owned(),
-                last_event_id.clone(),
-                list,
-            ))
-        }
-        .map_err(|err| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+        let body = document(
+            list,
+            third.is_some(),
+            |mut one| {
+                one.last_event_id = Some(last_event_id.clone());
+                one
+            },
+            |list| SubscriptionListV1::new(path.to_owned(), last_event_id.clone(), list),
+        )?;
         return Ok(answer(&headers, &last_event_id, "application/json", body));
     }
     if third.is_some() {
@@ -96,30 +89,45 @@ pub(super) async fn list_subscriptions(
     let (topic, subscriber) = (first, second);
     let (list, last_event_id) = registry.list(topic, subscriber);
     let last_event_id = last_event_id.unwrap_or_else(|| EARLIEST.to_owned());
-    let body = if subscriber.is_some() {
-        let Some(mut one) = list.into_iter().next() else {
-            return Err(HttpError::new(
-                StatusCode::NOT_FOUND,
-                "no such active subscription",
-            ));
-        };
-        one.context = Some("https://mercure.rocks/");
-        one.last_event_id = Some(last_event_id.clone());
-        serde_json::to_string(&one)
-    } else {
-        serde_json::to_string(&SubscriptionList::new(
-            path.to_owned(),
-            last_event_id.clone(),
-            list,
-        ))
-    }
-    .map_err(|err| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    let body = document(
+        list,
+        subscriber.is_some(),
+        |mut one| {
+            one.context = Some("https://mercure.rocks/");
+            one.last_event_id = Some(last_event_id.clone());
+            one
+        },
+        |list| SubscriptionList::new(path.to_owned(), last_event_id.clone(), list),
+    )?;
     Ok(answer(
         &headers,
         &last_event_id,
         "application/ld+json",
         body,
     ))
+}
+
+/// The body of a subscriptions document, in either generation's shape: the one subscription
+/// a URL names (`single`; `404` if it is not active), made a document of its own by
+/// `standalone`, else the list `listed` makes.
+fn document<T: Serialize, L: Serialize>(
+    list: Vec<T>,
+    single: bool,
+    standalone: impl FnOnce(T) -> T,
+    listed: impl FnOnce(Vec<T>) -> L,
+) -> Result<String, HttpError> {
+    let body = if single {
+        let Some(one) = list.into_iter().next() else {
+            return Err(HttpError::new(
+                StatusCode::NOT_FOUND,
+                "no such active subscription",
+            ));
+        };
+        serde_json::to_string(&standalone(one))
+    } else {
+        serde_json::to_string(&listed(list))
+    };
+    body.map_err(|err| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))
 }
 
 /// The matcher types of Mercure 1.0, the first segment of its subscription URLs.
