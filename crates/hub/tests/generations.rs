@@ -177,6 +177,16 @@ fn access_token(key: &[u8], claims: serde_json::Value) -> String {
     .unwrap()
 }
 
+/// `Bearer` and a 1.0 access token for `hub` that may receive every private update.
+fn subscribe_everything(hub: &TestHub) -> String {
+    let claims = serde_json::json!({
+        "exp": unix_now() + 600,
+        "aud": hub.url("/.well-known/mercure"),
+        "authorization_details": [detail("subscribe", serde_json::json!([{"match": "*"}]))],
+    });
+    format!("Bearer {}", access_token(SUB_KEY, claims))
+}
+
 /// One `authorization_details` entry of type `mercure`.
 fn detail(action: &str, topics: serde_json::Value) -> serde_json::Value {
     serde_json::json!({"type": "mercure", "actions": [action], "topics": topics})
@@ -332,15 +342,7 @@ async fn the_protocol_setting_keeps_one_generation() {
             ..Settings::default()
         })
         .await;
-        let audience = hub.url("/.well-known/mercure");
-        let one_token = format!(
-            "Bearer {}",
-            access_token(
-                SUB_KEY,
-                serde_json::json!({"exp": unix_now() + 60, "aud": audience,
-                    "authorization_details": [detail("subscribe", serde_json::json!([{"match": "*"}]))]}),
-            )
-        );
+        let one_token = subscribe_everything(&hub);
         let (own, other, own_token, other_token, flag) = match protocol {
             herald_hub::Protocol::V0 => (
                 "topic=t",
@@ -379,15 +381,7 @@ async fn subscriptions_of_1_0_in_1_0_shape(transport: Transport) {
     })
     .await
     .over(transport);
-    let audience = hub.url("/.well-known/mercure");
-    let every = format!(
-        "Bearer {}",
-        access_token(
-            SUB_KEY,
-            serde_json::json!({"exp": unix_now() + 600, "aud": audience,
-                "authorization_details": [detail("subscribe", serde_json::json!([{"match": "*"}]))]}),
-        )
-    );
+    let every = subscribe_everything(&hub);
     let pattern = "/.well-known/mercure/subscriptions/:match_type/:match/:subscriber";
     let mut watcher = hub
         .subscribe(
@@ -489,10 +483,6 @@ async fn subscriptions_of_1_0_in_1_0_shape(transport: Transport) {
         .map(|s| s["topic"].as_str().unwrap())
         .collect();
     assert_eq!(topics, ["https://example.com/books/1"], "{legacy}");
-}
-
-fn urlencode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// 1.0 forbids a credentialed CORS answer with `*` or an echoed unlisted origin: with

@@ -166,10 +166,6 @@ async fn subscriptions_api_is_off_by_default(transport: Transport) {
     assert!(body.contains("--subscriptions"), "{body}");
 }
 
-fn urlencode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 /// Issue 15's audit: the subscriptions API had no ETag, so a polling client could not ask
 /// "has it changed?" (the spec's examples show `ETag` and `If-None-Match`).
 async fn subscriptions_api_answers_304_until_the_view_changes(transport: Transport) {

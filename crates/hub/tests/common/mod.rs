@@ -390,6 +390,11 @@ fn client_config(tls: &Tls, alpn: &[&[u8]]) -> ClientConfig {
     config
 }
 
+/// `s` percent-encoded for a query string.
+pub fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 pub async fn body_text(response: hyper::Response<Incoming>) -> String {
     let bytes = tokio::time::timeout(WAIT, response.into_body().collect())
         .await
