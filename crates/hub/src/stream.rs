@@ -95,7 +95,7 @@ async fn accept<S: Accepting>(hub: &Hub, stream: &mut S) -> Accepted {
         return Accepted::Hyper(head.freeze());
     };
     let uri = crate::http::absolute(&request.uri, &request.headers, S::SCHEME);
-    match respond(hub, &uri, &request.headers).await {
+    match respond(hub, &uri, &request.headers, b"").await {
         Ok(answer) => {
             let framing = request.framing();
             Accepted::Stream(response_head(framing, &answer), framing, answer)

@@ -529,7 +529,141 @@ async fn cors_of_1_0_never_echoes_an_unlisted_origin(transport: Transport) {
     );
 }
 
+/// A publish follows its token's generation: a 1.0 access token may not publish an id that
+/// starts with `#` or has a control or format character, nor a topic or type with one; a 0.x
+/// publisher keeps 0.x's rules. Every generation's publisher is refused the hub's namespace,
+/// however the topic names it (resolved against the hub's URL, as 1.0 resolves topics).
+async fn publish_rules_follow_the_token(transport: Transport) {
+    let hub = TestHub::start(Settings::default()).await.over(transport);
+    let modern = access_token(
+        PUB_KEY,
+        serde_json::json!({"exp": unix_now() + 600, "aud": hub.url("/.well-known/mercure"),
+            "authorization_details": [detail("publish", serde_json::json!([{"match": "*"}]))]}),
+    );
+    let legacy = publisher_token(&["*"]);
+    for (field, value, says) in [
+        ("id", "#fragment", "may not start with"),
+        ("id", "a\u{1}b", "control or format character"),
+        ("id", "a\u{200B}b", "control or format character"),
+        ("topic", "t\u{7F}", "control or format character"),
+        ("topic", "t\u{85}", "control or format character"),
+        ("type", "a\u{0}b", "control or format character"),
+    ] {
+        let mut form = vec![(field, value), ("data", "x")];
+        if field != "topic" {
+            form.push(("topic", "t"));
+        }
+        let (status, body) = hub.publish_with(Some(&modern), &form).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "1.0 {field}={value:?}: {body}"
+        );
+        assert!(body.contains(says), "{body}");
+        assert!(!body.contains("  "), "a message in one piece: {body:?}");
+        let (status, body) = hub.publish_with(Some(&legacy), &form).await;
+        assert_eq!(status, StatusCode::OK, "0.x {field}={value:?}: {body}");
+    }
+    for topic in [
+        "https://elsewhere.example/.well-known/mercure/subscriptions/t/s",
+        "mercure/subscriptions/t/s",
+        "/a/../.well-known/mercure",
+        "/.well-known/%6Dercure/x",
+        "/.well-known/mercure?x",
+    ] {
+        for token in [&modern, &legacy] {
+            let (status, body) = hub
+                .publish_with(Some(token), &[("topic", topic), ("data", "x")])
+                .await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{topic}: {body}");
+            assert!(body.contains("reserved"), "{body}");
+        }
+    }
+    // Near the namespace is not in it.
+    for topic in ["/.well-known/mercure-like", "https://example.com/mercure/x"] {
+        let (status, body) = hub
+            .publish_with(Some(&modern), &[("topic", topic), ("data", "x")])
+            .await;
+        assert_eq!(status, StatusCode::OK, "{topic}: {body}");
+    }
+}
+
+/// The `QUERY` method (a reference hub extension of 1.0) subscribes with the fields in a form
+/// body, added to those of the query string; the hub says so in `Accept-Query`. A body of
+/// another type, or none, is refused, and other methods get `405` naming the allowed ones.
+async fn query_method_subscribes(transport: Transport) {
+    use http_body_util::Full;
+    let hub = TestHub::start(anonymous()).await.over(transport);
+    let ids = [
+        hub.publish(&[("topic", "https://example.com/b/1"), ("data", "one")])
+            .await,
+        hub.publish(&[("topic", "https://example.com/b/2"), ("data", "two")])
+            .await,
+    ];
+    hub.publish(&[("topic", "elsewhere"), ("data", "not asked for")])
+        .await;
+    let query = |content_type: Option<&str>, body: String| {
+        let mut request = http::Request::builder()
+            .method(http::Method::from_bytes(b"QUERY").unwrap())
+            .uri(hub.url("/.well-known/mercure?match=t"));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.body(Full::new(bytes::Bytes::from(body))).unwrap()
+    };
+    let form = format!(
+        "match_urlpattern={}&last_event_id={}",
+        urlencode("https://example.com/b/:id"),
+        urlencode(&ids[0])
+    );
+    let response = hub
+        .request(query(
+            Some("application/x-www-form-urlencoded"),
+            form.clone(),
+        ))
+        .await;
+    let mut sse = Sse::new(response);
+    assert_eq!(sse.status, StatusCode::OK);
+    assert_eq!(sse.headers["mercure-last-event-id"], ids[0].as_str());
+    assert_eq!(
+        sse.headers["accept-query"],
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(data(sse.take(1).await), ["two"]);
+    // From the query string (`match=t`) as much as from the body.
+    hub.publish(&[("topic", "t"), ("data", "three")]).await;
+    assert_eq!(data(sse.take(1).await), ["three"]);
+
+    let response = hub.request(query(None, form.clone())).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(response).await.contains("Content-Type"));
+    let response = hub.request(query(Some("text/plain"), form)).await;
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let response = hub
+        .request(query(
+            Some("application/x-www-form-urlencoded"),
+            "match=a%00".into(),
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let put = http::Request::put(hub.url("/.well-known/mercure"))
+        .body(Full::default())
+        .unwrap();
+    let response = hub.request(put).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .contains("QUERY")
+    );
+    assert!(body_text(response).await.contains("POST publishes"));
+}
+
 per_transport!(
+    query_method_subscribes,
+    publish_rules_follow_the_token,
     cors_of_1_0_never_echoes_an_unlisted_origin,
     subscriptions_of_1_0_in_1_0_shape,
     challenges_point_at_the_resource_metadata,

@@ -13,9 +13,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 /// What a browser may send in a request (`Access-Control-Allow-Headers`).
 const ALLOW_HEADERS: &str = "authorization,cache-control,content-type,last-event-id";
 /// The methods of the hub's routes (`Access-Control-Allow-Methods`).
-const ALLOW_METHODS: &str = "GET,POST,OPTIONS";
+const ALLOW_METHODS: &str = "GET,POST,QUERY,OPTIONS";
 /// What a page's script may read of a response (`Access-Control-Expose-Headers`).
-const EXPOSE_HEADERS: &str = "link,last-event-id,mercure-last-event-id";
+const EXPOSE_HEADERS: &str = "link,last-event-id,mercure-last-event-id,accept-query";
 /// Responses differ with these request headers (`Vary`).
 const VARY: &str = "origin, access-control-request-method, access-control-request-headers";
 

@@ -108,7 +108,12 @@ impl IntoResponse for HttpError {
 pub fn router(hub: Hub) -> Router {
     use subscriptions_api::list_subscriptions;
     Router::new()
-        .route(HUB_PATH, get(subscribe::subscribe).post(publish::publish))
+        .route(
+            HUB_PATH,
+            get(subscribe::subscribe)
+                .post(publish::publish)
+                .fallback(subscribe::other_method),
+        )
         .route(SUBSCRIPTIONS_PATH, get(list_subscriptions))
         .route(
             RESOURCE_METADATA_PATH,
@@ -173,6 +178,15 @@ async fn add_link(mut response: Response) -> Response {
         .headers_mut()
         .insert(header::LINK, HeaderValue::from_static(LINK));
     response
+}
+
+/// Whether Mercure 1.0 forbids `c` in a matcher, a topic, an id or an event type: a control character (C0, DEL, C1) or a
+/// Unicode format character (general category Cf: zero-width and bidirectional marks and the
+/// like, which make two matchers that look the same differ).
+pub(crate) fn forbidden_in_v1(c: char) -> bool {
+    use icu_properties::CodePointMapData;
+    use icu_properties::props::GeneralCategory;
+    c.is_control() || CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format
 }
 
 /// The token in the request's `authorization` query parameter, if any.
@@ -352,6 +366,75 @@ fn check_cookie_origin(
                 "origin {origin} may not publish with the mercureAuthorization cookie (add it with --cors-origin)"
             ),
         ))
+    }
+}
+
+/// Reads a request body (a publish, a `QUERY` subscription) within its bounds: at most `max_body` bytes, and in time, where the
+/// time allowed is `body_timeout` plus a second per `body_min_rate` bytes received. A body that
+/// stops half-way or trickles must not hold its connection and buffer for long.
+pub(crate) async fn read_body(
+    mut body: axum::body::Body,
+    settings: &crate::Settings,
+) -> Result<bytes::Bytes, HttpError> {
+    let started = tokio::time::Instant::now();
+    let rate = settings.body_min_rate as u64;
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body larger than the limit of {} bytes",
+                settings.max_body
+            ),
+        )
+    };
+    if axum::body::HttpBody::size_hint(&body).lower() > settings.max_body as u64 {
+        return Err(too_large()); // declared by Content-Length: no need to wait for it
+    }
+    let mut received = bytes::BytesMut::new();
+    loop {
+        let earned = match rate {
+            0 => std::time::Duration::ZERO,
+            rate => std::time::Duration::from_millis(
+                (received.len() as u64).saturating_mul(1000) / rate,
+            ),
+        };
+        let deadline = started + settings.body_timeout.saturating_add(earned);
+        let frame = match tokio::time::timeout_at(
+            deadline,
+            http_body_util::BodyExt::frame(&mut body),
+        )
+        .await
+        {
+            Err(_) => {
+                let extension = match rate {
+                    0 => String::new(),
+                    rate => format!(" plus a second per {rate} bytes received"),
+                };
+                return Err(HttpError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body arrived too slowly: {} bytes in {:.1?}; the hub \
+                         waits {:?}{extension} (--body-timeout, --body-min-rate)",
+                        received.len(),
+                        started.elapsed(),
+                        settings.body_timeout,
+                    ),
+                ));
+            }
+            Ok(None) => return Ok(received.freeze()),
+            Ok(Some(Err(err))) => {
+                return Err(HttpError::bad_request(format!(
+                    "could not read the request body: {err}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if received.len() + data.len() > settings.max_body {
+                return Err(too_large());
+            }
+            received.extend_from_slice(&data);
+        }
     }
 }
 

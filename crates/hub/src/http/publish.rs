@@ -1,20 +1,17 @@
 //! Publishing: `POST /.well-known/mercure` with a form, checked (token, content type, size,
 //! time, fields) and stored; the answer is the update's id.
 
-use super::{HUB_PATH, HttpError, form_pairs, grants, query_token, store_error};
+use super::{HUB_PATH, HttpError, form_pairs, grants, query_token, read_body, store_error};
 use crate::auth::Role;
 use crate::history::{EARLIEST, StoreError};
 use crate::hub::Hub;
 use crate::update::{NewUpdate, new_id};
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use http_body_util::BodyExt;
-use std::time::Duration;
 
-const FORM: &str = "application/x-www-form-urlencoded";
+use super::subscribe::FORM;
 /// The SSE event type Mercure 1.0 reserves for the hub's subscription events.
 const RESERVED_TYPE: &str = "mercure";
 
@@ -59,6 +56,12 @@ pub(super) async fn publish(
     let uri = request.uri().clone();
     let body = read_body(request.into_body(), &hub.inner.settings).await?;
     let update = parse_publish_form(&body)?;
+    let rules = if grants.access_token {
+        Rules::V1
+    } else {
+        Rules::V0
+    };
+    check_update(&update, rules)?;
     if let Some(topic) = update
         .topics
         .iter()
@@ -90,66 +93,7 @@ pub(super) async fn publish(
         .into_response())
 }
 
-/// Reads a publish body within its bounds: at most `max_body` bytes, and in time, where the
-/// time allowed is `body_timeout` plus a second per `body_min_rate` bytes received. A body that
-/// stops half-way or trickles must not hold its connection and buffer for long.
-async fn read_body(mut body: Body, settings: &crate::Settings) -> Result<Bytes, HttpError> {
-    let started = tokio::time::Instant::now();
-    let rate = settings.body_min_rate as u64;
-    let too_large = || {
-        HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request body larger than the limit of {} bytes",
-                settings.max_body
-            ),
-        )
-    };
-    if axum::body::HttpBody::size_hint(&body).lower() > settings.max_body as u64 {
-        return Err(too_large()); // declared by Content-Length: no need to wait for it
-    }
-    let mut received = bytes::BytesMut::new();
-    loop {
-        let earned = match rate {
-            0 => Duration::ZERO,
-            rate => Duration::from_millis((received.len() as u64).saturating_mul(1000) / rate),
-        };
-        let deadline = started + settings.body_timeout.saturating_add(earned);
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                let extension = match rate {
-                    0 => String::new(),
-                    rate => format!(" plus a second per {rate} bytes received"),
-                };
-                return Err(HttpError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the request body arrived too slowly: {} bytes in {:.1?}; the hub \
-                         waits {:?}{extension} (--body-timeout, --body-min-rate)",
-                        received.len(),
-                        started.elapsed(),
-                        settings.body_timeout,
-                    ),
-                ));
-            }
-            Ok(None) => return Ok(received.freeze()),
-            Ok(Some(Err(err))) => {
-                return Err(HttpError::bad_request(format!(
-                    "could not read the request body: {err}"
-                )));
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            if received.len() + data.len() > settings.max_body {
-                return Err(too_large());
-            }
-            received.extend_from_slice(&data);
-        }
-    }
-}
-
-/// Parses and validates the fields of a publish request.
+/// Parses the fields of a publish request.
 fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
     let mut topics = Vec::new();
     let mut data = None;
@@ -180,6 +124,34 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
             _ => {}
         }
     }
+    Ok(NewUpdate {
+        id: id.filter(|id| !id.is_empty()).unwrap_or_else(new_id),
+        topics,
+        data: data.unwrap_or_default(),
+        private,
+        event_type: event_type.filter(|t| !t.is_empty()),
+        retry,
+    })
+}
+
+/// Which generation's publishing rules an update follows: its publisher's token's. Mercure
+/// 1.0 refuses some ids, types and topics that 0.x accepts; a 0.x publisher keeps 0.x's rules
+/// (the update still reaches subscribers of both generations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rules {
+    V0,
+    V1,
+}
+
+/// Checks an update against the publishing rules: what every generation refuses (no topic, a
+/// reserved topic, id or type, a field that would break the stream), and 1.0's own.
+pub(super) fn check_update(update: &NewUpdate, rules: Rules) -> Result<(), HttpError> {
+    let NewUpdate {
+        topics,
+        id,
+        event_type,
+        ..
+    } = update;
     if topics.is_empty() {
         return Err(HttpError::bad_request(
             "missing \"topic\" field: publish at least one topic (topic=<iri>, repeatable)",
@@ -188,7 +160,7 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
     if topics.iter().any(|t| t.is_empty()) {
         return Err(HttpError::bad_request("a \"topic\" field is empty"));
     }
-    if let Some(reserved) = topics.iter().find(|t| t.starts_with(HUB_PATH)) {
+    if let Some(reserved) = topics.iter().find(|t| is_reserved(t)) {
         // The hub's own subscription events live there: a publisher could forge them.
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
@@ -198,7 +170,7 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
             ),
         ));
     }
-    if id.as_deref() == Some(EARLIEST) {
+    if id == EARLIEST {
         // A client whose last event had this id would resume with `Last-Event-ID: earliest`
         // and be sent the whole history again.
         return Err(HttpError::bad_request(format!(
@@ -213,18 +185,46 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
             "the event type {RESERVED_TYPE:?} is reserved for the hub's own subscription events (Mercure 1.0): choose another \"type\""
         )));
     }
-    let update = NewUpdate {
-        id: id.filter(|id| !id.is_empty()).unwrap_or_else(new_id),
-        topics,
-        data: data.unwrap_or_default(),
-        private,
-        event_type: event_type.filter(|t| !t.is_empty()),
-        retry,
-    };
     update.validate().map_err(|err| {
         HttpError::bad_request(format!(
             "{err}: the \"id\" and \"type\" fields must be single-line"
         ))
     })?;
-    Ok(update)
+    if rules == Rules::V1 {
+        let forbidden = |text: &str| text.chars().any(super::forbidden_in_v1);
+        if let Some(topic) = topics.iter().find(|t| forbidden(t)) {
+            return Err(HttpError::bad_request(format!(
+                "the topic {topic:?} has a control or format character, which Mercure 1.0 \
+                 does not allow in topics"
+            )));
+        }
+        if id.starts_with('#') || forbidden(id) {
+            return Err(HttpError::bad_request(format!(
+                "the update id {id:?} is not allowed by Mercure 1.0: an id may not start with \
+                 \"#\" (the hub's generated ids may) nor have a control or format character"
+            )));
+        }
+        if let Some(event_type) = event_type.as_deref().filter(|t| forbidden(t)) {
+            return Err(HttpError::bad_request(format!(
+                "the event type {event_type:?} has a control or format character, which \
+                 Mercure 1.0 does not allow"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `topic` names the hub's own namespace: resolved against the hub's URL (as Mercure
+/// 1.0 resolves topics for URL patterns, so `mercure/x` and `https://any.host/.well-known/mercure/x`
+/// count), with dot segments removed and percent-encoding decoded, its path is the hub's path
+/// or under it.
+fn is_reserved(topic: &str) -> bool {
+    static BASE: std::sync::LazyLock<url::Url> = std::sync::LazyLock::new(|| {
+        url::Url::parse(&format!("https://hub.invalid{HUB_PATH}")).expect("a valid URL")
+    });
+    let Ok(url) = BASE.join(topic) else {
+        return topic.starts_with(HUB_PATH);
+    };
+    let path = percent_encoding::percent_decode_str(url.path()).decode_utf8_lossy();
+    path == HUB_PATH || path.starts_with(&format!("{HUB_PATH}/"))
 }

@@ -1,7 +1,9 @@
 //! Subscribing: `GET /.well-known/mercure?topic=…`, checked (selectors, token, limits,
 //! `Last-Event-ID`) and answered with one [`SubscriptionResponse`] that every transport renders.
 
-use super::{HttpError, LAST_EVENT_ID, LINK, cors, form_pairs, grants, store_error};
+use super::{
+    HUB_PATH, HttpError, LAST_EVENT_ID, LINK, cors, form_pairs, grants, read_body, store_error,
+};
 use crate::auth::{self, Role};
 use crate::dispatch::Filter;
 use crate::history::{EARLIEST, Start};
@@ -11,7 +13,7 @@ use crate::subscriptions::{SubscriptionGuard, Watched};
 use crate::topic::{Selector, SelectorError, SelectorSet};
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use std::sync::Arc;
 
@@ -31,14 +33,12 @@ enum Generation {
     V1,
 }
 
-/// Whether Mercure 1.0 forbids `c` in a matcher: a control character (C0, DEL, C1) or a
-/// Unicode format character (general category Cf: zero-width and bidirectional marks and the
-/// like, which make two matchers that look the same differ).
-fn forbidden_in_v1(c: char) -> bool {
-    use icu_properties::CodePointMapData;
-    use icu_properties::props::GeneralCategory;
-    c.is_control() || CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format
-}
+/// The media type of a publish body and of a `QUERY` subscription's body.
+pub(super) const FORM: &str = "application/x-www-form-urlencoded";
+/// The methods of the hub's path.
+const ALLOW: &str = "GET, HEAD, POST, QUERY, OPTIONS";
+/// The header that says a resource takes `QUERY` requests, and in what media type.
+const ACCEPT_QUERY: HeaderName = HeaderName::from_static("accept-query");
 
 /// The response header of a Mercure 1.0 subscription that says where the stream resumed.
 pub(crate) const MERCURE_LAST_EVENT_ID: &str = "mercure-last-event-id";
@@ -84,11 +84,14 @@ struct SubscribeQuery {
     authorization: Option<String>,
 }
 
-fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
+/// Reads a subscribe request's fields: its query string, then (for `QUERY`) its form body.
+fn parse_subscribe_query(query: &str, form: &[u8]) -> Result<SubscribeQuery, HttpError> {
     let mut q = SubscribeQuery::default();
     let (mut topics, mut matchers) = (false, false);
     let (mut id_v0, mut id_v1) = (None, None);
-    for pair in form_pairs(query.as_bytes(), "query parameter") {
+    let fields =
+        form_pairs(query.as_bytes(), "query parameter").chain(form_pairs(form, "form field"));
+    for pair in fields {
         let (key, value) = pair?;
         match &*key {
             "topic" => {
@@ -138,7 +141,7 @@ fn parse_subscribe_query(query: &str) -> Result<SubscribeQuery, HttpError> {
         if let Some(bad) = q
             .asked
             .iter()
-            .find(|a| a.text().chars().any(forbidden_in_v1))
+            .find(|a| a.text().chars().any(super::forbidden_in_v1))
         {
             return Err(HttpError::bad_request(format!(
                 "the matcher {:?} has a control or format character, which Mercure 1.0 does \
@@ -184,12 +187,16 @@ pub(crate) struct SubscriptionResponse {
 /// Checks a subscribe request (selectors, token, `Last-Event-ID`), registers the
 /// subscription and builds its answer. Every transport answers with this, so all of them
 /// accept and refuse exactly the same requests with the same headers.
+///
+/// `form` is the body of a `QUERY` request (fields as in the query string, which they add
+/// to), empty for a `GET`.
 pub(crate) async fn respond(
     hub: &Hub,
     uri: &http::Uri,
     headers: &HeaderMap,
+    form: &[u8],
 ) -> Result<SubscriptionResponse, HttpError> {
-    let (subscriber, resumed_from, generation) = open(hub, uri, headers).await?;
+    let (subscriber, resumed_from, generation) = open(hub, uri, headers, form).await?;
     let mut answer = Vec::with_capacity(8);
     for (name, value) in SSE_HEADERS {
         answer.push((
@@ -207,6 +214,7 @@ pub(crate) async fn respond(
         answer.push((name, id));
     }
     answer.push((header::LINK, HeaderValue::from_static(LINK)));
+    answer.push((ACCEPT_QUERY, HeaderValue::from_static(FORM)));
     let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
     let cors = match generation {
         Generation::V0 => cors::simple_headers,
@@ -225,8 +233,9 @@ async fn open(
     hub: &Hub,
     uri: &http::Uri,
     headers: &HeaderMap,
+    form: &[u8],
 ) -> Result<(Subscriber, Option<String>, Generation), HttpError> {
-    let query = parse_subscribe_query(uri.query().unwrap_or(""))?;
+    let query = parse_subscribe_query(uri.query().unwrap_or(""), form)?;
     let protocol = hub.inner.settings.protocol;
     match query.generation {
         Generation::V0 if !protocol.serves_v0() => {
@@ -371,10 +380,66 @@ pub(super) async fn subscribe(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, HttpError> {
+    let answer = respond(&hub, request.uri(), &headers, b"").await?;
+    Ok(streamed(answer))
+}
+
+/// Any other method on the hub's path: `QUERY` subscribes (a reference hub extension of
+/// Mercure 1.0: the fields travel in a form body, which has no URL length limit and stays out
+/// of access logs), the rest get `405`.
+pub(super) async fn other_method(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, HttpError> {
+    if request.method().as_str() != "QUERY" {
+        let mut refusal = HttpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{} is not a method of {HUB_PATH}: GET or QUERY subscribes, POST publishes",
+                request.method()
+            ),
+        )
+        .into_response();
+        refusal
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+        return Ok(refusal);
+    }
+    let essence = headers.get(header::CONTENT_TYPE).map(|ct| {
+        ct.to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+    });
+    match essence {
+        None | Some("") => {
+            return Err(HttpError::bad_request(format!(
+                "a QUERY subscription carries its fields in a body with Content-Type: {FORM}"
+            )));
+        }
+        Some(essence) if !essence.eq_ignore_ascii_case(FORM) => {
+            return Err(HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("a QUERY subscription's body is {FORM} (got {essence:?})"),
+            ));
+        }
+        Some(_) => {}
+    }
+    let uri = request.uri().clone();
+    let form = read_body(request.into_body(), &hub.inner.settings).await?;
+    let answer = respond(&hub, &uri, &headers, &form).await?;
+    Ok(streamed(answer))
+}
+
+/// A subscription's answer as a hyper response with a streamed body.
+fn streamed(answer: SubscriptionResponse) -> Response {
     let SubscriptionResponse {
         headers: answer,
         mut subscriber,
-    } = respond(&hub, request.uri(), &headers).await?;
+    } = answer;
     // hyper takes one buffer per frame: the parts of a chunk are sent as frames of their own.
     let mut parts = std::collections::VecDeque::new();
     let body = futures_util::stream::poll_fn(move |cx| {
@@ -393,5 +458,5 @@ pub(super) async fn subscribe(
     for (name, value) in answer {
         h.append(name, value);
     }
-    Ok(response)
+    response
 }
