@@ -25,10 +25,10 @@ case "$target" in
   # Memory: a single allocation over 128 MiB, or the process over 1 GiB, is a finding (the
   # target also asserts each compile + match peaks under 64 MiB); -len_control=0: blow-ups
   # need long selectors and topics, so do not make the fuzzer work its way up to them.
-  selector) flags+=(-rss_limit_mb=1024 -malloc_limit_mb=128 -len_control=0) ;;
+  selector | url_pattern) flags+=(-rss_limit_mb=1024 -malloc_limit_mb=128 -len_control=0) ;;
   # One hub lives across executions and keeps what was published: that is state, not a leak.
   token | publish_form) flags+=(-detect_leaks=0) ;;
-  *) echo "unknown fuzz target '$target' (known: decoder head selector token publish_form)" >&2; exit 2 ;;
+  *) echo "unknown fuzz target '$target' (known: decoder head selector url_pattern token publish_form)" >&2; exit 2 ;;
 esac
 
 corpus=corpus/$target

@@ -17,88 +17,13 @@
 //!   libFuzzer's `-rss_limit_mb` / `-malloc_limit_mb` bound the process too (fuzz/README.md).
 #![no_main]
 
+use herald_fuzz::bounds::{self, Counting, PEAK, cpu_time, limits};
 use herald_hub::topic::{MAX_SELECTOR_LEN, Selector, SelectorError};
 use libfuzzer_sys::fuzz_target;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
-
-/// The system allocator, counting live bytes and their peak.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
-            PEAK.fetch_max(live, Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(p, layout) };
-        LIVE.fetch_sub(layout.size(), Relaxed);
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, layout, new_size) };
-        if !q.is_null() {
-            if new_size >= layout.size() {
-                let live =
-                    LIVE.fetch_add(new_size - layout.size(), Relaxed) + new_size - layout.size();
-                PEAK.fetch_max(live, Relaxed);
-            } else {
-                LIVE.fetch_sub(layout.size() - new_size, Relaxed);
-            }
-        }
-        q
-    }
-}
+use std::sync::atomic::Ordering::Relaxed;
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// CPU time of this thread: unlike the wall clock, it does not count the time other processes
-/// of a loaded machine take, so the bounds hold on a busy CI machine too.
-fn cpu_time() -> Duration {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid, writable timespec; the clock id is a constant Linux supports.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-/// The bounds: compile time, match time (both matches together), peak heap bytes.
-struct Limits {
-    compile: Duration,
-    matching: Duration,
-    bytes: usize,
-}
-
-fn limits() -> &'static Limits {
-    static LIMITS: OnceLock<Limits> = OnceLock::new();
-    LIMITS.get_or_init(|| {
-        let var = |name: &str, default: u64| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(default)
-        };
-        Limits {
-            compile: Duration::from_millis(var("HERALD_FUZZ_COMPILE_MS", 1000)),
-            matching: Duration::from_millis(var("HERALD_FUZZ_MATCH_MS", 100)),
-            bytes: usize::try_from(var("HERALD_FUZZ_SELECTOR_MB", 64)).unwrap() << 20,
-        }
-    })
-}
 
 fuzz_target!(|input: &[u8]| {
     let limits = limits();
@@ -109,8 +34,7 @@ fuzz_target!(|input: &[u8]| {
     let selector = String::from_utf8_lossy(selector);
     let topic = String::from_utf8_lossy(topic);
 
-    let base = LIVE.load(Relaxed);
-    PEAK.store(base, Relaxed);
+    let base = bounds::start_counting();
     let start = cpu_time();
     let parsed = Selector::parse(&selector);
     let compiled = cpu_time() - start;
@@ -195,7 +119,10 @@ fuzz_target!(|input: &[u8]| {
         Err(err) => {
             assert!(selector.len() <= MAX_SELECTOR_LEN);
             assert!(selector.contains('{'), "{err}");
-            assert!(!err.is_syntax(), "a syntax error is an exact selector, not an error: {err}");
+            assert!(
+                !err.is_syntax(),
+                "a syntax error is an exact selector, not an error: {err}"
+            );
             // Every error message names the selector, so a client can find it.
             let _ = err.to_string();
         }

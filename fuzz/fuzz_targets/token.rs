@@ -6,9 +6,12 @@
 //! 2. as the claims of a token correctly signed here (HS256 over the raw bytes, JSON or not);
 //!    with a `\0` in the input, the bytes before it are the JOSE header and the bytes after it
 //!    the claims. Nothing panics; a token never verifies for the role whose key did not sign
-//!    it; verified grants agree with the JSON (`exp`); and a subscriber token that verifies
-//!    opens a subscription on an in-process hub (`GET /.well-known/mercure?topic=...`) with a
-//!    200/400/401/403, so a far-future `exp` must not overflow anything the hub does with it;
+//!    it; verified grants agree with the JSON (`exp`, required for a Mercure 1.0 access
+//!    token); a plain JWT with 1.0's `authorization_details` never verifies; and a subscriber
+//!    token that verifies opens a subscription on an in-process hub with a 200/400/401/403
+//!    (`?topic=...` for a 0.x token, `?match_urlpattern=...` for a 1.0 access token, whose
+//!    topics may be URL patterns), so a far-future `exp` must not overflow anything the hub
+//!    does with it. Seeds with `{"typ":"at+jwt",...}` headers lead it to access tokens;
 //! 3. split on `\n` into an `Authorization` header (first line), `Cookie` headers (middle
 //!    lines) and an `authorization` query parameter (last line, with 3 lines or more), for
 //!    `locate_token`, whose answer is checked against where the token really was.
@@ -96,23 +99,47 @@ fn as_claims(v: &Verifier, input: &[u8]) {
         );
     }
 
+    let json = serde_json::from_slice::<serde_json::Value>(claims).ok();
+    if header == HS256_HEADER
+        && json
+            .as_ref()
+            .is_some_and(|json| json.get("authorization_details").is_some())
+    {
+        assert!(
+            subscribed.is_err(),
+            "a JWT that is not an access token verified with authorization_details"
+        );
+    }
     if let Ok(grants) = &subscribed {
         // What was granted is what the JSON says.
-        if let Ok(json) = serde_json::from_slice::<serde_json::Value>(claims)
-            && let Some(exp) = json.get("exp").and_then(serde_json::Value::as_u64)
+        if let Some(exp) = json
+            .as_ref()
+            .and_then(|json| json.get("exp"))
+            .and_then(serde_json::Value::as_u64)
         {
             assert_eq!(grants.expires_at, Some(exp));
         }
-        for selector in grants.subscribe.iter() {
-            assert!(selector.matches(selector.as_str()));
+        if grants.access_token {
+            assert!(grants.expires_at.is_some(), "an access token without exp");
+        }
+        if !grants.access_token {
+            // A 0.x selector (URI template or exact) matches its own text; a URL pattern
+            // need not (`(a*)*b`).
+            for selector in grants.subscribe.iter() {
+                assert!(selector.matches(selector.as_str()));
+            }
         }
         // And the hub can open a subscription with it, whatever its expiry and selectors.
-        let request =
-            http::Request::get("/.well-known/mercure?topic=https%3A%2F%2Fexample.com%2Fbooks%2F1")
-                .header(header::HOST, "hub.example")
-                .header(header::AUTHORIZATION, format!("Bearer {for_subscriber}"))
-                .body(axum::body::Body::empty())
-                .expect("a valid request");
+        let query = if grants.access_token {
+            "match_urlpattern=https%3A%2F%2Fexample.com%2Fbooks%2F%3Aid"
+        } else {
+            "topic=https%3A%2F%2Fexample.com%2Fbooks%2F1"
+        };
+        let request = http::Request::get(format!("/.well-known/mercure?{query}"))
+            .header(header::HOST, "hub.example")
+            .header(header::AUTHORIZATION, format!("Bearer {for_subscriber}"))
+            .body(axum::body::Body::empty())
+            .expect("a valid request");
         assert_subscribe_answer(send(request), "subscribing with a verified token");
     }
 }

@@ -2,6 +2,8 @@
 //! the hub's own types could never serialize still carry a valid signature), and one in-process
 //! hub on one current-thread tokio runtime, reused by every execution.
 
+pub mod bounds;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use herald_hub::auth::{Claims, KeySource, MercureClaim, Verifier, sign_hmac};
@@ -18,7 +20,12 @@ pub const SUBSCRIBER_SECRET: &[u8] = b"herald-fuzz-subscriber-secret";
 /// The JOSE header of every token signed here, unless a target fuzzes the header too.
 pub const HS256_HEADER: &[u8] = br#"{"alg":"HS256","typ":"JWT"}"#;
 
-/// HS256 verifier with distinct publisher and subscriber secrets, as `herald serve` builds it.
+/// The audience a Mercure 1.0 access token must name (`--jwt-audience`): the in-process hub's
+/// URL, as the targets' requests name it (`Host: hub.example`).
+pub const AUDIENCE: &str = "https://hub.example/.well-known/mercure";
+
+/// HS256 verifier with distinct publisher and subscriber secrets, as `herald serve` builds it,
+/// with [`AUDIENCE`] pinned so that 1.0 access tokens verify without a request too.
 pub fn verifier() -> Verifier {
     Verifier::new(
         Algorithm::HS256,
@@ -26,6 +33,7 @@ pub fn verifier() -> Verifier {
         &KeySource::Secret(SUBSCRIBER_SECRET.to_vec()),
     )
     .expect("HS256 with secrets is a valid configuration")
+    .with_audience(Some(AUDIENCE.into()))
 }
 
 /// A compact JWS: base64url(header) . base64url(payload) . base64url(HMAC-SHA256), over any

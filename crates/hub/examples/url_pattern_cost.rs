@@ -20,6 +20,9 @@ fn main() {
             &segments,
         ),
         ("https://example.com/*a*b*a*b*a*b*c", &pairs),
+        // Found by the url_pattern fuzz target: wildcards, each a regex group.
+        (&*format!("https://example.com/{}", "*".repeat(90)), &pairs),
+        (&*format!("/{}x", "*".repeat(90)), &long_a),
     ] {
         let started = Instant::now();
         let selector = Selector::url_pattern(pattern, &base).expect("a valid pattern");
