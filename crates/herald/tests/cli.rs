@@ -1078,3 +1078,91 @@ fn bad_tls_settings_are_refused_at_start() {
         &["serves HTTPS", "--tls-self-signed"],
     );
 }
+
+/// `herald pub --stream` sends standard input as one streaming publish while it is still
+/// being written, printing each id as the hub stores it; a refused event fails the command
+/// with the hub's reason, after the ids stored before it.
+#[test]
+fn pub_stream_publishes_every_event_of_stdin() {
+    use std::io::Write;
+    let server = Server::start(&["--jwt-key", "k"], &[]);
+    let token = text(&herald(&["token", "--key", "k", "--publish", "*"]).stdout);
+    let run = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["pub", "--stream", "answer", "--hub", &server.hub()])
+            .env("HERALD_TOKEN", token.trim())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        (
+            child,
+            move |chunk: &[u8]| stdin.write_all(chunk).unwrap(),
+            move || {
+                let mut line = String::new();
+                stdout.read_line(&mut line).unwrap();
+                line
+            },
+        )
+    };
+    let (mut child, mut write, mut read_line) = run();
+    // The first id is printed while stdin is still open: the request is streamed.
+    write(b"id: t1\ndata: Hel\n\n");
+    assert_eq!(read_line(), "t1\n");
+    write(b"id: t2\ndata: lo\n\ndata: !\n\n");
+    assert_eq!(read_line(), "t2\n");
+    assert!(read_line().starts_with("urn:uuid:"));
+    drop(write); // end of input
+    assert!(child.wait().unwrap().success());
+
+    let (mut child, mut write, mut read_line) = run();
+    write(b"id: u1\ndata: ok\n\nid: earliest\ndata: no\n\n");
+    drop(write);
+    assert_eq!(read_line(), "u1\n");
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("refused an event: 400 event 2"), "{err}");
+}
+
+#[test]
+fn bench_publish_compares_streamed_and_per_request() {
+    let server = Server::start(&["--jwt-key", "bench-secret"], &[]);
+    let pid = server.child.id().to_string();
+    let out = herald(&[
+        "bench",
+        "publish",
+        "--url",
+        &server.url,
+        "--jwt-key",
+        "bench-secret",
+        "--messages",
+        "300",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let modes: Vec<&str> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["request-per-update", "streamed"]);
+    for mode in report.as_array().unwrap() {
+        assert_eq!(mode["updates"], 300, "{report}");
+        assert!(mode["delivered_per_s"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(mode["server_cpu_us_per_update"].is_number(), "{report}");
+    }
+}

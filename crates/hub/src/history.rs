@@ -159,6 +159,30 @@ pub trait History: Send + Sync + 'static {
     /// so that a publisher's retry after a lost answer is idempotent.
     fn append(&self, update: NewUpdate) -> BoxFuture<'_, Result<Arc<Update>, StoreError>>;
 
+    /// Stores `updates` in this order, each as [`History::append`] would, and answers each
+    /// in the same order. Backends whose `append` takes its place when called (not when first
+    /// polled) commit them together (the file store's group commit); the default appends one
+    /// after the other and stops at the first error, which is then the last answer.
+    fn append_all(
+        &self,
+        updates: Vec<NewUpdate>,
+    ) -> BoxFuture<'_, Vec<Result<Arc<Update>, StoreError>>> {
+        use futures_util::FutureExt as _;
+        async move {
+            let mut answers = Vec::with_capacity(updates.len());
+            for update in updates {
+                let answer = self.append(update).await;
+                let failed = answer.is_err();
+                answers.push(answer);
+                if failed {
+                    break;
+                }
+            }
+            answers
+        }
+        .boxed()
+    }
+
     /// Up to `limit` updates with a position greater than `after`, in position order.
     fn read_after(
         &self,

@@ -58,93 +58,53 @@ pub enum DecodeError {
     },
 }
 
-/// Incremental event-stream parser. See the module documentation for the rules it follows.
+/// The lines of an event stream, split as the standard says: a leading byte order mark
+/// dropped, lines ended by CR, LF or CRLF (a CRLF may be split between two chunks), each at
+/// most a bounded length. [`Decoder`] reads its fields from them; a server reading an event
+/// stream with other rules (Herald's streaming publish, which refuses what the standard
+/// would repair) can use them too.
 #[derive(Debug)]
-pub struct Decoder {
-    limits: Limits,
+pub struct Lines {
+    max_line: usize,
     /// Bytes of the current line that arrived in earlier chunks.
     line: Vec<u8>,
     /// The previous chunk ended in CR: an LF starting the next chunk belongs to that line end.
     after_cr: bool,
     /// Until false, the stream start is still being checked for a byte order mark.
     at_start: bool,
-    data: String,
-    event_type: String,
-    last_event_id: String,
-    retry: Option<u64>,
-    ready: VecDeque<MessageEvent>,
 }
 
-impl Default for Decoder {
-    fn default() -> Self {
-        Decoder::new()
-    }
-}
-
-impl Decoder {
-    /// A decoder with the default [`Limits`].
-    pub fn new() -> Self {
-        Decoder::with_limits(Limits::default())
-    }
-
-    /// A decoder with the given bounds.
-    pub fn with_limits(limits: Limits) -> Self {
-        Decoder {
-            limits,
+impl Lines {
+    /// A splitter refusing lines longer than `max_line` bytes (without their line end).
+    pub fn new(max_line: usize) -> Self {
+        Lines {
+            max_line,
             line: Vec::new(),
             after_cr: false,
             at_start: true,
-            data: String::new(),
-            event_type: String::new(),
-            last_event_id: String::new(),
-            retry: None,
-            ready: VecDeque::new(),
         }
     }
 
-    /// Starts a new stream, as on reconnection: partial lines and events are dropped, the BOM
-    /// check starts over. The last event id and the reconnection time are kept, as the
-    /// `EventSource` keeps them across connections.
+    /// Starts a new stream: a partial line is dropped, the BOM check starts over.
     pub fn reset(&mut self) {
         self.line.clear();
         self.after_cr = false;
         self.at_start = true;
-        self.data.clear();
-        self.event_type.clear();
-        self.ready.clear();
     }
 
-    /// The stream ended: an event without its closing blank line is dropped, as the standard says.
-    /// Dispatched events not yet taken stay available.
-    pub fn finish(&mut self) {
-        let ready = std::mem::take(&mut self.ready);
-        self.reset();
-        self.ready = ready;
+    /// Whether part of a line is held, waiting for its end.
+    pub fn in_line(&self) -> bool {
+        !self.line.is_empty()
     }
 
-    /// The last event id seen so far (what a reconnecting client sends as `Last-Event-ID`).
-    pub fn last_event_id(&self) -> &str {
-        &self.last_event_id
-    }
-
-    /// Sets the last event id, e.g. from a client's configuration before the first connection.
-    pub fn set_last_event_id(&mut self, id: impl Into<String>) {
-        self.last_event_id = id.into();
-    }
-
-    /// The reconnection time in milliseconds from the latest valid `retry:` field, if any.
-    pub fn retry(&self) -> Option<u64> {
-        self.retry
-    }
-
-    /// Takes the next dispatched event.
-    pub fn next_event(&mut self) -> Option<MessageEvent> {
-        self.ready.pop_front()
-    }
-
-    /// Parses a chunk of the stream. Complete events become available from
-    /// [`Decoder::next_event`]; incomplete lines are kept for the next chunk.
-    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), DecodeError> {
+    /// Splits a chunk of the stream, calling `on_line` with each complete line (without its
+    /// end), in order; an incomplete line is kept for the next chunk. Stops at the first
+    /// error, the line limit's or `on_line`'s.
+    pub fn feed<E: From<DecodeError>>(
+        &mut self,
+        mut chunk: &[u8],
+        mut on_line: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         if self.at_start {
             // The BOM may itself be split across chunks: hold back a prefix of it.
             let held = self.line.len();
@@ -162,14 +122,18 @@ impl Decoder {
                 self.line.truncate(held);
                 if held > 0 {
                     let head = std::mem::take(&mut self.line);
-                    self.feed_lines(&head)?;
+                    self.feed_lines(&head, &mut on_line)?;
                 }
             }
         }
-        self.feed_lines(chunk)
+        self.feed_lines(chunk, &mut on_line)
     }
 
-    fn feed_lines(&mut self, mut chunk: &[u8]) -> Result<(), DecodeError> {
+    fn feed_lines<E: From<DecodeError>>(
+        &mut self,
+        mut chunk: &[u8],
+        on_line: &mut impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         if self.after_cr && !chunk.is_empty() {
             self.after_cr = false;
             if chunk[0] == b'\n' {
@@ -179,12 +143,12 @@ impl Decoder {
         while let Some(end) = memchr::memchr2(b'\r', b'\n', chunk) {
             if self.line.is_empty() {
                 self.check_line(end)?;
-                self.process_line(&chunk[..end])?;
+                on_line(&chunk[..end])?;
             } else {
                 self.check_line(self.line.len() + end)?;
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(&chunk[..end]);
-                let result = self.process_line(&line);
+                let result = on_line(&line);
                 line.clear();
                 self.line = line; // keep the allocation for the next long line
                 result?;
@@ -207,27 +171,129 @@ impl Decoder {
     }
 
     fn check_line(&mut self, len: usize) -> Result<(), DecodeError> {
-        if len > self.limits.max_line {
+        if len > self.max_line {
             self.line.clear();
             return Err(DecodeError::LineTooLong {
-                limit: self.limits.max_line,
+                limit: self.max_line,
             });
         }
         Ok(())
     }
+}
 
+/// Splits a field line into its name and value, as the standard says: the value after the
+/// first `:`, one leading space dropped; a line without `:` is a name with an empty value.
+/// `None` for a comment (a line starting with `:`).
+pub fn field(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    match memchr::memchr(b':', line) {
+        Some(0) => None,
+        Some(i) => {
+            let value = &line[i + 1..];
+            Some((&line[..i], value.strip_prefix(b" ").unwrap_or(value)))
+        }
+        None => Some((line, &b""[..])),
+    }
+}
+
+/// Incremental event-stream parser. See the module documentation for the rules it follows.
+#[derive(Debug)]
+pub struct Decoder {
+    lines: Lines,
+    fields: Fields,
+}
+
+/// What the fields of the stream so far have set.
+#[derive(Debug)]
+struct Fields {
+    limits: Limits,
+    data: String,
+    event_type: String,
+    last_event_id: String,
+    retry: Option<u64>,
+    ready: VecDeque<MessageEvent>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new()
+    }
+}
+
+impl Decoder {
+    /// A decoder with the default [`Limits`].
+    pub fn new() -> Self {
+        Decoder::with_limits(Limits::default())
+    }
+
+    /// A decoder with the given bounds.
+    pub fn with_limits(limits: Limits) -> Self {
+        Decoder {
+            lines: Lines::new(limits.max_line),
+            fields: Fields {
+                limits,
+                data: String::new(),
+                event_type: String::new(),
+                last_event_id: String::new(),
+                retry: None,
+                ready: VecDeque::new(),
+            },
+        }
+    }
+
+    /// Starts a new stream, as on reconnection: partial lines and events are dropped, the BOM
+    /// check starts over. The last event id and the reconnection time are kept, as the
+    /// `EventSource` keeps them across connections.
+    pub fn reset(&mut self) {
+        self.lines.reset();
+        self.fields.data.clear();
+        self.fields.event_type.clear();
+        self.fields.ready.clear();
+    }
+
+    /// The stream ended: an event without its closing blank line is dropped, as the standard says.
+    /// Dispatched events not yet taken stay available.
+    pub fn finish(&mut self) {
+        let ready = std::mem::take(&mut self.fields.ready);
+        self.reset();
+        self.fields.ready = ready;
+    }
+
+    /// The last event id seen so far (what a reconnecting client sends as `Last-Event-ID`).
+    pub fn last_event_id(&self) -> &str {
+        &self.fields.last_event_id
+    }
+
+    /// Sets the last event id, e.g. from a client's configuration before the first connection.
+    pub fn set_last_event_id(&mut self, id: impl Into<String>) {
+        self.fields.last_event_id = id.into();
+    }
+
+    /// The reconnection time in milliseconds from the latest valid `retry:` field, if any.
+    pub fn retry(&self) -> Option<u64> {
+        self.fields.retry
+    }
+
+    /// Takes the next dispatched event.
+    pub fn next_event(&mut self) -> Option<MessageEvent> {
+        self.fields.ready.pop_front()
+    }
+
+    /// Parses a chunk of the stream. Complete events become available from
+    /// [`Decoder::next_event`]; incomplete lines are kept for the next chunk.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), DecodeError> {
+        let fields = &mut self.fields;
+        self.lines.feed(chunk, |line| fields.process_line(line))
+    }
+}
+
+impl Fields {
     fn process_line(&mut self, line: &[u8]) -> Result<(), DecodeError> {
         if line.is_empty() {
             self.dispatch();
             return Ok(());
         }
-        let (field, value) = match memchr::memchr(b':', line) {
-            Some(0) => return Ok(()), // comment
-            Some(i) => {
-                let value = &line[i + 1..];
-                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &b""[..]),
+        let Some((field, value)) = field(line) else {
+            return Ok(()); // comment
         };
         match field {
             b"data" => {
@@ -331,7 +397,7 @@ mod tests {
         let chunk = [b'x'; 100];
         let err = (0..100).find_map(|_| d.feed(&chunk).err());
         assert_eq!(err, Some(DecodeError::LineTooLong { limit: 1024 }));
-        assert!(d.line.capacity() < 4096);
+        assert!(d.lines.line.capacity() < 4096);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   [`EncodeError`]; multi-line data and comments are split into one field line per line.
 //! - [`Decoder`] — an incremental parser: feed it chunks of any size, take [`MessageEvent`]s out.
 //!   It follows the WHATWG HTML "event stream interpretation" rules to the letter, and bounds the
-//!   memory a hostile stream can make it hold ([`Limits`], [`DecodeError`]).
+//!   memory a hostile stream can make it hold ([`Limits`], [`DecodeError`]). Its line
+//!   splitting ([`Lines`]) and field syntax ([`field`]) serve other readers of the format too.
 //!
 //! ```
 //! use herald_sse::{Decoder, Event};
@@ -26,5 +27,5 @@
 mod decode;
 mod encode;
 
-pub use decode::{DecodeError, Decoder, Limits, MessageEvent};
+pub use decode::{DecodeError, Decoder, Limits, Lines, MessageEvent, field};
 pub use encode::{EncodeError, Event, comment};

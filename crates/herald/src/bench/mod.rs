@@ -10,6 +10,7 @@ mod floor;
 mod h2;
 mod idle;
 pub(crate) mod procstat;
+mod publish;
 mod store;
 mod swarm;
 mod target;
@@ -34,6 +35,10 @@ enum Mode {
     /// Many subscribers on one topic, a publisher at a fixed rate: losses, duplicates,
     /// deliveries/s, publish->receive latency, and the server's CPU per delivery.
     Fanout(FanoutArgs),
+    /// One publisher's updates/s, accepted and delivered to a subscriber: one request per
+    /// update (sequential, keep-alive) against one streamed request (`text/event-stream`
+    /// body, an update per event), side by side in one run.
+    Publish(PublishArgs),
     /// The machine's floor: the CPU cost of one small write to a loopback TCP socket (kernel
     /// receive path included), the yardstick for CPU per delivery.
     Floor(FloorArgs),
@@ -127,6 +132,21 @@ struct FanoutArgs {
 }
 
 #[derive(Args, Debug)]
+struct PublishArgs {
+    #[command(flatten)]
+    common: TargetArgs,
+    /// Updates published in each mode.
+    #[arg(long, default_value_t = 10_000)]
+    messages: u64,
+    /// Bytes of data per update (a model's token is a few).
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+    /// Seconds to wait for the last delivery after the last acknowledgement.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+#[derive(Args, Debug)]
 struct FloorArgs {
     /// Loopback connections written to.
     #[arg(long, default_value_t = 1000)]
@@ -170,6 +190,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Mode::Floor(args) => floor::run(args).await,
         Mode::Idle(args) => idle::run(args).await,
         Mode::Fanout(args) => fanout::run(args).await,
+        Mode::Publish(args) => publish::run(args).await,
     }
 }
 

@@ -194,6 +194,11 @@ impl Target {
             .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").unwrap())
     }
 
+    /// The publisher's `Authorization` header value, if it has a token.
+    pub fn publisher_authorization(&self) -> Option<String> {
+        self.publisher_token.as_ref().map(|t| format!("Bearer {t}"))
+    }
+
     pub fn needs_publisher_token(&self) -> bool {
         self.kind == Kind::Herald && self.publisher_token.is_none()
     }

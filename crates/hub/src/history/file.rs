@@ -641,6 +641,16 @@ impl History for FileHistory {
         .boxed()
     }
 
+    fn append_all(
+        &self,
+        updates: Vec<NewUpdate>,
+    ) -> BoxFuture<'_, Vec<Result<Arc<Update>, StoreError>>> {
+        // Every request is queued before the first answer is awaited: the writer takes them
+        // in this order, and as many as are queued into one commit.
+        let answers: Vec<_> = updates.into_iter().map(|u| self.append(u)).collect();
+        futures_util::future::join_all(answers).boxed()
+    }
+
     fn read_after(
         &self,
         after: u64,

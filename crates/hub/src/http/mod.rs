@@ -6,6 +6,7 @@
 pub(crate) mod cors;
 mod health;
 mod publish;
+mod publish_stream;
 mod resource_metadata;
 pub(crate) mod subscribe;
 mod subscriptions_api;

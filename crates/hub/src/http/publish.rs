@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
+use super::publish_stream::{Defaults, EVENT_STREAM, publish_stream};
 use super::subscribe::FORM;
 /// The SSE event type Mercure 1.0 reserves for the hub's subscription events.
 const RESERVED_TYPE: &str = "mercure";
@@ -38,6 +39,11 @@ pub(super) async fn publish(
         )
         .challenge(request.uri(), &headers, None));
     };
+    let rules = if grants.access_token {
+        Rules::V1
+    } else {
+        Rules::V0
+    };
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let essence = ct
             .to_str()
@@ -46,21 +52,23 @@ pub(super) async fn publish(
             .next()
             .unwrap_or("")
             .trim();
+        if essence.eq_ignore_ascii_case(EVENT_STREAM) {
+            let defaults = Defaults::from_query(request.uri().query().unwrap_or(""))?;
+            return publish_stream(hub, grants, rules, defaults, request.into_body()).await;
+        }
         if !essence.eq_ignore_ascii_case(FORM) {
             return Err(HttpError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("publish with Content-Type: {FORM} (got {essence:?})"),
+                format!(
+                    "publish with Content-Type: {FORM} (one update), or {EVENT_STREAM} (one \
+                     update per event; got {essence:?})"
+                ),
             ));
         }
     }
     let uri = request.uri().clone();
     let body = read_body(request.into_body(), &hub.inner.settings).await?;
     let update = parse_publish_form(&body)?;
-    let rules = if grants.access_token {
-        Rules::V1
-    } else {
-        Rules::V0
-    };
     check_update(&update, rules)?;
     if let Some(topic) = update
         .topics
