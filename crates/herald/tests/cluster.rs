@@ -872,6 +872,28 @@ fn foreign_entries_are_skipped(backend: Backend) {
     assert_eq!(ready(&node.addr), Some(200));
 }
 
+/// A streamed publish (issue 16) on one node: every event stored through the engine, in order,
+/// delivered on another node.
+fn a_streamed_publish_reaches_every_node(backend: Backend) {
+    let engine = Engine::start(backend, "stream");
+    let (a, b) = (Node::start(&engine), Node::start(&engine));
+    let on_b = Subscriber::connect(&b.addr, None);
+    let ids: Vec<String> = (0..50).map(|k| format!("s{k}")).collect();
+    let body: String = ids
+        .iter()
+        .map(|id| format!("id: {id}\ndata: {id}\n\n"))
+        .collect();
+    let head = format!(
+        "POST /.well-known/mercure?topic=t HTTP/1.1\r\ncontent-type: text/event-stream\r\n\
+         authorization: Bearer {}\r\n",
+        token()
+    );
+    let (status, answer) = request(&a.addr, &head, &body).expect("an answer");
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("event: done\ndata: 50\n"), "{answer}");
+    assert_eq!(on_b.wait_for(50, Duration::from_secs(10)), ids);
+}
+
 /// Runs the suite for one backend.
 macro_rules! suite {
     ($module:ident, $backend:expr) => {
@@ -880,6 +902,11 @@ macro_rules! suite {
             #[ignore = "services tier: scripts/test.sh services"]
             fn three_nodes_deliver_everything_once_in_one_order() {
                 super::three_nodes_deliver_everything_once_in_one_order($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn a_streamed_publish_reaches_every_node() {
+                super::a_streamed_publish_reaches_every_node($backend)
             }
             #[test]
             #[ignore = "services tier: scripts/test.sh services"]
