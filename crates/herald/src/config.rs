@@ -105,6 +105,24 @@ pub struct ServeConfig {
     /// [default: 0].
     #[arg(long, env = "HERALD_HISTORY_MAX_AGE")]
     pub history_max_age: Option<u64>,
+    /// Topics whose retained (latest-value) update the store keeps, at most (a Herald
+    /// extension: updates published with `retain=on`); the oldest beyond are dropped
+    /// [default: 10000].
+    #[arg(long, env = "HERALD_RETAINED_TOPICS")]
+    pub retained_topics: Option<usize>,
+    /// Bytes of retained updates the store keeps, at most; the oldest beyond are dropped
+    /// [default: 67108864].
+    #[arg(long, env = "HERALD_RETAINED_BYTES")]
+    pub retained_bytes: Option<usize>,
+    /// Seconds a retained update is kept; 0 keeps it until a newer one replaces it or the
+    /// bounds drop it [default: 0].
+    #[arg(long, env = "HERALD_RETAINED_AGE")]
+    pub retained_age: Option<u64>,
+    /// Selector whose topics' retained updates every new subscription matching them receives
+    /// first, as if it asked with `retained=1` (repeatable).
+    #[arg(long = "retain", env = "HERALD_RETAIN", value_delimiter = ',')]
+    #[serde(default)]
+    pub retain: Vec<String>,
     /// Seconds between heartbeat comments on idle streams; 0 turns them off [default: 15].
     #[arg(long, env = "HERALD_HEARTBEAT")]
     pub heartbeat: Option<u64>,
@@ -238,6 +256,9 @@ impl ServeConfig {
             history_size,
             history_max_bytes,
             history_max_age,
+            retained_topics,
+            retained_bytes,
+            retained_age,
             heartbeat,
             subscriptions,
             max_body,
@@ -258,6 +279,9 @@ impl ServeConfig {
         );
         if self.cors_origin.is_empty() {
             self.cors_origin = file.cors_origin;
+        }
+        if self.retain.is_empty() {
+            self.retain = file.retain;
         }
         if self.listen.is_empty() {
             self.listen = file.listen;
@@ -370,6 +394,7 @@ impl ServeConfig {
                 None => defaults.heartbeat,
             },
             cors_origins: self.cors_origin.clone(),
+            retain: self.retain.clone(),
             subscriptions: self.subscriptions.unwrap_or(defaults.subscriptions),
             max_body: self.max_body.unwrap_or(defaults.max_body),
             queue_size: self.queue_size.unwrap_or(defaults.queue_size),
@@ -464,6 +489,14 @@ impl ServeConfig {
             max_updates: self.history_size(),
             max_bytes: self.history_max_bytes.filter(|&bytes| bytes > 0),
             max_age: self.history_max_age(),
+            retained: herald_hub::history::RetainedLimits {
+                max_topics: self.retained_topics.unwrap_or(10_000),
+                max_bytes: self.retained_bytes.unwrap_or(64 << 20),
+                max_age: self
+                    .retained_age
+                    .filter(|&secs| secs > 0)
+                    .map(std::time::Duration::from_secs),
+            },
         }
     }
 

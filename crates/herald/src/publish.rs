@@ -39,6 +39,10 @@ pub struct PubArgs {
     /// Only subscribers authorized for one of the topics receive it.
     #[arg(long)]
     private: bool,
+    /// Keep it as its topics' latest value, which subscribers asking with `retained=1` get
+    /// first (a Herald extension).
+    #[arg(long)]
+    retain: bool,
     /// The hub's URL.
     #[arg(long, env = "HERALD_HUB", default_value = DEFAULT_HUB)]
     hub: String,
@@ -81,6 +85,9 @@ pub async fn run(args: PubArgs) -> anyhow::Result<()> {
     if args.private {
         form.append_pair("private", "on");
     }
+    if args.retain {
+        form.append_pair("retain", "on");
+    }
     let request = http::Request::post(&args.hub)
         .header(
             http::header::CONTENT_TYPE,
@@ -122,6 +129,9 @@ async fn stream(args: PubArgs) -> anyhow::Result<()> {
     }
     if args.private {
         query.append_pair("private", "on");
+    }
+    if args.retain {
+        query.append_pair("retain", "on");
     }
     let url = format!("{}?{}", args.hub, query.finish());
     let stdin = Box::pin(stdin_frames::chunks(tokio::io::stdin()));

@@ -22,6 +22,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let configured = keys(&config, alg)?;
     let store = config.store()?;
     let retention = config.retention();
+    if matches!(store, Store::Redis(_) | Store::Nats(_)) && !config.retain.is_empty() {
+        bail!(
+            "--retain needs the memory or the file store: the redis and nats stores do not keep \
+             retained updates yet"
+        );
+    }
+    for selector in &config.retain {
+        herald_hub::topic::Selector::parse(selector)
+            .with_context(|| format!("invalid --retain selector {selector:?}"))?;
+    }
     let history: Arc<dyn History> = match store.clone() {
         Store::Memory if config.history_max_age().is_some() => bail!(
             "--history-max-age applies to the file store; the memory store keeps the newest \

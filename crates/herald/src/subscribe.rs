@@ -16,6 +16,10 @@ pub struct SubArgs {
     /// Resume after this update id (`earliest` for all history).
     #[arg(long)]
     last_event_id: Option<String>,
+    /// First receive the latest retained value of every matching topic (`retained=1`, a
+    /// Herald extension); a reconnection resumes with `Last-Event-ID` instead.
+    #[arg(long)]
+    retained: bool,
     /// Print one JSON object a line instead of SSE text.
     #[arg(long)]
     json: bool,
@@ -31,6 +35,9 @@ pub struct SubArgs {
 
 pub async fn run(args: SubArgs) -> anyhow::Result<()> {
     let mut url = url_with_topics(&args.hub, &args.selectors);
+    if args.retained {
+        url.push_str("&retained=1");
+    }
     url.shrink_to_fit();
     let mut builder = EventSource::builder(&url).tls(args.trust.options()?);
     if let Some(token) = &args.token {

@@ -1166,3 +1166,42 @@ fn bench_publish_compares_streamed_and_per_request() {
         assert!(mode["server_cpu_us_per_update"].is_number(), "{report}");
     }
 }
+
+/// `herald pub --retain` keeps an update as its topic's latest value; `herald sub --retained`
+/// prints it first.
+#[test]
+fn pub_retain_and_sub_retained() {
+    let server = Server::start(&["--jwt-key", "k"], &[]);
+    let token = text(&herald(&["token", "--key", "k", "--publish", "*"]).stdout);
+    let hub = server.hub();
+    for (value, retain) in [("1", true), ("2", true), ("3 not kept", false)] {
+        let mut args = vec!["pub", "price", "--data", value, "--hub", &hub];
+        if retain {
+            args.push("--retain");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(&args)
+            .env("HERALD_TOKEN", token.trim())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let sub_token = text(&herald(&["token", "--key", "k", "--subscribe", "*"]).stdout);
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["sub", "price", "--retained", "--hub", &server.hub()])
+        .args(["--token", sub_token.trim()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut got = String::new();
+    let mut stdout = sub.stdout.take().unwrap();
+    let mut buf = [0u8; 256];
+    while !got.contains("\n\n") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.push_str(&text(&buf[..n]));
+    }
+    assert!(got.contains("data: 2\n\n"), "{got}");
+    let _ = sub.kill();
+    let _ = sub.wait();
+}

@@ -894,6 +894,40 @@ fn a_streamed_publish_reaches_every_node(backend: Backend) {
     assert_eq!(on_b.wait_for(50, Duration::from_secs(10)), ids);
 }
 
+/// Retained updates are not kept by the cluster engines yet: asking for them is a clear `501`,
+/// and `--retain` refuses to start, rather than silently sending nothing.
+fn retained_updates_are_refused_clearly(backend: Backend) {
+    let engine = Engine::start(backend, "retained");
+    let node = Node::start(&engine);
+    let head = format!(
+        "GET /.well-known/mercure?topic=t&retained=1 HTTP/1.1\r\nauthorization: Bearer {}\r\n",
+        token()
+    );
+    let (status, body) = request(&node.addr, &head, "").expect("an answer");
+    assert_eq!(status, 501, "{body}");
+    assert!(body.contains("does not keep retained updates"), "{body}");
+    let url = engine.url();
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-key",
+            "k",
+            "--store",
+            &url,
+        ])
+        .args(["--retain", "t"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--retain needs the memory or the file store"),
+        "{err}"
+    );
+}
+
 /// Runs the suite for one backend.
 macro_rules! suite {
     ($module:ident, $backend:expr) => {
@@ -907,6 +941,11 @@ macro_rules! suite {
             #[ignore = "services tier: scripts/test.sh services"]
             fn a_streamed_publish_reaches_every_node() {
                 super::a_streamed_publish_reaches_every_node($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn retained_updates_are_refused_clearly() {
+                super::retained_updates_are_refused_clearly($backend)
             }
             #[test]
             #[ignore = "services tier: scripts/test.sh services"]

@@ -14,9 +14,11 @@ use tokio::sync::mpsc;
 
 pub mod file;
 pub mod memory;
+pub(crate) mod retained;
 
 pub use file::{Damage, FileHistory, FileOptions};
 pub use memory::MemoryHistory;
+pub use retained::RetainedLimits;
 
 /// Committed updates in position order, for the dispatcher.
 #[derive(Debug)]
@@ -52,6 +54,8 @@ pub struct Retention {
     /// Updates older than this are dropped; `None` keeps them until another limit drops them.
     /// (The memory store does not apply it: `herald serve` refuses it there.)
     pub max_age: Option<std::time::Duration>,
+    /// The bounds of the retained (latest-value) updates, kept apart from history.
+    pub retained: RetainedLimits,
 }
 
 impl Default for Retention {
@@ -60,6 +64,7 @@ impl Default for Retention {
             max_updates: 10_000,
             max_bytes: None,
             max_age: None,
+            retained: RetainedLimits::default(),
         }
     }
 }
@@ -181,6 +186,13 @@ pub trait History: Send + Sync + 'static {
             answers
         }
         .boxed()
+    }
+
+    /// The retained (latest-value) updates: the newest update published with `retain` of
+    /// each topic, each once, in position order, as of now (every one acknowledged so far is
+    /// in it). `None` where the backend does not keep them (yet).
+    fn retained(&self) -> Option<BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>>> {
+        None
     }
 
     /// Up to `limit` updates with a position greater than `after`, in position order.

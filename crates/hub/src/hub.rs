@@ -72,6 +72,9 @@ pub struct Settings {
     pub http2_max_streams: u32,
     /// Which generations of Mercure the hub serves (`--protocol`).
     pub protocol: Protocol,
+    /// Selectors whose topics' retained updates every subscription receives first, as if it
+    /// asked with `retained=1` (`--retain`, a Herald extension).
+    pub retain: Vec<String>,
 }
 
 /// Which generations of Mercure a hub serves: both at once (the default), or one. A request
@@ -123,6 +126,7 @@ impl Default for Settings {
             template_budget: crate::topic::DEFAULT_TEMPLATE_BUDGET,
             http2_max_streams: 128,
             protocol: Protocol::Both,
+            retain: Vec::new(),
         }
     }
 }

@@ -120,6 +120,9 @@ pub(crate) struct Subscriber {
     /// Announces the end of the subscription when the connection goes away.
     /// Boxed: only hubs with `--subscriptions` have one, and every subscriber holds the field.
     _subscription: Option<Box<SubscriptionGuard>>,
+    /// Retained updates to send before anything else (a Herald extension): each at or before
+    /// `last`, so none of them comes again from the queue.
+    prelude: Option<Chunk>,
 }
 
 impl Subscriber {
@@ -155,12 +158,26 @@ impl Subscriber {
             reading: None,
             batch: FIRST_REPLAY_BATCH,
             _subscription: None,
+            prelude: None,
         }
     }
 
     /// Replays from the oldest update kept (`Last-Event-ID: earliest`).
     pub(crate) fn replaying_from_earliest(mut self) -> Self {
         self.from_earliest = true;
+        self
+    }
+
+    /// Sends `retained` first: updates at or before the position the subscription went live
+    /// after, in position order (the caller filters them).
+    pub(crate) fn with_prelude(mut self, retained: Vec<Arc<Update>>) -> Self {
+        debug_assert!(retained.iter().all(|u| u.position <= self.last));
+        let mut chunk = None;
+        for update in &retained {
+            Chunk::push(&mut chunk, update.encoded.clone());
+        }
+        self.metrics.delivered.inc_by(retained.len() as u64);
+        self.prelude = chunk;
         self
     }
 
@@ -176,6 +193,9 @@ impl Subscriber {
             self.started = true;
             // An initial comment makes proxies and clients see the response start at once.
             return Poll::Ready(Some(Chunk::One(COMMENT)));
+        }
+        if let Some(prelude) = self.prelude.take() {
+            return Poll::Ready(Some(self.sent(prelude)));
         }
         // Registered before the flags and the queue are looked at, so no wake-up is lost. (The
         // caller polls again after writing a chunk, so more queued than one chunk takes is not

@@ -20,6 +20,11 @@ pub struct NewUpdate {
     pub event_type: Option<String>,
     /// The SSE `retry:` value, in milliseconds.
     pub retry: Option<u64>,
+    /// Kept as its topics' latest value for subscribers that ask for it (`retain=on`, a
+    /// Herald extension; see `history::retained`). Left out of the stored JSON when false, so
+    /// stores written before it read the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retain: bool,
 }
 
 impl NewUpdate {
@@ -32,6 +37,7 @@ impl NewUpdate {
             private: false,
             event_type: None,
             retry: None,
+            retain: false,
         }
     }
 
@@ -45,6 +51,7 @@ impl NewUpdate {
             private: true,
             event_type: None,
             retry: None,
+            retain: false,
         }
     }
 

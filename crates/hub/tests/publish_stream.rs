@@ -78,6 +78,14 @@ async fn events_of_the_body_are_updates(transport: Transport) {
     );
     assert_eq!(other.next().await.data, "elsewhere");
     assert!(ticker.quiet_for(Duration::from_millis(200)).await);
+    // `retain` in the query string or in an event keeps it as its topic's latest value.
+    let (status, _) = stream(&hub, "topic=q&retain=on", "data: q1\n\ndata: q2\n\n").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = stream(&hub, "topic=r", "retain: on\ndata: r1\n\ndata: r2\n\n").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut latest = hub.subscribe("topic=q&topic=r&retained=1", &[]).await;
+    let got: Vec<String> = latest.take(2).await.into_iter().map(|e| e.data).collect();
+    assert_eq!(got, ["q2", "r1"]);
 }
 
 /// At the first event that is not accepted the request ends: the updates before it are

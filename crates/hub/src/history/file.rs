@@ -39,6 +39,7 @@ mod record;
 
 pub use record::Damage;
 
+use super::retained::{Retained, RetainedLimits, now_ms};
 use super::{EARLIEST, Feed, History, Retention, Span, Start, StoreError, Window};
 use crate::lock;
 use crate::update::{NewUpdate, Update};
@@ -52,7 +53,7 @@ use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc as std_mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most updates written in one group commit.
@@ -137,6 +138,17 @@ struct Store {
     updates: Keyspace,
     ids: Keyspace,
     meta: Keyspace,
+    /// Topic -> its retained update (`RetainedRecord`), kept apart from history's retention.
+    retained: Keyspace,
+}
+
+/// A retained update as the `retained` keyspace holds it: the update, where it was in
+/// history, and when it was accepted.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RetainedRecord {
+    position: u64,
+    #[serde(flatten)]
+    stored: Stored,
 }
 
 /// The `meta` keyspace holds one small key: its memtable never needs more.
@@ -152,12 +164,50 @@ impl Store {
         let updates = db.keyspace("updates", memtable(plan.updates_memtable_bytes))?;
         let ids = db.keyspace("ids", memtable(plan.ids_memtable_bytes))?;
         let meta = db.keyspace("meta", memtable(META_MEMTABLE))?;
+        let retained = db.keyspace("retained", memtable(4 * META_MEMTABLE))?;
         Ok(Store {
             db,
             updates,
             ids,
             meta,
+            retained,
         })
+    }
+
+    /// The retained updates kept here, within `limits` (what they no longer allow is
+    /// deleted). A record that cannot be read is dropped with a warning: it is a latest value,
+    /// which the next retained publish to its topic replaces.
+    fn load_retained(&self, limits: RetainedLimits) -> Result<Retained, StoreError> {
+        let mut retained = Retained::new(limits);
+        let mut unreadable = Vec::new();
+        for kv in self.retained.iter() {
+            let (key, value) = kv.into_inner().map_err(unavailable)?;
+            let topic = String::from_utf8(key.to_vec());
+            let record = serde_json::from_slice::<RetainedRecord>(&value);
+            match (topic, record) {
+                (Ok(topic), Ok(record)) => {
+                    match record.stored.update.into_update(record.position) {
+                        Ok(update) => retained.restore(topic, Arc::new(update), record.stored.time),
+                        Err(err) => {
+                            tracing::warn!(%err, "dropping a retained update that cannot be sent");
+                            unreadable.push(key.to_vec());
+                        }
+                    }
+                }
+                _ => {
+                    tracing::warn!("dropping an unreadable retained update");
+                    unreadable.push(key.to_vec());
+                }
+            }
+        }
+        let dropped = retained.enforce(now_ms());
+        for key in unreadable
+            .into_iter()
+            .chain(dropped.into_iter().map(String::into_bytes))
+        {
+            self.retained.remove(key).map_err(unavailable)?;
+        }
+        Ok(retained)
     }
 
     /// The highest position ever given.
@@ -283,6 +333,9 @@ struct Shared {
     /// The bytes of the updates stored, as written (kept only with a retention by bytes).
     bytes: AtomicU64,
     ready: AtomicBool,
+    /// The retained updates, as the `retained` keyspace holds them (read at start, then kept
+    /// by the writer).
+    retained: Mutex<Retained>,
     /// Test hook: makes the writer fail its commits as a broken disk would.
     fail_writes: AtomicBool,
     record: Mutex<RecordKeeper>,
@@ -312,12 +365,6 @@ fn decode_position(bytes: &[u8]) -> Result<u64, StoreError> {
         .try_into()
         .map_err(|_| StoreError::unavailable(format!("corrupt position key {bytes:?}")))?;
     Ok(u64::from_be_bytes(array))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Shared {
@@ -550,6 +597,7 @@ impl FileHistory {
             Some(_) => store.stored_bytes()?,
             None => 0,
         };
+        let retained = store.load_retained(options.retention.retained)?;
         let shared = Arc::new(Shared {
             path,
             options,
@@ -560,6 +608,7 @@ impl FileHistory {
             oldest: AtomicU64::new(oldest),
             bytes: AtomicU64::new(bytes),
             ready: AtomicBool::new(true),
+            retained: Mutex::new(retained),
             fail_writes: AtomicBool::new(false),
             record: Mutex::new(RecordKeeper {
                 path: record_path,
@@ -651,6 +700,11 @@ impl History for FileHistory {
         futures_util::future::join_all(answers).boxed()
     }
 
+    fn retained(&self) -> Option<BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>>> {
+        let snapshot = lock(&self.shared.retained).snapshot(now_ms());
+        Some(futures_util::future::ready(Ok(snapshot)).boxed())
+    }
+
     fn read_after(
         &self,
         after: u64,
@@ -723,10 +777,15 @@ fn write_loop(
             Ok(accepted) => {
                 shared.ready.store(true, Ordering::Release);
                 let mut tail = lock(&shared.tail);
+                let mut retained = lock(&shared.retained);
+                let mut dropped = Vec::new();
+                let time = now_ms();
                 for (request, outcome) in requests.into_iter().zip(accepted) {
                     let outcome = outcome.map(|written| match written {
                         Written::New(update) => {
                             tail.push(update.clone(), TAIL_CACHE, shared.plan.tail_bytes);
+                            // Before the answer: a subscription registered after it finds it.
+                            dropped.extend(retained.offer(&update, time));
                             // Gone only when the hub is shutting down.
                             let _ = feed.send(update.clone());
                             update
@@ -734,6 +793,18 @@ fn write_loop(
                         Written::Retry(update) => update,
                     });
                     let _ = request.reply.send(outcome);
+                }
+                // Topics whose retained update the bounds dropped (and no later one replaced).
+                dropped.retain(|topic| !retained.contains(topic));
+                drop((tail, retained));
+                if !dropped.is_empty()
+                    && let Ok(store) = shared.store()
+                {
+                    for topic in dropped {
+                        if let Err(err) = store.retained.remove(topic.as_bytes()) {
+                            tracing::warn!(%err, "cannot delete a dropped retained update");
+                        }
+                    }
                 }
             }
             Err(err) => {
@@ -823,6 +894,18 @@ fn write_batch(
         next += 1;
         let json = serde_json::to_vec(&stored).map_err(unavailable)?;
         written += json.len() as u64;
+        if update.retain {
+            // In the same commit as the update: a retained value is never newer or older
+            // than what history acknowledged.
+            let record = serde_json::to_vec(&RetainedRecord {
+                position: next,
+                stored,
+            })
+            .map_err(unavailable)?;
+            for topic in &update.topics {
+                batch.insert(&store.retained, topic.as_bytes(), record.clone());
+            }
+        }
         batch.insert(&store.updates, next.to_be_bytes(), json);
         let encoded = Arc::new(encoded);
         if first_with_id {
@@ -1275,6 +1358,7 @@ mod tests {
                     max_updates: 1000,
                     max_age: Some(Duration::from_millis(300)),
                     max_bytes: None,
+                    ..Retention::default()
                 },
                 accept_loss: false,
                 ..FileOptions::default()
@@ -1301,6 +1385,7 @@ mod tests {
                 max_updates: 1000,
                 max_bytes: Some(max_bytes),
                 max_age: None,
+                ..Retention::default()
             },
             ..FileOptions::default()
         };
@@ -1418,6 +1503,7 @@ mod tests {
                 max_updates: 1000,
                 max_age: Some(Duration::from_millis(200)),
                 max_bytes: None,
+                ..Retention::default()
             },
             accept_loss: false,
             ..FileOptions::default()

@@ -1,6 +1,7 @@
 //! The `memory` backend: a bounded ring of the newest updates. Fast, and gone on restart; for
 //! tests and for deployments that accept losing history on a restart.
 
+use super::retained::{Retained, now_ms};
 use super::{EARLIEST, Feed, History, Retention, Start, StoreError, Window};
 use crate::update::{NewUpdate, Update};
 use futures_util::future::{BoxFuture, FutureExt, ready};
@@ -20,6 +21,7 @@ pub struct MemoryHistory {
 
 struct State {
     window: Window,
+    retained: Retained,
     feed_tx: mpsc::UnboundedSender<Arc<Update>>,
     feed_rx: Option<Feed>,
 }
@@ -53,6 +55,7 @@ impl MemoryHistory {
             max_bytes,
             state: Mutex::new(State {
                 window: Window::default(),
+                retained: Retained::new(retention.retained),
                 feed_tx,
                 feed_rx: Some(feed_rx),
             }),
@@ -74,6 +77,7 @@ impl MemoryHistory {
         let position = window.head + 1;
         let update = Arc::new(update.into_update(position)?);
         window.push(update.clone(), self.capacity, self.max_bytes);
+        state.retained.offer(&update, now_ms());
         // Sent under the lock, so the feed is in position order. The dispatcher lives as long
         // as the hub; if it is gone the hub is shutting down and nobody is left to tell.
         let _ = state.feed_tx.send(update.clone());
@@ -92,6 +96,10 @@ impl History for MemoryHistory {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>> {
         ready(Ok(self.lock().window.read_after(after, limit))).boxed()
+    }
+
+    fn retained(&self) -> Option<BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>>> {
+        Some(ready(Ok(self.lock().retained.snapshot(now_ms()))).boxed())
     }
 
     fn resolve(&self, last_event_id: &str) -> BoxFuture<'_, Result<Start, StoreError>> {
@@ -196,6 +204,7 @@ mod tests {
             max_updates: 100,
             max_bytes: Some(3 * one),
             max_age: None,
+            ..Retention::default()
         });
         for i in 1..=5 {
             h.append(sized(&format!("u{i}"), 1000)).await.unwrap();

@@ -109,6 +109,7 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
     let mut id = None;
     let mut event_type = None;
     let mut retry = None;
+    let mut retain = false;
     for pair in form_pairs(body, "form field") {
         let (key, value) = pair?;
         // A field given twice keeps its first value, as the reference hub does.
@@ -116,6 +117,8 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
             "topic" => topics.push(value),
             "data" if data.is_none() => data = Some(value),
             "private" => private = true,
+            // A Herald extension, ignored by other hubs: `retain=on` (any value but empty).
+            "retain" => retain = !value.is_empty(),
             "id" if id.is_none() => id = Some(value),
             "type" if event_type.is_none() => event_type = Some(value),
             "retry" if retry.is_none() => {
@@ -139,6 +142,7 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
         private,
         event_type: event_type.filter(|t| !t.is_empty()),
         retry,
+        retain,
     })
 }
 

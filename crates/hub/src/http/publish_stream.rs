@@ -34,10 +34,11 @@ pub(super) const EVENT_STREAM: &str = "text/event-stream";
 pub(super) struct Defaults {
     topics: Vec<String>,
     private: bool,
+    retain: bool,
 }
 
 impl Defaults {
-    /// Reads `topic` (repeatable) and `private` from a query string.
+    /// Reads `topic` (repeatable), `private` and `retain` from a query string.
     pub(super) fn from_query(query: &str) -> Result<Defaults, HttpError> {
         let mut defaults = Defaults::default();
         for pair in form_pairs(query.as_bytes(), "query parameter") {
@@ -45,6 +46,7 @@ impl Defaults {
             match &*key {
                 "topic" => defaults.topics.push(value),
                 "private" => defaults.private = true,
+                "retain" => defaults.retain = !value.is_empty(),
                 _ => {}
             }
         }
@@ -156,6 +158,7 @@ fn to_update(fields: Vec<(String, String)>, defaults: &Defaults) -> Result<NewUp
     let (mut id, mut event_type, mut retry) = (None, None, None);
     let mut topics = Vec::new();
     let mut private = defaults.private;
+    let mut retain = defaults.retain;
     for (name, value) in fields {
         match &*name {
             "data" => match &mut data {
@@ -181,6 +184,7 @@ fn to_update(fields: Vec<(String, String)>, defaults: &Defaults) -> Result<NewUp
             }
             "topic" => topics.push(value),
             "private" => private = true,
+            "retain" => retain = !value.is_empty(),
             _ => {}
         }
     }
@@ -194,6 +198,7 @@ fn to_update(fields: Vec<(String, String)>, defaults: &Defaults) -> Result<NewUp
         private,
         event_type: event_type.filter(|t| !t.is_empty()),
         retry,
+        retain,
     })
 }
 

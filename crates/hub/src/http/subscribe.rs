@@ -82,6 +82,8 @@ struct SubscribeQuery {
     asked: Vec<Asked>,
     last_event_id: Option<String>,
     authorization: Option<String>,
+    /// `retained=1` (a Herald extension): the retained updates of matching topics first.
+    retained: bool,
 }
 
 /// Reads a subscribe request's fields: its query string, then (for `QUERY`) its form body.
@@ -128,6 +130,7 @@ fn parse_subscribe_query(query: &str, form: &[u8]) -> Result<SubscribeQuery, Htt
                 id_v1.get_or_insert(value);
             }
             auth::QUERY_PARAM => q.authorization = Some(value),
+            "retained" => q.retained = !matches!(&*value, "" | "0" | "false" | "off"),
             _ => {}
         }
     }
@@ -338,6 +341,7 @@ async fn open(
     let filter = Arc::new(Filter { topics, grants });
     // Register first, then look up history: see subscriber.rs for why this order is gap-free.
     let registration = inner.dispatcher.register(filter.clone());
+    let live_after = registration.live_after;
     // As the reference hub does: a known id (or `earliest`) resumes there and the response's
     // `Last-Event-ID` names it; an id the hub does not know replays nothing (live updates only)
     // and the response says `earliest`, the protocol's signal to re-fetch the state.
@@ -348,6 +352,11 @@ async fn open(
             Start::Unknown => (None, Some(EARLIEST.to_owned())),
         },
     };
+    // A resuming subscriber gets its replay instead (it has seen the retained values).
+    let retained = match last_event_id {
+        None => Some(retained_prelude(hub, &filter, query.retained, live_after).await?),
+        Some(_) => None,
+    };
     let mut subscriber = Subscriber::new(
         registration,
         filter,
@@ -357,6 +366,9 @@ async fn open(
     );
     if last_event_id.as_deref() == Some(EARLIEST) {
         subscriber = subscriber.replaying_from_earliest();
+    }
+    if let Some(retained) = retained {
+        subscriber = subscriber.with_prelude(retained);
     }
     if let Some(registry) = &inner.subscriptions {
         let (id, events) = registry.connect(watched);
@@ -372,6 +384,50 @@ async fn open(
         started.await;
     }
     Ok((subscriber, resumed_from, query.generation))
+}
+
+/// The retained updates a new subscription receives first (a Herald extension): with
+/// `retained=1`, those its filter accepts; else those of topics `--retain` names, if any. Only
+/// those at or before `live_after`, where its live stream starts: a newer one comes live.
+async fn retained_prelude(
+    hub: &Hub,
+    filter: &Filter,
+    asked: bool,
+    live_after: u64,
+) -> Result<Vec<Arc<crate::update::Update>>, HttpError> {
+    let settings = &hub.inner.settings;
+    if !asked && settings.retain.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(snapshot) = hub.inner.history.retained() else {
+        if !asked {
+            return Ok(Vec::new()); // --retain on a store without them: said at start
+        }
+        return Err(HttpError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "this hub's history store does not keep retained updates (the memory and file \
+             stores do): subscribe without \"retained\"",
+        ));
+    };
+    let always = if asked {
+        None
+    } else {
+        Some(SelectorSet::parse(&settings.retain).map_err(|err| {
+            HttpError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("--retain: {err}"),
+            )
+        })?)
+    };
+    let mut updates = snapshot.await.map_err(store_error)?;
+    updates.retain(|update| {
+        update.position <= live_after
+            && filter.accepts(update)
+            && always
+                .as_ref()
+                .is_none_or(|set| set.matches_any(update.topics().iter().map(String::as_str)))
+    });
+    Ok(updates)
 }
 
 /// `GET /.well-known/mercure` through hyper: [`respond`]'s answer as a streamed body.
