@@ -60,6 +60,7 @@ tier_unit() {
 
 tier_browser() {
   cargo build -p herald --locked &&
+    cargo build -p herald-hub --examples --locked &&
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error) &&
     HERALD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/herald" CHROMIUM="$(command -v chromium)" \
       node --test tests/browser/

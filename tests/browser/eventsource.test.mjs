@@ -5,41 +5,13 @@
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import http from 'node:http';
 import path from 'node:path';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { test, startHub, launchBrowser, token } from './support.mjs';
+import { test, startHub, launchBrowser, token, startProxy } from './support.mjs';
 
 let hub, hubUrl, browser, proxy, pageServer, pageOrigin;
-
-/** A TCP proxy in front of the hub that can drop every connection and refuse new ones. */
-function startProxy(target) {
-  const { hostname, port } = new URL(target);
-  const sockets = new Set();
-  let refusing = false;
-  const server = net.createServer((client) => {
-    if (refusing) return client.destroy();
-    const upstream = net.connect(Number(port), hostname);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => {});
-    }
-    client.pipe(upstream).pipe(client);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () =>
-      resolve({
-        url: `http://127.0.0.1:${server.address().port}`,
-        cut() { refusing = true; for (const s of sockets) s.destroy(); },
-        restore() { refusing = false; },
-        close() { refusing = true; for (const s of sockets) s.destroy(); server.close(); },
-      })));
-}
 
 const publisherToken = () => token('--publish', '*');
 

@@ -1,6 +1,7 @@
-// What the browser tier's test files share: the built `herald`, Debian's Chromium, and a hub
-// started as a child process on a free port.
+// What the browser tier's test files share: the built `herald`, Debian's Chromium, a hub
+// started as a child process on a free port, and a proxy that can cut connections.
 
+import net from 'node:net';
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -95,3 +96,30 @@ export const launchBrowser = (extraArgs = []) => chromium.launch({
 /** A token from `herald token` with the tier's key, e.g. `token('--publish', '*')`. */
 export const token = (...args) =>
   execFileSync(herald, ['token', '--key', KEY, ...args]).toString().trim();
+
+/** A TCP proxy in front of a server (the hub, an example) that can drop every connection and refuse new ones. */
+export function startProxy(target) {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set();
+  let refusing = false;
+  const server = net.createServer((client) => {
+    if (refusing) return client.destroy();
+    const upstream = net.connect(Number(port), hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {});
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({
+        url: `http://127.0.0.1:${server.address().port}`,
+        cut() { refusing = true; for (const s of sockets) s.destroy(); },
+        restore() { refusing = false; },
+        close() { refusing = true; for (const s of sockets) s.destroy(); server.close(); },
+      })));
+}
