@@ -18,7 +18,7 @@ function startExample(name) {
     child.on('error', reject);
     child.on('exit', (code) => reject(new Error(`${name} exited with ${code}`)));
     createInterface({ input: child.stdout }).on('line', (line) => {
-      const url = line.match(/listening on (http:\/\/\S+?)\/ai\//)?.[1];
+      const url = line.match(/listening on (http:\/\/\S+?)\/\w+\//)?.[1];
       if (url) resolve({ child, url });
     });
   });
@@ -54,6 +54,42 @@ test('ai-stream: the answer grows as the model streams it, and resumes after a d
     await page.close();
   } finally {
     proxy.close();
+    example.child.kill('SIGTERM');
+  }
+});
+
+test('notifications: each user logged in sees only their own private notifications', async () => {
+  const example = await startExample('notifications');
+  try {
+    const users = {};
+    for (const name of ['alice', 'bob']) {
+      // A context each: separate cookie jars, as two people's browsers.
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await page.goto(`${example.url}/app/`);
+      await page.fill('input[name=user]', name);
+      await page.click('button');
+      await page.waitForSelector('#inbox:not([hidden])');
+      await page.waitForFunction(() => document.getElementById('state').textContent === 'live');
+      users[name] = { context, page };
+    }
+    const notify = async (to, text) => {
+      const res = await fetch(`${example.url}/app/notify`, { method: 'POST', body: new URLSearchParams({ to, text }) });
+      assert.equal(res.status, 200, await res.text());
+    };
+    await notify('alice', 'for alice 1');
+    await notify('bob', 'for bob 1');
+    await notify('carol', 'for carol, who is not here');
+    await notify('alice', 'for alice 2');
+    await users.alice.page.waitForFunction(() => window.received.length >= 2);
+    await users.bob.page.waitForFunction(() => window.received.length >= 1);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(await users.alice.page.evaluate(() => window.received), ['for alice 1', 'for alice 2']);
+    assert.deepEqual(await users.bob.page.evaluate(() => window.received), ['for bob 1']);
+    // The token is in an HttpOnly cookie scoped to the hub: the page's scripts never see it.
+    assert.equal(await users.alice.page.evaluate(() => document.cookie.includes('mercureAuthorization')), false);
+    for (const { context } of Object.values(users)) await context.close();
+  } finally {
     example.child.kill('SIGTERM');
   }
 });
