@@ -121,8 +121,9 @@ pub(crate) struct Subscriber {
     /// Boxed: only hubs with `--subscriptions` have one, and every subscriber holds the field.
     _subscription: Option<Box<SubscriptionGuard>>,
     /// Retained updates to send before anything else (a Herald extension): each at or before
-    /// `last`, so none of them comes again from the queue.
-    prelude: Option<Chunk>,
+    /// `last`, so none of them comes again from the queue. Sent a chunk at a time like queued
+    /// updates; 8 bytes each while waiting (the updates are the retained set's, shared).
+    prelude: std::collections::VecDeque<Arc<Update>>,
 }
 
 impl Subscriber {
@@ -158,7 +159,7 @@ impl Subscriber {
             reading: None,
             batch: FIRST_REPLAY_BATCH,
             _subscription: None,
-            prelude: None,
+            prelude: std::collections::VecDeque::new(),
         }
     }
 
@@ -172,12 +173,7 @@ impl Subscriber {
     /// after, in position order (the caller filters them).
     pub(crate) fn with_prelude(mut self, retained: Vec<Arc<Update>>) -> Self {
         debug_assert!(retained.iter().all(|u| u.position <= self.last));
-        let mut chunk = None;
-        for update in &retained {
-            Chunk::push(&mut chunk, update.encoded.clone());
-        }
-        self.metrics.delivered.inc_by(retained.len() as u64);
-        self.prelude = chunk;
+        self.prelude = retained.into();
         self
     }
 
@@ -194,8 +190,23 @@ impl Subscriber {
             // An initial comment makes proxies and clients see the response start at once.
             return Poll::Ready(Some(Chunk::One(COMMENT)));
         }
-        if let Some(prelude) = self.prelude.take() {
-            return Poll::Ready(Some(self.sent(prelude)));
+        if !self.prelude.is_empty() {
+            let mut chunk = None;
+            let mut bytes = 0;
+            for _ in 0..COALESCE {
+                if bytes >= COALESCE_BYTES {
+                    break;
+                }
+                let Some(update) = self.prelude.pop_front() else {
+                    break;
+                };
+                self.metrics.delivered.inc();
+                bytes += update.encoded.len();
+                Chunk::push(&mut chunk, update.encoded.clone());
+            }
+            if let Some(chunk) = chunk {
+                return Poll::Ready(Some(self.sent(chunk)));
+            }
         }
         // Registered before the flags and the queue are looked at, so no wake-up is lost. (The
         // caller polls again after writing a chunk, so more queued than one chunk takes is not

@@ -158,6 +158,19 @@ async fn no_gap_and_no_duplicate_while_values_change() {
     }
 }
 
+/// Many latest values go out a chunk at a time, all of them, in publish order.
+#[tokio::test]
+async fn many_latest_values_all_arrive_in_order() {
+    let hub = TestHub::start(anonymous()).await;
+    for n in 0..150 {
+        price(&hub, &format!("S{n}"), &n.to_string(), true).await;
+    }
+    let mut sse = hub.subscribe(&format!("{PRICES}&retained=1"), &[]).await;
+    let expected: Vec<String> = (0..150).map(|n| n.to_string()).collect();
+    assert_eq!(data(sse.take(150).await), expected);
+    assert!(sse.quiet_for(SHORT).await);
+}
+
 /// On the file store the latest values survive a restart, and outlive history's retention
 /// (a symbol that rarely changes keeps its price); their own bounds drop the oldest.
 #[tokio::test]
