@@ -9,6 +9,11 @@
 //!   `POST /.well-known/mercure`, `content-type: application/x-www-form-urlencoded`, the rest
 //!   of the input as the body. Status must be 200/400/403/413/415/503 (never 500, no
 //!   panic); a 200's body is the update's id: the form's first `id` when it is not empty.
+//!   With bit 2 set, a streaming publish instead (Herald's extension): `content-type:
+//!   text/event-stream`, `?topic=https://example.com/public`, the rest as the event stream.
+//!   Status 200/400/403/413/503; a 200's body is an event stream of `accepted` events, each
+//!   with an id, then exactly one `done` (with their count) or `refused` (saying how many were
+//!   stored before it), and nothing after it.
 //! - subscribe: a subscriber token in `Authorization`, or none (then only an `authorization`
 //!   parameter in the query can authorize); `GET /.well-known/mercure?<rest of the input>`,
 //!   skipped unless that is a valid URI whose query is exactly the input. Status must be
@@ -57,7 +62,9 @@ fuzz_target!(|input: &[u8]| {
     let Some((&mode, rest)) = input.split_first() else {
         return;
     };
-    if mode & 1 == 0 {
+    if mode & 1 == 0 && mode & 4 != 0 {
+        publish_stream(mode & 2 == 0, rest);
+    } else if mode & 1 == 0 {
         publish(mode & 2 == 0, rest);
     } else {
         subscribe(mode & 2 == 0, rest);
@@ -116,6 +123,70 @@ fn publish(any_topic: bool, body: &[u8]) {
             Some(id) => assert_eq!(answered, id),
             None => assert!(answered.starts_with("urn:uuid:"), "{answered:?}"),
         }
+    }
+}
+
+fn publish_stream(any_topic: bool, body: &[u8]) {
+    let t = tokens();
+    let token = if any_topic {
+        &t.publish_any
+    } else {
+        &t.publish_some
+    };
+    let request = Request::post("/.well-known/mercure?topic=https%3A%2F%2Fexample.com%2Fpublic")
+        .header(header::HOST, "hub.example")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from(body.to_vec()))
+        .expect("a valid request");
+    let (status, answer) = runtime().block_on(async {
+        let response = router().clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a buffered body")
+            .to_bytes();
+        herald_fuzz::let_the_hub_run().await;
+        (status, body)
+    });
+    assert!(
+        matches!(
+            status,
+            StatusCode::OK
+                | StatusCode::BAD_REQUEST
+                | StatusCode::FORBIDDEN
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::SERVICE_UNAVAILABLE
+        ),
+        "streaming publish answered {status}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    if status != StatusCode::OK {
+        return;
+    }
+    let mut decoder = herald_sse::Decoder::new();
+    decoder
+        .feed(&answer)
+        .expect("the answer is a valid event stream");
+    let events: Vec<_> = std::iter::from_fn(|| decoder.next_event()).collect();
+    let (last, accepted) = events.split_last().expect("at least the closing event");
+    assert!(!accepted.is_empty(), "a 200 stored something: {events:?}");
+    for event in accepted {
+        assert_eq!(event.event_type, "accepted", "{events:?}");
+        assert!(!event.data.is_empty());
+    }
+    match &*last.event_type {
+        "done" => assert_eq!(last.data, accepted.len().to_string()),
+        "refused" => assert!(
+            last.data.ends_with(&format!(
+                "({} updates of this request were stored before it)",
+                accepted.len()
+            )),
+            "{events:?}"
+        ),
+        other => panic!("the answer ends with {other:?}: {events:?}"),
     }
 }
 
