@@ -8,6 +8,7 @@
 
 mod nats;
 mod redis;
+mod retained;
 mod tail;
 
 use herald_hub::update::{NewUpdate, Update};

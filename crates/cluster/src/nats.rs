@@ -239,7 +239,13 @@ impl NatsHistory {
         let (feed_tx, feed) = Feed::channel(head);
         history.feed = Mutex::new(Some(feed));
         let history = Arc::new(history);
-        tokio::spawn(tail::drive(Arc::downgrade(&history), head, None, feed_tx));
+        tokio::spawn(tail::drive(
+            Arc::downgrade(&history),
+            head,
+            None,
+            feed_tx,
+            None,
+        ));
         Ok(history)
     }
 }

@@ -33,6 +33,7 @@
 //!   that trims the oldest entries by the time in their ids (idempotent, so nodes need not
 //!   coordinate).
 
+use crate::retained::Mirror;
 use crate::tail::{self, Feeder, Readiness};
 use futures_util::future::{BoxFuture, FutureExt};
 use herald_hub::history::{EARLIEST, Feed, History, Retention, Start, StoreError};
@@ -105,6 +106,8 @@ pub struct RedisHistory {
     resolve: Script,
     trim_age: Script,
     feed: Mutex<Option<Feed>>,
+    /// This node's copy of the retained updates (`KEY:retained` is the engine's).
+    mirror: Arc<Mirror>,
 }
 
 impl std::fmt::Debug for RedisHistory {
@@ -121,6 +124,11 @@ struct Keys {
     ids: String,
     /// The bytes of the stream's entries (see [`APPEND`]).
     bytes: String,
+    /// Retained updates: topic -> `POSITION MILLISECONDS JSON`; their topics by position (the
+    /// oldest are dropped first); their bytes.
+    retained: String,
+    retained_order: String,
+    retained_bytes: String,
 }
 
 impl RedisHistory {
@@ -142,6 +150,9 @@ impl RedisHistory {
                 counter: format!("{key}:pos"),
                 ids: format!("{key}:ids"),
                 bytes: format!("{key}:bytes"),
+                retained: format!("{key}:retained"),
+                retained_order: format!("{key}:retained-order"),
+                retained_bytes: format!("{key}:retained-bytes"),
                 stream: key,
             },
             retention,
@@ -154,8 +165,11 @@ impl RedisHistory {
             resolve: Script::new(RESOLVE),
             trim_age: Script::new(&format!("{SIZES}{TRIM_AGE}")),
             feed: Mutex::new(None),
+            mirror: Arc::new(Mirror::new(retention.retained, 0)),
         };
         let head = history.head().await?;
+        history.mirror.fed(head);
+        history.load_retained().await?;
         let (feed_tx, feed) = Feed::channel(head);
         history.feed = Mutex::new(Some(feed));
         let history = Arc::new(history);
@@ -164,6 +178,7 @@ impl RedisHistory {
             head,
             Some(tail),
             feed_tx,
+            Some(history.mirror.clone()),
         ));
         if let Some(max_age) = history.retention.max_age {
             tokio::spawn(age_retention(Arc::downgrade(&history), max_age));
@@ -238,6 +253,34 @@ impl RedisHistory {
         Ok(counter.unwrap_or(0).max(newest))
     }
 
+    /// Fills this node's copy of the retained updates from the engine's.
+    async fn load_retained(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let all: Vec<(String, Vec<u8>)> = self
+            .run(
+                redis::cmd("HGETALL")
+                    .arg(&self.keys.retained)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        for (topic, value) in all {
+            let mut parts = value.splitn(3, |&b| b == b' ');
+            let number = |part: Option<&[u8]>| {
+                part.and_then(|p| std::str::from_utf8(p).ok())
+                    .and_then(|p| p.parse::<u64>().ok())
+            };
+            let (Some(position), Some(time), Some(json)) =
+                (number(parts.next()), number(parts.next()), parts.next())
+            else {
+                tracing::warn!(topic, "redis: an unreadable retained update is ignored");
+                continue;
+            };
+            self.mirror
+                .restore(topic, crate::decode(position, json), time);
+        }
+        Ok(())
+    }
+
     /// The newest entry of the stream, if any.
     async fn newest(&self) -> Result<Option<Entry>, StoreError> {
         let mut conn = self.conn();
@@ -268,10 +311,22 @@ impl RedisHistory {
             .arg(&update.id)
             .arg(json)
             .arg(self.retention.max_updates.max(1))
-            .arg(self.retention.max_bytes.unwrap_or(0));
+            .arg(self.retention.max_bytes.unwrap_or(0))
+            .key(&self.keys.retained)
+            .key(&self.keys.retained_order)
+            .key(&self.keys.retained_bytes)
+            .arg(u8::from(update.retain))
+            .arg(self.retention.retained.max_topics)
+            .arg(self.retention.retained.max_bytes);
+        for topic in &update.topics {
+            invocation.arg(topic);
+        }
         // The same fields at the position answered, whether stored now or before (a retry).
         let position: u64 = self.run(invocation.invoke_async(&mut conn)).await?;
-        Ok(Arc::new(update.into_update(position)?))
+        let update = Arc::new(update.into_update(position)?);
+        // Before the answer: a subscription registered after it finds it.
+        self.mirror.offer(&update);
+        Ok(update)
     }
 
     async fn read_range(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
@@ -313,6 +368,16 @@ impl RedisHistory {
 }
 
 impl History for RedisHistory {
+    fn retained(&self) -> Option<BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>>> {
+        Some(
+            async move {
+                let head = self.head().await?;
+                self.mirror.snapshot(head).await
+            }
+            .boxed(),
+        )
+    }
+
     fn append(&self, update: NewUpdate) -> BoxFuture<'_, Result<Arc<Update>, StoreError>> {
         self.append_update(update).boxed()
     }
@@ -530,7 +595,9 @@ local function stream_bytes(key)
 end
 "#;
 
-/// KEYS: stream, counter, ids, bytes. ARGV: id, json, max updates, max bytes (0: no limit).
+/// KEYS: stream, counter, ids, bytes, retained, retained-order, retained-bytes. ARGV: id,
+/// json, max updates, max bytes (0: no limit), 1 to retain, retained topics and bytes at most,
+/// then the update's topics.
 /// Returns the position: of the update indexed with this id if it is the same (a retry), else
 /// of the one stored now. The index keeps the earliest update with each id.
 ///
@@ -557,6 +624,28 @@ local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XADD', KEYS[1], string.format('%d-%d', pos, ms), 'u', ARGV[2])
 redis.call('ZADD', KEYS[3], 'NX', pos, ARGV[1])
+if ARGV[5] == '1' then
+  -- Retained: the topics' latest value, in the same atomic step as the update.
+  local value = pos .. ' ' .. ms .. ' ' .. ARGV[2]
+  local rbytes = tonumber(redis.call('GET', KEYS[7]) or '0')
+  for i = 8, #ARGV do
+    local topic = ARGV[i]
+    local old = redis.call('HGET', KEYS[5], topic)
+    if old then rbytes = rbytes - string.len(old) - string.len(topic) end
+    redis.call('HSET', KEYS[5], topic, value)
+    redis.call('ZADD', KEYS[6], pos, topic)
+    rbytes = rbytes + string.len(value) + string.len(topic)
+  end
+  while redis.call('ZCARD', KEYS[6]) > tonumber(ARGV[6]) or rbytes > tonumber(ARGV[7]) do
+    local oldest = redis.call('ZRANGE', KEYS[6], 0, 0)[1]
+    if not oldest then break end
+    local v = redis.call('HGET', KEYS[5], oldest)
+    if v then rbytes = rbytes - string.len(v) - string.len(oldest) end
+    redis.call('HDEL', KEYS[5], oldest)
+    redis.call('ZREM', KEYS[6], oldest)
+  end
+  redis.call('SET', KEYS[7], rbytes)
+end
 local total
 if redis.call('EXISTS', KEYS[4]) == 1 then
   total = redis.call('INCRBY', KEYS[4], string.len(ARGV[2]))

@@ -56,6 +56,8 @@ impl Readiness {
 pub(crate) struct Feeder {
     after: u64,
     feed: mpsc::UnboundedSender<Arc<Update>>,
+    /// The node's copy of the retained updates, kept up to date with what is fed.
+    mirror: Option<Arc<crate::retained::Mirror>>,
 }
 
 impl Feeder {
@@ -71,6 +73,10 @@ impl Feeder {
             return true;
         }
         self.after = update.position;
+        if let Some(mirror) = &self.mirror {
+            mirror.offer(&update);
+            mirror.fed(update.position);
+        }
         self.feed.send(update).is_ok()
     }
 }
@@ -110,8 +116,13 @@ pub(crate) async fn drive<E: Engine>(
     after: u64,
     mut reader: Option<E::Reader>,
     feed: mpsc::UnboundedSender<Arc<Update>>,
+    mirror: Option<Arc<crate::retained::Mirror>>,
 ) {
-    let mut feeder = Feeder { after, feed };
+    let mut feeder = Feeder {
+        after,
+        feed,
+        mirror,
+    };
     let mut backoff = MIN_BACKOFF;
     let mut was_ready = true;
     loop {
@@ -265,7 +276,7 @@ mod tests {
             Ok(vec![8, 9]),
         ]);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(drive(Arc::downgrade(&engine), 3, None, tx));
+        let driver = tokio::spawn(drive(Arc::downgrade(&engine), 3, None, tx, None));
         assert_eq!(positions(&mut rx, 6).await, [4, 5, 6, 7, 8, 9]);
         // A reader for the first read, kept for the second; a new one after each failure.
         assert_eq!(*engine.readers_made.lock().unwrap(), 3);
@@ -284,7 +295,7 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         assert!(engine.readiness.is_ready());
         engine.commands_fail.store(true, Ordering::Release);
-        let driver = tokio::spawn(drive(Arc::downgrade(&engine), 0, None, tx));
+        let driver = tokio::spawn(drive(Arc::downgrade(&engine), 0, None, tx, None));
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(!engine.readiness.is_ready(), "the tail failed");
         // The tail reads again, but commands still fail: still not ready.
@@ -304,7 +315,7 @@ mod tests {
         drop(rx);
         tokio::time::timeout(
             Duration::from_secs(5),
-            drive(Arc::downgrade(&engine), 0, None, tx),
+            drive(Arc::downgrade(&engine), 0, None, tx, None),
         )
         .await
         .expect("the driver returns");

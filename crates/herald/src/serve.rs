@@ -22,9 +22,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let configured = keys(&config, alg)?;
     let store = config.store()?;
     let retention = config.retention();
-    if matches!(store, Store::Redis(_) | Store::Nats(_)) && !config.retain.is_empty() {
+    if matches!(store, Store::Nats(_)) && !config.retain.is_empty() {
         bail!(
-            "--retain needs the memory or the file store: the redis and nats stores do not keep \
+            "--retain needs the memory, file or redis store: the nats store does not keep \
              retained updates yet"
         );
     }

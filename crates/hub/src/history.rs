@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 pub mod file;
 pub mod memory;
-pub(crate) mod retained;
+pub mod retained;
 
 pub use file::{Damage, FileHistory, FileOptions};
 pub use memory::MemoryHistory;

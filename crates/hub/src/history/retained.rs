@@ -46,7 +46,7 @@ struct Entry {
 
 /// The newest retained update of each topic.
 #[derive(Debug, Default)]
-pub(crate) struct Retained {
+pub struct Retained {
     limits: RetainedLimits,
     by_topic: HashMap<String, Entry>,
     /// Topics by the position of their retained update: the oldest is evicted first.
@@ -59,7 +59,8 @@ fn cost(topic: &str, update: &Update) -> usize {
 }
 
 impl Retained {
-    pub(crate) fn new(limits: RetainedLimits) -> Retained {
+    /// An empty set with these bounds.
+    pub fn new(limits: RetainedLimits) -> Retained {
         Retained {
             limits,
             ..Retained::default()
@@ -69,7 +70,7 @@ impl Retained {
     /// Retains `update` for each of its topics if it was published to be retained, replacing
     /// older ones; then drops what the bounds no longer allow. Returns the topics whose
     /// retained update was dropped without a replacement (for a store to delete).
-    pub(crate) fn offer(&mut self, update: &Arc<Update>, time_ms: u64) -> Vec<String> {
+    pub fn offer(&mut self, update: &Arc<Update>, time_ms: u64) -> Vec<String> {
         if !update.fields.retain {
             return Vec::new();
         }
@@ -87,7 +88,7 @@ impl Retained {
     }
 
     /// Puts back an entry read from a store at start.
-    pub(crate) fn restore(&mut self, topic: String, update: Arc<Update>, time_ms: u64) {
+    pub fn restore(&mut self, topic: String, update: Arc<Update>, time_ms: u64) {
         if let Some(old) = self.by_topic.get(&topic) {
             if old.update.position >= update.position {
                 return;
@@ -121,7 +122,7 @@ impl Retained {
     }
 
     /// Drops the oldest entries until the bounds hold, and every entry past its age.
-    pub(crate) fn enforce(&mut self, now_ms: u64) -> Vec<String> {
+    pub fn enforce(&mut self, now_ms: u64) -> Vec<String> {
         let mut dropped = Vec::new();
         let too_old = |entry: &Entry, limits: &RetainedLimits| {
             limits.max_age.is_some_and(|age| {
@@ -161,7 +162,7 @@ impl Retained {
 
     /// The retained updates, each once (an update may be retained for several topics), in
     /// position order, none past its age.
-    pub(crate) fn snapshot(&mut self, now_ms: u64) -> Vec<Arc<Update>> {
+    pub fn snapshot(&mut self, now_ms: u64) -> Vec<Arc<Update>> {
         self.enforce(now_ms);
         let mut updates: Vec<Arc<Update>> = Vec::new();
         for topics in self.by_position.values() {
@@ -173,7 +174,7 @@ impl Retained {
     }
 
     /// Whether `topic` has a retained update.
-    pub(crate) fn contains(&self, topic: &str) -> bool {
+    pub fn contains(&self, topic: &str) -> bool {
         self.by_topic.contains_key(topic)
     }
 
@@ -185,7 +186,7 @@ impl Retained {
 }
 
 /// Milliseconds since the epoch, now.
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

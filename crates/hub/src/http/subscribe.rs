@@ -405,8 +405,8 @@ async fn retained_prelude(
         }
         return Err(HttpError::new(
             StatusCode::NOT_IMPLEMENTED,
-            "this hub's history store does not keep retained updates (the memory and file \
-             stores do): subscribe without \"retained\"",
+            "this hub's history store does not keep retained updates (the memory, file and \
+             redis stores do): subscribe without \"retained\"",
         ));
     };
     let always = if asked {
