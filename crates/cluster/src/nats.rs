@@ -32,6 +32,7 @@
 //!   `--history-max-age`, discard old. Set when a node starts: the stream is created, or its
 //!   limits updated, so every node enforces the same thing without a timer of its own.
 
+use crate::retained::Mirror;
 use crate::tail::{self, Feeder, Readiness};
 use async_nats::connection::State;
 use async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE;
@@ -182,6 +183,19 @@ pub struct NatsHistory {
     connections: AtomicU64,
     readiness: Readiness,
     feed: Mutex<Option<Feed>>,
+    /// This node's copy of the retained updates; the engine's are in the stream
+    /// `NAME_retained` (subject `NAME.r.TOPIC`, one message per topic).
+    mirror: Arc<Mirror>,
+}
+
+/// A retained update as the `NAME_retained` stream holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RetainedRecord {
+    /// Its position in history.
+    p: u64,
+    /// When it was accepted, in ms since the epoch.
+    t: u64,
+    u: NewUpdate,
 }
 
 impl std::fmt::Debug for NatsHistory {
@@ -232,10 +246,16 @@ impl NatsHistory {
             connections: AtomicU64::new(0),
             readiness: Readiness::new(),
             feed: Mutex::new(None),
+            mirror: Arc::new(Mirror::new(retention.retained, 0)),
         };
         let head = history
             .run(history.ensure_stream(&retention, replicas))
             .await?;
+        history.mirror.fed(head);
+        history
+            .run(history.ensure_retained_stream(&retention, replicas))
+            .await?;
+        history.run(history.load_retained()).await?;
         let (feed_tx, feed) = Feed::channel(head);
         history.feed = Mutex::new(Some(feed));
         let history = Arc::new(history);
@@ -244,7 +264,7 @@ impl NatsHistory {
             head,
             None,
             feed_tx,
-            None,
+            Some(history.mirror.clone()),
         ));
         Ok(history)
     }
@@ -366,6 +386,163 @@ impl NatsHistory {
         )))
     }
 
+    /// The name of the stream of retained updates.
+    fn retained_stream(&self) -> String {
+        format!("{}_retained", self.stream)
+    }
+
+    /// The subject of `topic`'s retained update.
+    fn retained_subject(&self, topic: &str) -> String {
+        format!("{}.r.{}", self.stream, id_token(topic))
+    }
+
+    /// Creates the stream of retained updates, or brings its limits to `retention`'s: one
+    /// message per topic, at most so many topics and bytes (the oldest go first), none older
+    /// than the age.
+    async fn ensure_retained_stream(
+        &self,
+        retention: &Retention,
+        replicas: Option<usize>,
+    ) -> Result<(), StoreError> {
+        let conn = self.connection().await?;
+        let limits = retention.retained;
+        let name = self.retained_stream();
+        let wanted = Config {
+            name: name.clone(),
+            subjects: vec![format!("{}.r.>", self.stream)],
+            max_messages_per_subject: 1,
+            max_messages: i64::try_from(limits.max_topics.max(1)).unwrap_or(i64::MAX),
+            max_bytes: i64::try_from(limits.max_bytes).unwrap_or(i64::MAX),
+            max_age: limits.max_age.unwrap_or(Duration::ZERO),
+            discard: DiscardPolicy::Old,
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            num_replicas: replicas.unwrap_or(1),
+            ..Default::default()
+        };
+        for _ in 0..2 {
+            match conn.js.get_stream(&name).await {
+                Ok(stream) => {
+                    let mut config = stream.cached_info().config.clone();
+                    if config.max_messages == wanted.max_messages
+                        && config.max_bytes == wanted.max_bytes
+                        && config.max_age == wanted.max_age
+                    {
+                        return Ok(());
+                    }
+                    config.max_messages = wanted.max_messages;
+                    config.max_bytes = wanted.max_bytes;
+                    config.max_age = wanted.max_age;
+                    conn.js.update_stream(&config).await.map_err(|e| {
+                        StoreError::failed(format!("nats: cannot update stream {name}"), e)
+                    })?;
+                    return Ok(());
+                }
+                Err(err) if stream_not_found(err.kind()) => {
+                    match conn.js.create_stream(wanted.clone()).await {
+                        Ok(_) => return Ok(()),
+                        Err(err) => tracing::debug!(%err, "stream creation failed; looking again"),
+                    }
+                }
+                Err(err) => return Err(unavailable(err)),
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "nats: cannot create stream {name}"
+        )))
+    }
+
+    /// Fills this node's copy of the retained updates from the engine's.
+    async fn load_retained(&self) -> Result<(), StoreError> {
+        let conn = self.connection().await?;
+        let name = self.retained_stream();
+        let stream = conn.js.get_stream(&name).await.map_err(unavailable)?;
+        let state = stream.cached_info().state.clone();
+        if state.messages == 0 {
+            return Ok(());
+        }
+        let stream = conn
+            .js
+            .get_stream_no_info(&name)
+            .await
+            .map_err(unavailable)?;
+        let mut gets = futures_util::stream::iter(state.first_sequence..=state.last_sequence)
+            .map(|sequence| message(&stream, sequence))
+            .buffered(READ_CONCURRENCY);
+        while let Some(got) = gets.next().await {
+            let Some(msg) = got? else { continue };
+            match serde_json::from_slice::<RetainedRecord>(&msg.payload) {
+                Ok(record) => {
+                    let t = record.t;
+                    let topics = record.u.topics.clone();
+                    if let Ok(update) = record.u.into_update(record.p) {
+                        let update = Arc::new(update);
+                        // The message is one topic's; the update may name several.
+                        for topic in topics {
+                            if msg.subject.as_str() == self.retained_subject(&topic) {
+                                self.mirror.restore(topic, update.clone(), t);
+                            }
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "nats: an unreadable retained update is ignored"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `update` its topics' retained update in the engine, unless a newer one is there
+    /// already (two nodes may retain values of one topic at once): each topic's message is
+    /// replaced only if it is still the one read (`Nats-Expected-Last-Subject-Sequence`).
+    async fn keep_retained(&self, update: &Update) -> Result<(), StoreError> {
+        let record = serde_json::to_vec(&RetainedRecord {
+            p: update.position,
+            t: herald_hub::history::retained::now_ms(),
+            u: update.fields.clone(),
+        })
+        .map_err(|e| StoreError::failed("", e))?;
+        let record = bytes::Bytes::from(record);
+        let conn = self.connection().await?;
+        let stream = conn
+            .js
+            .get_stream_no_info(self.retained_stream())
+            .await
+            .map_err(unavailable)?;
+        for topic in update.topics() {
+            let subject = self.retained_subject(topic);
+            for _ in 0..8 {
+                let expected = match stream.get_last_raw_message_by_subject(&subject).await {
+                    Ok(msg) => {
+                        let kept = serde_json::from_slice::<RetainedRecord>(&msg.payload)
+                            .map_or(0, |r| r.p);
+                        if kept >= update.position {
+                            break; // a newer (or the same) value is kept
+                        }
+                        msg.sequence
+                    }
+                    Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
+                    Err(err) => return Err(unavailable(err)),
+                };
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    expected.to_string().as_str(),
+                );
+                let ack = conn
+                    .js
+                    .publish_with_headers(subject.clone(), headers, record.clone())
+                    .await
+                    .map_err(unavailable)?;
+                match ack.await {
+                    Ok(_) => break,
+                    Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => continue,
+                    Err(err) => return Err(unavailable(err)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The stream's message count and first and last sequences.
     async fn state(&self, conn: &Conn) -> Result<jetstream::stream::State, StoreError> {
         let stream = conn
@@ -416,7 +593,14 @@ impl NatsHistory {
             Some(position) => position,
             None => self.append_repeated(&subject, json.clone()).await?,
         };
-        Ok(Arc::new(update.into_update(position)?))
+        let update = Arc::new(update.into_update(position)?);
+        if update.fields.retain {
+            // Before the answer: a subscription registered after it finds it. (A retry of this
+            // publish after a failure here stores nothing twice and retains it again.)
+            self.run(self.keep_retained(&update)).await?;
+            self.mirror.offer(&update);
+        }
+        Ok(update)
     }
 
     /// Appends an update whose id is in the stream already: answers the earliest message with
@@ -529,6 +713,21 @@ impl NatsHistory {
 }
 
 impl History for NatsHistory {
+    fn retained(&self) -> Option<BoxFuture<'_, Result<Vec<Arc<Update>>, StoreError>>> {
+        Some(
+            async move {
+                let head = self
+                    .run(async {
+                        let conn = self.connection().await?;
+                        Ok(self.state(&conn).await?.last_sequence)
+                    })
+                    .await?;
+                self.mirror.snapshot(head).await
+            }
+            .boxed(),
+        )
+    }
+
     fn append(&self, update: NewUpdate) -> BoxFuture<'_, Result<Arc<Update>, StoreError>> {
         self.append_update(update).boxed()
     }

@@ -22,12 +22,6 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let configured = keys(&config, alg)?;
     let store = config.store()?;
     let retention = config.retention();
-    if matches!(store, Store::Nats(_)) && !config.retain.is_empty() {
-        bail!(
-            "--retain needs the memory, file or redis store: the nats store does not keep \
-             retained updates yet"
-        );
-    }
     for selector in &config.retain {
         herald_hub::topic::Selector::parse(selector)
             .with_context(|| format!("invalid --retain selector {selector:?}"))?;

@@ -894,41 +894,13 @@ fn a_streamed_publish_reaches_every_node(backend: Backend) {
     assert_eq!(on_b.wait_for(50, Duration::from_secs(10)), ids);
 }
 
-/// Retained updates across a cluster (Redis): a value published on one node is the latest
-/// value on every node, also on a node started afterwards (loaded from the engine), and the
-/// engine's bounds apply. NATS does not keep them yet: asking is a clear `501`, and `--retain`
-/// refuses to start, rather than silently sending nothing.
+/// Retained updates across a cluster: a value published on one node is the latest value on
+/// every node, also on a node started afterwards (loaded from the engine), and the engine's
+/// bounds apply.
 fn retained_updates_across_the_cluster(backend: Backend) {
     let engine = Engine::start(backend, "retained");
     let a = Node::start_with(&engine, &["--history-size", "3", "--retained-topics", "2"]);
     let retained = |addr: &str| Subscriber::connect_to(addr, "topic=%2A&retained=1");
-    if matches!(backend, Backend::Nats) {
-        let head = format!(
-            "GET /.well-known/mercure?topic=t&retained=1 HTTP/1.1\r\nauthorization: Bearer {}\r\n",
-            token()
-        );
-        let (status, body) = request(&a.addr, &head, "").expect("an answer");
-        assert_eq!(status, 501, "{body}");
-        assert!(body.contains("does not keep retained updates"), "{body}");
-        let url = engine.url();
-        let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--jwt-key",
-                "k",
-                "--store",
-                &url,
-            ])
-            .args(["--retain", "t"])
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("--retain needs"), "{err}");
-        return;
-    }
     let b = Node::start_with(&engine, &["--history-size", "3", "--retained-topics", "2"]);
     let token = token();
     for (topic, id, retain) in [

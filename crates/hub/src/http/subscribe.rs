@@ -401,12 +401,12 @@ async fn retained_prelude(
     }
     let Some(snapshot) = hub.inner.history.retained() else {
         if !asked {
-            return Ok(Vec::new()); // --retain on a store without them: said at start
+            return Ok(Vec::new()); // a store of an embedding application, without them
         }
         return Err(HttpError::new(
             StatusCode::NOT_IMPLEMENTED,
-            "this hub's history store does not keep retained updates (the memory, file and \
-             redis stores do): subscribe without \"retained\"",
+            "this hub's history store does not keep retained updates (Herald's memory, file, \
+             redis and nats stores do): subscribe without \"retained\"",
         ));
     };
     let always = if asked {
