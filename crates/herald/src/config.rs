@@ -123,6 +123,12 @@ pub struct ServeConfig {
     #[arg(long = "retain", env = "HERALD_RETAIN", value_delimiter = ',')]
     #[serde(default)]
     pub retain: Vec<String>,
+    /// Selector of latest-value topics (repeatable): a subscriber catching up (slow, or
+    /// resuming) gets only the newest update of each such topic it is owed; others keep exact
+    /// catch-up.
+    #[arg(long = "conflate", env = "HERALD_CONFLATE", value_delimiter = ',')]
+    #[serde(default)]
+    pub conflate: Vec<String>,
     /// Seconds between heartbeat comments on idle streams; 0 turns them off [default: 15].
     #[arg(long, env = "HERALD_HEARTBEAT")]
     pub heartbeat: Option<u64>,
@@ -283,6 +289,9 @@ impl ServeConfig {
         if self.retain.is_empty() {
             self.retain = file.retain;
         }
+        if self.conflate.is_empty() {
+            self.conflate = file.conflate;
+        }
         if self.listen.is_empty() {
             self.listen = file.listen;
         }
@@ -395,6 +404,7 @@ impl ServeConfig {
             },
             cors_origins: self.cors_origin.clone(),
             retain: self.retain.clone(),
+            conflate: self.conflate.clone(),
             subscriptions: self.subscriptions.unwrap_or(defaults.subscriptions),
             max_body: self.max_body.unwrap_or(defaults.max_body),
             queue_size: self.queue_size.unwrap_or(defaults.queue_size),

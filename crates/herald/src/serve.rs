@@ -22,9 +22,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let configured = keys(&config, alg)?;
     let store = config.store()?;
     let retention = config.retention();
-    for selector in &config.retain {
-        herald_hub::topic::Selector::parse(selector)
-            .with_context(|| format!("invalid --retain selector {selector:?}"))?;
+    for (flag, selectors) in [
+        ("--retain", &config.retain),
+        ("--conflate", &config.conflate),
+    ] {
+        for selector in selectors {
+            herald_hub::topic::Selector::parse(selector)
+                .with_context(|| format!("invalid {flag} selector {selector:?}"))?;
+        }
     }
     let history: Arc<dyn History> = match store.clone() {
         Store::Memory if config.history_max_age().is_some() => bail!(

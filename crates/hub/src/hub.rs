@@ -75,6 +75,9 @@ pub struct Settings {
     /// Selectors whose topics' retained updates every subscription receives first, as if it
     /// asked with `retained=1` (`--retain`, a Herald extension).
     pub retain: Vec<String>,
+    /// Selectors of latest-value topics: a subscriber catching up gets only the newest update
+    /// of each such topic it is owed (`--conflate`, a Herald extension; see [`crate::conflate`]).
+    pub conflate: Vec<String>,
 }
 
 /// Which generations of Mercure a hub serves: both at once (the default), or one. A request
@@ -127,6 +130,7 @@ impl Default for Settings {
             http2_max_streams: 128,
             protocol: Protocol::Both,
             retain: Vec::new(),
+            conflate: Vec::new(),
         }
     }
 }
@@ -155,6 +159,8 @@ pub(crate) struct HubState {
     /// Present when subscription events and the subscriptions API are enabled.
     pub subscriptions: Option<Arc<Subscriptions>>,
     pub write_limits: Arc<WriteLimits>,
+    /// Present with `--conflate`.
+    pub conflation: Option<Arc<crate::conflate::Conflation>>,
 }
 
 impl Hub {
@@ -179,11 +185,20 @@ impl Hub {
             let (history, until) = (history.clone(), feed.after);
             tokio::spawn(async move { view.seed(history.as_ref(), until).await });
         }
+        // Checked by `herald serve` at start; a selector that does not parse conflates nothing.
+        let conflation = (!settings.conflate.is_empty())
+            .then(|| crate::topic::SelectorSet::parse(&settings.conflate).ok())
+            .flatten()
+            .map(|selectors| Arc::new(crate::conflate::Conflation::new(selectors)));
         {
             let (dispatcher, subscriptions) = (dispatcher.clone(), subscriptions.clone());
+            let conflation = conflation.clone();
             tokio::spawn(async move {
                 dispatcher
                     .run(feed, |update| {
+                        if let Some(conflation) = &conflation {
+                            conflation.observe(update);
+                        }
                         if let Some(view) = &subscriptions {
                             view.apply(update);
                         }
@@ -202,6 +217,7 @@ impl Hub {
                     max_owed: settings.max_owed_bytes,
                 }),
                 subscriptions,
+                conflation,
                 history,
                 dispatcher,
                 verifier,

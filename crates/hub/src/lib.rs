@@ -23,6 +23,7 @@
 //! events and the subscriptions API), `hub` and `metrics`.
 
 pub mod auth;
+pub mod conflate;
 pub mod console;
 mod dispatch;
 pub mod history;

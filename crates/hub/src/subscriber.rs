@@ -124,6 +124,8 @@ pub(crate) struct Subscriber {
     /// `last`, so none of them comes again from the queue. Sent a chunk at a time like queued
     /// updates; 8 bytes each while waiting (the updates are the retained set's, shared).
     prelude: std::collections::VecDeque<Arc<Update>>,
+    /// Latest-value topics: their superseded updates are skipped when catching up.
+    conflation: Option<Arc<crate::conflate::Conflation>>,
 }
 
 impl Subscriber {
@@ -160,6 +162,7 @@ impl Subscriber {
             batch: FIRST_REPLAY_BATCH,
             _subscription: None,
             prelude: std::collections::VecDeque::new(),
+            conflation: None,
         }
     }
 
@@ -174,6 +177,15 @@ impl Subscriber {
     pub(crate) fn with_prelude(mut self, retained: Vec<Arc<Update>>) -> Self {
         debug_assert!(retained.iter().all(|u| u.position <= self.last));
         self.prelude = retained.into();
+        self
+    }
+
+    /// Catches up with only the newest update of each conflated topic (`--conflate`).
+    pub(crate) fn with_conflation(
+        mut self,
+        conflation: Option<Arc<crate::conflate::Conflation>>,
+    ) -> Self {
+        self.conflation = conflation;
         self
     }
 
@@ -329,7 +341,11 @@ impl Subscriber {
         let mut bytes = 0;
         for update in &batch {
             bytes += update.encoded.len();
-            if self.filter.accepts(update) {
+            let superseded = self
+                .conflation
+                .as_ref()
+                .is_some_and(|conflation| conflation.superseded(update));
+            if !superseded && self.filter.accepts(update) {
                 Chunk::push(&mut chunk, update.encoded.clone());
                 self.metrics.delivered.inc();
             }

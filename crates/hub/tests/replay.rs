@@ -230,6 +230,64 @@ async fn slow_subscriber_catches_up_from_history_and_does_not_block_others(trans
     assert_eq!(got, expected(1..=N));
 }
 
+/// With `--conflate`, a slow subscriber that reads again gets, of the conflated topics, only
+/// updates that were not superseded when it caught up: the last value of each arrives, and far
+/// fewer than were published; the other topic, every update in order.
+async fn slow_subscriber_catches_up_conflated_topics_with_newest_values(transport: Transport) {
+    const N: usize = 150;
+    let hub = TestHub::start(Settings {
+        queue_size: 4,
+        conflate: vec!["p/{symbol}".into()],
+        ..anonymous()
+    })
+    .await
+    .over(transport);
+    let slow = hub
+        .subscribe_on_a_small_buffer("topic=p%2F%7Bsymbol%7D&topic=t")
+        .await;
+    let data = "x".repeat(32 * 1024);
+    for i in 1..=N {
+        for topic in ["p/a", "p/b"] {
+            hub.publish(&[
+                ("topic", topic),
+                ("id", &format!("{topic}-{i}")),
+                ("data", &data),
+            ])
+            .await;
+        }
+        hub.publish(&[("topic", "t"), ("id", &format!("u{i}")), ("data", &data)])
+            .await;
+    }
+    let (lagged, metrics) = lagged_total(&hub).await;
+    assert!(lagged > 0, "the slow subscriber fell behind:\n{metrics}");
+    let mut body = slow.into_body();
+    let (got, ended) = read_all_ids(&mut body, &format!("u{N}")).await;
+    assert!(!ended);
+    let exact: Vec<String> = got
+        .iter()
+        .filter(|id| id.starts_with('u'))
+        .cloned()
+        .collect();
+    assert_eq!(exact, expected(1..=N), "the other topic: exact");
+    for topic in ["p/a", "p/b"] {
+        let values: Vec<usize> = got
+            .iter()
+            .filter_map(|id| id.strip_prefix(&format!("{topic}-")))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(values.last(), Some(&N), "{topic}: its current value");
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "{topic}: in order, once"
+        );
+        assert!(
+            values.len() < N / 2,
+            "{topic}: conflated ({} of {N})",
+            values.len()
+        );
+    }
+}
+
 async fn slow_subscriber_beyond_history_is_closed_never_skipped(transport: Transport) {
     const N: usize = 300;
     let hub = TestHub::start_with(
@@ -453,6 +511,7 @@ async fn a_gap_in_the_feed_never_passes_silently(transport: Transport) {
 }
 
 per_transport!(
+    slow_subscriber_catches_up_conflated_topics_with_newest_values,
     a_live_subscription_never_gets_what_was_acknowledged_before_it,
     replay_by_header_and_by_query_parameter,
     response_header_names_where_the_stream_resumed,

@@ -171,6 +171,34 @@ async fn many_latest_values_all_arrive_in_order() {
     assert!(sse.quiet_for(SHORT).await);
 }
 
+/// `--conflate SELECTOR`: a subscriber that catches up (here: resuming with `Last-Event-ID`)
+/// gets only the newest update of each conflated topic it is owed, and every update of the
+/// others; one that keeps up gets everything.
+#[tokio::test]
+async fn conflated_topics_catch_up_with_their_newest_update_only() {
+    let hub = TestHub::start(Settings {
+        conflate: vec!["https://example.com/prices/{symbol}".into()],
+        ..anonymous()
+    })
+    .await;
+    let first = hub.publish(&[("topic", "start"), ("data", "start")]).await;
+    let query = format!("{PRICES}&topic=news");
+    let mut live = hub.subscribe(&query, &[]).await;
+    for n in 0..20 {
+        price(&hub, "AAA", &format!("A {n}"), false).await;
+        price(&hub, "BBB", &format!("B {n}"), false).await;
+        hub.publish(&[("topic", "news"), ("data", &format!("news {n}"))])
+            .await;
+    }
+    assert_eq!(live.take(60).await.len(), 60, "keeping up: every update");
+    let mut resuming = hub.subscribe(&query, &[("last-event-id", &first)]).await;
+    let mut expected: Vec<String> = (0..20).map(|n| format!("news {n}")).collect();
+    expected.insert(19, "A 19".into());
+    expected.insert(20, "B 19".into());
+    assert_eq!(data(resuming.take(22).await), expected);
+    assert!(resuming.quiet_for(SHORT).await);
+}
+
 /// On the file store the latest values survive a restart, and outlive history's retention
 /// (a symbol that rarely changes keeps its price); their own bounds drop the oldest.
 #[tokio::test]

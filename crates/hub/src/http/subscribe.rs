@@ -370,6 +370,7 @@ async fn open(
     if let Some(retained) = retained {
         subscriber = subscriber.with_prelude(retained);
     }
+    subscriber = subscriber.with_conflation(inner.conflation.clone());
     if let Some(registry) = &inner.subscriptions {
         let (id, events) = registry.connect(watched);
         let started = registry.announce(inner.history.clone(), None, events);
