@@ -93,3 +93,41 @@ test('notifications: each user logged in sees only their own private notificatio
     example.child.kill('SIGTERM');
   }
 });
+
+test('ticker: every current price at once, then live; after a cut, the newest price of each symbol rather than every tick', async () => {
+  const example = await startExample('ticker');
+  const proxy = await startProxy(example.url);
+  try {
+    await new Promise((r) => setTimeout(r, 500)); // a few ticks: every symbol has a price
+    const page = await browser.newPage();
+    const opened = Date.now();
+    await page.goto(`${proxy.url}/ticker/`);
+    // At once: the retained price of each of the 20 symbols.
+    await page.waitForFunction(() => Object.keys(window.prices).length === 20, null, { timeout: 5_000 });
+    assert.ok(Date.now() - opened < 3_000, 'shown at once');
+    assert.equal(await page.locator('#prices tr').count(), 20);
+    // Then live: prices move.
+    const before = await page.evaluate(() => window.prices.AAPL.seq);
+    await page.waitForFunction((s) => window.prices.AAPL.seq > s, before, { timeout: 5_000 });
+    // Cut for 2 s (20 symbols x 10 ticks/s: about 400 ticks published meanwhile).
+    proxy.cut();
+    await page.waitForFunction(() => window.errors >= 1, null, { timeout: 5_000 });
+    const seen = await page.evaluate(() => window.events);
+    const cutAt = await page.evaluate(() => Math.max(...Object.values(window.prices).map((p) => p.seq)));
+    await new Promise((r) => setTimeout(r, 2_000));
+    proxy.restore();
+    await page.waitForFunction(() => document.getElementById('state').textContent === 'live', null, { timeout: 10_000 });
+    const resumedAt = await page.evaluate(() => window.events);
+    // The catch-up is conflated: about one price per symbol, not every tick missed.
+    const caughtUp = resumedAt - seen;
+    await new Promise((r) => setTimeout(r, 300));
+    const after = await page.evaluate(() => window.events) - seen;
+    assert.ok(after < 200, `conflated: ${after} events since the cut (${caughtUp} at once), not ~400`);
+    // And every price is current again: each symbol has a tick from after the cut.
+    await page.waitForFunction((cut) => Object.values(window.prices).every((p) => p.seq > cut), cutAt, { timeout: 5_000 });
+    await page.close();
+  } finally {
+    proxy.close();
+    example.child.kill('SIGTERM');
+  }
+});
