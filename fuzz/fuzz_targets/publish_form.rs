@@ -71,7 +71,14 @@ fuzz_target!(|input: &[u8]| {
     }
 });
 
-fn publish(any_topic: bool, body: &[u8]) {
+/// POSTs `body` to the hub in process with a publisher token (for `*`, or for two selectors
+/// only); the status and the whole answer.
+fn post(
+    any_topic: bool,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (StatusCode, axum::body::Bytes) {
     let t = tokens();
     let token = if any_topic {
         &t.publish_any
@@ -80,13 +87,13 @@ fn publish(any_topic: bool, body: &[u8]) {
     };
     // Every request says its Host: an HTTP/1.1 request without one is refused (400) before
     // anything else is looked at, and the run would fuzz nothing but that refusal.
-    let request = Request::post("/.well-known/mercure")
+    let request = Request::post(path)
         .header(header::HOST, "hub.example")
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::CONTENT_TYPE, content_type)
         .body(Body::from(body.to_vec()))
         .expect("a valid request");
-    let (status, response_body) = runtime().block_on(async {
+    runtime().block_on(async {
         let response = router().clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let body = response
@@ -97,7 +104,16 @@ fn publish(any_topic: bool, body: &[u8]) {
             .to_bytes();
         herald_fuzz::let_the_hub_run().await;
         (status, body)
-    });
+    })
+}
+
+fn publish(any_topic: bool, body: &[u8]) {
+    let (status, response_body) = post(
+        any_topic,
+        "/.well-known/mercure",
+        "application/x-www-form-urlencoded",
+        body,
+    );
     assert!(
         matches!(
             status,
@@ -127,30 +143,12 @@ fn publish(any_topic: bool, body: &[u8]) {
 }
 
 fn publish_stream(any_topic: bool, body: &[u8]) {
-    let t = tokens();
-    let token = if any_topic {
-        &t.publish_any
-    } else {
-        &t.publish_some
-    };
-    let request = Request::post("/.well-known/mercure?topic=https%3A%2F%2Fexample.com%2Fpublic")
-        .header(header::HOST, "hub.example")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .body(Body::from(body.to_vec()))
-        .expect("a valid request");
-    let (status, answer) = runtime().block_on(async {
-        let response = router().clone().oneshot(request).await.expect("infallible");
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("a buffered body")
-            .to_bytes();
-        herald_fuzz::let_the_hub_run().await;
-        (status, body)
-    });
+    let (status, answer) = post(
+        any_topic,
+        "/.well-known/mercure?topic=https%3A%2F%2Fexample.com%2Fpublic",
+        "text/event-stream",
+        body,
+    );
     assert!(
         matches!(
             status,

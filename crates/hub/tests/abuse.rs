@@ -12,13 +12,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn anonymous() -> Settings {
-    Settings {
-        anonymous: true,
-        ..Settings::default()
-    }
-}
-
 /// Sends `request` as raw bytes and reads until the hub closes the connection or `wait` passes;
 /// returns what came back.
 async fn raw(hub: &TestHub, request: &[u8], wait: Duration) -> String {

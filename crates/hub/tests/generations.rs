@@ -14,13 +14,6 @@ use std::time::Duration;
 
 const SHORT: Duration = Duration::from_millis(300);
 
-fn anonymous() -> Settings {
-    Settings {
-        anonymous: true,
-        ..Settings::default()
-    }
-}
-
 fn data(events: Vec<herald_sse::MessageEvent>) -> Vec<String> {
     events.into_iter().map(|e| e.data).collect()
 }

@@ -10,13 +10,6 @@ use std::time::Duration;
 
 const SHORT: Duration = Duration::from_millis(300);
 
-fn anonymous() -> Settings {
-    Settings {
-        anonymous: true,
-        ..Settings::default()
-    }
-}
-
 async fn publish_then_receive_with_all_fields(transport: Transport) {
     let hub = TestHub::start(anonymous()).await.over(transport);
     let mut sse = hub

@@ -38,13 +38,6 @@ async fn stream(hub: &TestHub, query: &str, body: &str) -> (StatusCode, Vec<(Str
     (status, events)
 }
 
-fn anonymous() -> Settings {
-    Settings {
-        anonymous: true,
-        ..Settings::default()
-    }
-}
-
 /// Every event of the body is an update, delivered in order, answered with its id; fields as
 /// an `EventSource` reads them (multi-line data, `event` as the type, `retry`), the topic from
 /// the query string or the event's own `topic` fields.
@@ -288,14 +281,7 @@ async fn a_stream_on_the_file_store_keeps_its_order() {
         hub.stop();
     }
     // The store's threads let go of it once they notice.
-    let started = std::time::Instant::now();
-    let history = loop {
-        match open() {
-            Ok(history) => break history,
-            Err(err) if started.elapsed() > WAIT => panic!("{err}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let history = reopen(open).await;
     let hub = TestHub::start_on(history, anonymous()).await;
     let mut sse = hub.subscribe("topic=t&lastEventID=e250", &[]).await;
     let got: Vec<String> = sse.take(250).await.into_iter().map(|e| e.data).collect();

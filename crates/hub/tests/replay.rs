@@ -10,13 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-fn anonymous() -> Settings {
-    Settings {
-        anonymous: true,
-        ..Settings::default()
-    }
-}
-
 async fn publish_n(hub: &TestHub, topic: &str, range: std::ops::RangeInclusive<usize>) {
     for i in range {
         hub.publish(&[

@@ -14,13 +14,6 @@ use std::time::Duration;
 
 const SHORT: Duration = Duration::from_millis(300);
 
-fn anonymous() -> Settings {
-    Settings {
-        anonymous: true,
-        ..Settings::default()
-    }
-}
-
 fn data(events: Vec<herald_sse::MessageEvent>) -> Vec<String> {
     events.into_iter().map(|e| e.data).collect()
 }
@@ -232,14 +225,7 @@ async fn the_file_store_keeps_latest_values_across_restarts() {
         }
         hub.stop();
     }
-    let started = std::time::Instant::now();
-    let history = loop {
-        match open() {
-            Ok(history) => break history,
-            Err(err) if started.elapsed() > WAIT => panic!("{err}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let history = reopen(open).await;
     let hub = TestHub::start_on(history, anonymous()).await;
     let mut sse = hub.subscribe(&format!("{PRICES}&retained=1"), &[]).await;
     assert_eq!(data(sse.take(2).await), ["A 1", "B 1"]);

@@ -48,13 +48,6 @@ async fn subscribe_h1(hub: &TestHub, topic: &str) -> (TlsStream<TcpStream>, Stri
     (stream, got)
 }
 
-fn anonymous() -> Settings {
-    Settings {
-        anonymous: true,
-        ..Settings::default()
-    }
-}
-
 #[tokio::test]
 async fn http_1_1_over_tls_subscribes_and_publishes() {
     let hub = TestHub::start(anonymous()).await;

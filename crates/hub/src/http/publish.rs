@@ -121,17 +121,7 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
             "retain" => retain = !value.is_empty(),
             "id" if id.is_none() => id = Some(value),
             "type" if event_type.is_none() => event_type = Some(value),
-            "retry" if retry.is_none() => {
-                let parsed = value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|_| value.bytes().all(|b| b.is_ascii_digit()));
-                retry = Some(parsed.ok_or_else(|| {
-                    HttpError::bad_request(format!(
-                        "invalid \"retry\" {value:?}: give the reconnection time in milliseconds, as digits"
-                    ))
-                })?);
-            }
+            "retry" if retry.is_none() => retry = Some(parse_retry(&value)?),
             _ => {}
         }
     }
@@ -144,6 +134,20 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
         retry,
         retain,
     })
+}
+
+/// A `retry` field: the reconnection time in milliseconds, digits only (as SSE reads it).
+pub(super) fn parse_retry(value: &str) -> Result<u64, HttpError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            HttpError::bad_request(format!(
+                "invalid \"retry\" {value:?}: give the reconnection time in milliseconds, as \
+                 digits"
+            ))
+        })
 }
 
 /// Which generation's publishing rules an update follows: its publisher's token's. Mercure

@@ -13,7 +13,7 @@
 //! What a hostile publisher can cost: one event of at most `--max-body` bytes buffered, and each
 //! event must be complete within `--body-timeout` of the previous one.
 
-use super::publish::{Rules, check_update};
+use super::publish::{Rules, check_update, parse_retry};
 use super::{HttpError, form_pairs};
 use crate::auth::Grants;
 use crate::hub::Hub;
@@ -170,18 +170,7 @@ fn to_update(fields: Vec<(String, String)>, defaults: &Defaults) -> Result<NewUp
             },
             "id" => id = Some(value),
             "event" => event_type = Some(value),
-            "retry" => {
-                let parsed = value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|_| value.bytes().all(|b| b.is_ascii_digit()));
-                retry = Some(parsed.ok_or_else(|| {
-                    HttpError::bad_request(format!(
-                        "invalid \"retry\" {value:?}: give the reconnection time in \
-                         milliseconds, as digits"
-                    ))
-                })?);
-            }
+            "retry" => retry = Some(parse_retry(&value)?),
             "topic" => topics.push(value),
             "private" => private = true,
             "retain" => retain = !value.is_empty(),

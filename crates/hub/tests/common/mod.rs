@@ -547,3 +547,24 @@ pub fn token_expiring(key: &[u8], subscribe: &[&str], exp: u64) -> String {
     )
     .unwrap()
 }
+
+/// Default settings with anonymous subscribers allowed.
+pub fn anonymous() -> Settings {
+    Settings {
+        anonymous: true,
+        ..Settings::default()
+    }
+}
+
+/// Opens a file store again once the previous hub's store threads have let go of it (they
+/// notice a moment after the hub stops); panics after [`WAIT`].
+pub async fn reopen<T, E: std::fmt::Display>(open: impl Fn() -> Result<T, E>) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        match open() {
+            Ok(opened) => return opened,
+            Err(err) if started.elapsed() > WAIT => panic!("{err}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
