@@ -125,15 +125,25 @@ fn parse_publish_form(body: &Bytes) -> Result<NewUpdate, HttpError> {
             _ => {}
         }
     }
-    Ok(NewUpdate {
-        id: id.filter(|id| !id.is_empty()).unwrap_or_else(new_id),
+    Ok(published(NewUpdate {
+        id: id.unwrap_or_default(),
         topics,
         data: data.unwrap_or_default(),
         private,
-        event_type: event_type.filter(|t| !t.is_empty()),
+        event_type,
         retry,
         retain,
-    })
+    }))
+}
+
+/// An update as published, whatever the body's format: an empty `id` asks for a generated one,
+/// an empty `type` is none.
+pub(super) fn published(mut update: NewUpdate) -> NewUpdate {
+    if update.id.is_empty() {
+        update.id = new_id();
+    }
+    update.event_type = update.event_type.filter(|t| !t.is_empty());
+    update
 }
 
 /// A `retry` field: the reconnection time in milliseconds, digits only (as SSE reads it).

@@ -13,11 +13,11 @@
 //! What a hostile publisher can cost: one event of at most `--max-body` bytes buffered, and each
 //! event must be complete within `--body-timeout` of the previous one.
 
-use super::publish::{Rules, check_update, parse_retry};
+use super::publish::{Rules, check_update, parse_retry, published};
 use super::{HttpError, form_pairs};
 use crate::auth::Grants;
 use crate::hub::Hub;
-use crate::update::{NewUpdate, Update, new_id};
+use crate::update::{NewUpdate, Update};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -180,15 +180,15 @@ fn to_update(fields: Vec<(String, String)>, defaults: &Defaults) -> Result<NewUp
     if topics.is_empty() {
         topics.clone_from(&defaults.topics);
     }
-    Ok(NewUpdate {
-        id: id.filter(|id| !id.is_empty()).unwrap_or_else(new_id),
+    Ok(published(NewUpdate {
+        id: id.unwrap_or_default(),
         topics,
         data: data.unwrap_or_default(),
         private,
-        event_type: event_type.filter(|t| !t.is_empty()),
+        event_type,
         retry,
         retain,
-    })
+    }))
 }
 
 /// One step of a streaming publish.
