@@ -17,7 +17,7 @@
 //!   libFuzzer's `-rss_limit_mb` / `-malloc_limit_mb` bound the process too (fuzz/README.md).
 #![no_main]
 
-use herald_fuzz::bounds::{self, Counting, PEAK, cpu_time, limits};
+use herald_fuzz::bounds::{self, Counting, PEAK, cpu_time};
 use herald_hub::topic::{MAX_SELECTOR_LEN, Selector, SelectorError};
 use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,7 +26,6 @@ use std::sync::atomic::Ordering::Relaxed;
 static ALLOCATOR: Counting = Counting;
 
 fuzz_target!(|input: &[u8]| {
-    let limits = limits();
     let (selector, topic) = match input.iter().position(|&b| b == 0) {
         Some(i) => (&input[..i], &input[i + 1..]),
         None => (input, &[][..]),
@@ -55,21 +54,7 @@ fuzz_target!(|input: &[u8]| {
             peak >> 10
         )
     };
-    assert!(
-        compiled < limits.compile,
-        "compiling is too slow: {}",
-        what()
-    );
-    assert!(
-        matched < limits.matching,
-        "matching is too slow: {}",
-        what()
-    );
-    assert!(
-        peak <= limits.bytes,
-        "compiling and matching use too much memory: {}",
-        what()
-    );
+    bounds::assert_within(compiled, matched, peak, what);
 
     match parsed {
         Ok(s) => {

@@ -16,7 +16,7 @@
 //!   resolve against the hub's URL, as patterns do; a fuzzer-found `/\x` names a host).
 #![no_main]
 
-use herald_fuzz::bounds::{self, Counting, PEAK, cpu_time, limits};
+use herald_fuzz::bounds::{self, Counting, PEAK, cpu_time};
 use herald_hub::topic::{MAX_SELECTOR_LEN, Selector, SelectorError};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -33,7 +33,6 @@ fn base() -> &'static url::Url {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let limits = limits();
     let (pattern, topic) = match input.iter().position(|&b| b == 0) {
         Some(i) => (&input[..i], &input[i + 1..]),
         None => (input, &[][..]),
@@ -72,21 +71,7 @@ fuzz_target!(|input: &[u8]| {
             peak >> 10
         )
     };
-    assert!(
-        compiled < limits.compile,
-        "compiling is too slow: {}",
-        what()
-    );
-    assert!(
-        matched < limits.matching,
-        "matching is too slow: {}",
-        what()
-    );
-    assert!(
-        peak <= limits.bytes,
-        "compiling and matching use too much memory: {}",
-        what()
-    );
+    bounds::assert_within(compiled, matched, peak, what);
 
     match parsed {
         Ok(s) => {

@@ -87,3 +87,29 @@ pub fn start_counting() -> usize {
     PEAK.store(base, Relaxed);
     base
 }
+
+/// Asserts the bounds on one compile and its matches: `what` describes the input for the
+/// message (it is only called when a bound is broken).
+pub fn assert_within(
+    compiled: Duration,
+    matched: Duration,
+    peak: usize,
+    what: impl Fn() -> String,
+) {
+    let limits = limits();
+    assert!(
+        compiled < limits.compile,
+        "compiling is too slow: {}",
+        what()
+    );
+    assert!(
+        matched < limits.matching,
+        "matching is too slow: {}",
+        what()
+    );
+    assert!(
+        peak <= limits.bytes,
+        "compiling and matching use too much memory: {}",
+        what()
+    );
+}
