@@ -1,25 +1,37 @@
 //! Conflation for latest-value topics (`--conflate SELECTOR`, a Herald extension): a subscriber
-//! that catches up (it fell behind, or resumes with `Last-Event-ID`) is sent, for topics the
-//! selectors name, only the newest update of each topic it is owed, not every one it missed:
-//! a ticker that reads again wants the current price. Other topics keep exact catch-up, and a
-//! subscriber that keeps up receives every update.
+//! that falls behind (its socket takes less than is published, it resumes with
+//! `Last-Event-ID`, or its queue overflowed) is sent, for topics the selectors name, only the
+//! newest update of each topic it is owed, not every one it missed: a ticker that reads again
+//! wants the current price. Other topics keep exact delivery, and a subscriber that takes each
+//! update before the next of its topic is published receives every one.
 //!
-//! The hub notes the newest position of each conflated topic (by an update's first topic) as
-//! updates are dispatched. A catch-up skips an update of such a topic when a newer one is
-//! noted: that one is after it, so the subscriber gets it later in the same catch-up or from
-//! its queue. An update newer than what was noted is sent (nothing is lost, at worst a value
-//! is sent that a moment later would have been skipped). The notes are bounded: beyond
-//! `MAX_TOPICS` the oldest topic is forgotten, and its updates are then caught up exactly.
+//! An update is conflated when its first topic matches the selectors; it is superseded by a
+//! later update with the same topics and the same `private` flag, which therefore reaches
+//! exactly the subscribers it would have reached. As updates are dispatched (in position
+//! order) the hub notes the newest of each such key and marks the one it replaces
+//! ([`Update::is_superseded`]): a subscriber draining its queue skips a marked update with one
+//! load. A catch-up from history (whose updates may be other copies) asks for the key's newest
+//! position instead. Either way the newer update is after the skipped one, so the subscriber
+//! gets it later from its queue or from history: nothing newer is ever lost, and at worst a
+//! value is sent that a moment later would have been skipped.
+//!
+//! The notes are bounded: beyond `MAX_TOPICS` keys the oldest is forgotten (its updates are
+//! then delivered exactly). Each note holds the key and a weak reference to the newest update,
+//! whose data is freed as soon as no queue or cache holds it.
 
 use crate::topic::SelectorSet;
 use crate::update::Update;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
-/// Topics whose newest position is noted, at most.
+/// Keys (topic sets) whose newest update is noted, at most.
 pub const MAX_TOPICS: usize = 100_000;
 
-/// The conflated selectors and the newest position of each topic they matched.
+/// What makes two updates the same latest-value stream: their topics and `private`, so that a
+/// newer one reaches exactly the subscribers of the older.
+type Key = (Vec<String>, bool);
+
+/// The conflated selectors and the newest update of each key they matched.
 #[derive(Debug)]
 pub struct Conflation {
     selectors: SelectorSet,
@@ -28,8 +40,8 @@ pub struct Conflation {
 
 #[derive(Debug, Default)]
 struct Newest {
-    by_topic: HashMap<String, u64>,
-    by_position: BTreeMap<u64, String>,
+    by_key: HashMap<Key, (u64, Weak<Update>)>,
+    by_position: BTreeMap<u64, Key>,
 }
 
 impl Conflation {
@@ -41,39 +53,46 @@ impl Conflation {
         }
     }
 
-    /// The topic `update` is conflated by, if its first topic is a conflated one.
-    fn topic<'a>(&self, update: &'a Update) -> Option<&'a str> {
+    /// The key `update` is conflated by, if its first topic is a conflated one.
+    fn key(&self, update: &Update) -> Option<Key> {
         let topic = update.topics().first()?;
-        self.selectors.matches(topic).then_some(topic.as_str())
+        self.selectors
+            .matches(topic)
+            .then(|| (update.topics().to_vec(), update.private()))
     }
 
-    /// Notes `update` as its topic's newest, if it is conflated (called as updates are
-    /// dispatched, in position order).
-    pub fn observe(&self, update: &Update) {
-        let Some(topic) = self.topic(update) else {
+    /// Notes `update` as its key's newest and marks the one it replaces, if it is conflated
+    /// (called as updates are dispatched, in position order, before any queue holds it).
+    pub fn observe(&self, update: &Arc<Update>) {
+        let Some(key) = self.key(update) else {
             return;
         };
         let mut newest = crate::lock(&self.newest);
-        if let Some(old) = newest.by_topic.insert(topic.to_owned(), update.position) {
+        let noted = (update.position, Arc::downgrade(update));
+        if let Some((old, older)) = newest.by_key.insert(key.clone(), noted) {
             newest.by_position.remove(&old);
+            if let Some(older) = older.upgrade() {
+                older.mark_superseded();
+            }
         }
-        newest.by_position.insert(update.position, topic.to_owned());
-        while newest.by_topic.len() > MAX_TOPICS {
+        newest.by_position.insert(update.position, key);
+        while newest.by_key.len() > MAX_TOPICS {
             let Some((_, oldest)) = newest.by_position.pop_first() else {
                 break;
             };
-            newest.by_topic.remove(&oldest);
+            newest.by_key.remove(&oldest);
         }
     }
 
-    /// Whether a catch-up may skip `update`: its topic is conflated and has a newer update.
+    /// Whether `update` may be skipped: a newer update of its key was dispatched.
     pub fn superseded(&self, update: &Update) -> bool {
-        self.topic(update).is_some_and(|topic| {
-            crate::lock(&self.newest)
-                .by_topic
-                .get(topic)
-                .is_some_and(|&newest| newest > update.position)
-        })
+        update.is_superseded()
+            || self.key(update).is_some_and(|key| {
+                crate::lock(&self.newest)
+                    .by_key
+                    .get(&key)
+                    .is_some_and(|&(newest, _)| newest > update.position)
+            })
     }
 }
 
@@ -82,31 +101,57 @@ mod tests {
     use super::*;
     use crate::update::NewUpdate;
 
-    fn update(position: u64, topic: &str) -> Update {
-        NewUpdate::new(vec![topic.into()], "x")
-            .into_update(position)
-            .unwrap()
+    fn update(position: u64, topics: &[&str], private: bool) -> Arc<Update> {
+        let mut new = NewUpdate::new(topics.iter().map(|t| t.to_string()).collect(), "x");
+        new.private = private;
+        Arc::new(new.into_update(position).unwrap())
     }
 
     #[test]
     fn only_the_newest_of_a_conflated_topic_survives() {
         let c = Conflation::new(SelectorSet::parse(["prices/{symbol}"]).unwrap());
         let (a1, b2, a3, n4) = (
-            update(1, "prices/a"),
-            update(2, "prices/b"),
-            update(3, "prices/a"),
-            update(4, "news"),
+            update(1, &["prices/a"], false),
+            update(2, &["prices/b"], false),
+            update(3, &["prices/a"], false),
+            update(4, &["news"], false),
         );
         for u in [&a1, &b2, &a3, &n4] {
             c.observe(u);
         }
+        assert!(a1.is_superseded(), "marked for queues");
         assert!(c.superseded(&a1));
         assert!(!c.superseded(&b2));
         assert!(!c.superseded(&a3));
         assert!(!c.superseded(&n4), "not conflated");
+        // A copy read back from history carries no mark: the noted position decides.
+        let copy = update(1, &["prices/a"], false);
+        assert!(!copy.is_superseded() && c.superseded(&copy));
         assert!(
-            !c.superseded(&update(5, "prices/a")),
+            !c.superseded(&update(5, &["prices/a"], false)),
             "newer than noted: sent"
         );
+    }
+
+    /// An update is only replaced by one that reaches the same subscribers: the same topics
+    /// and the same `private`. Otherwise a subscriber of the older one could lose its value.
+    #[test]
+    fn only_an_update_for_the_same_subscribers_supersedes() {
+        let c = Conflation::new(SelectorSet::parse(["prices/{symbol}"]).unwrap());
+        let (public, private, both, again) = (
+            update(1, &["prices/a"], false),
+            update(2, &["prices/a"], true),
+            update(3, &["prices/a", "alerts"], false),
+            update(4, &["prices/a"], false),
+        );
+        for u in [&public, &private, &both] {
+            c.observe(u);
+        }
+        for u in [&public, &private, &both] {
+            assert!(!u.is_superseded() && !c.superseded(u), "{}", u.position);
+        }
+        c.observe(&again);
+        assert!(public.is_superseded() && c.superseded(&public));
+        assert!(!c.superseded(&private) && !c.superseded(&both));
     }
 }

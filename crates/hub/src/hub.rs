@@ -39,6 +39,11 @@ pub struct Settings {
     pub max_owed_bytes: usize,
     /// TCP keepalive idle time, so that vanished peers are found; `None` disables it.
     pub tcp_keepalive: Option<Duration>,
+    /// Most bytes a connection's socket holds not yet sent (`TCP_NOTSENT_LOWAT`, Linux); `None`
+    /// leaves the system's default (the whole send buffer, autotuned up to megabytes). Updates
+    /// for a subscriber that reads slowly then wait in its queue, where a newer update of a
+    /// latest-value topic supersedes them, rather than stale in the kernel.
+    pub tcp_notsent_lowat: Option<u32>,
     /// Time a client has to send each request head, counted from when the hub starts waiting
     /// for it: this is also how long a keep-alive connection may stay idle between requests.
     pub header_timeout: Duration,
@@ -119,6 +124,7 @@ impl Default for Settings {
             write_timeout: Duration::from_secs(60),
             max_owed_bytes: 64 << 20,
             tcp_keepalive: Some(Duration::from_secs(60)),
+            tcp_notsent_lowat: Some(16 * 1024),
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             body_min_rate: 1024,

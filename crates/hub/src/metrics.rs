@@ -45,6 +45,10 @@ metrics! {
     /// Times a subscriber queue was full, so that subscriber caught up from history instead.
     lagged: Counter = "subscriber_lagged",
         "Times a full subscriber queue made that subscriber catch up from history";
+    /// Updates not sent to a subscriber that had fallen behind, because a newer update of the
+    /// same latest-value topic followed (`--conflate`).
+    conflated: Counter = "updates_conflated",
+        "Updates skipped for a subscriber behind on a latest-value topic, a newer one following";
     /// Subscribers closed because what they were owed was no longer in history.
     closed_slow: Counter = "subscriber_closed_slow",
         "Subscribers closed because the updates they were owed had left history";
@@ -92,6 +96,6 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
-        assert_eq!(text.matches("# TYPE").count(), 13, "one per field");
+        assert_eq!(text.matches("# TYPE").count(), 14, "one per field");
     }
 }

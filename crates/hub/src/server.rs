@@ -148,6 +148,10 @@ pub async fn serve_all(
                 .with_retries(6);
             let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(lowat) = hub.inner.settings.tcp_notsent_lowat {
+            let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(lowat);
+        }
         tokio::spawn(connection(
             stream,
             peer,

@@ -39,6 +39,17 @@ const FIRST_REPLAY_BATCH: u16 = 4;
 const COALESCE: usize = 64;
 /// Bytes of queued updates written together in one chunk.
 const COALESCE_BYTES: usize = 256 << 10;
+/// Queued updates skipped (already sent, or superseded) before a drain yields to other tasks.
+const SKIP_BUDGET: usize = 4096;
+
+/// What draining the queue gave.
+enum Drained {
+    Chunk(Chunk),
+    /// Nothing to write before the queue was empty (or a lag was signalled).
+    Empty,
+    /// [`SKIP_BUDGET`] updates skipped and none to write yet: poll again soon.
+    Yield,
+}
 /// The comment that opens a stream and serves as heartbeat.
 const COMMENT: Bytes = Bytes::from_static(b":\n");
 
@@ -242,8 +253,14 @@ impl Subscriber {
                     Poll::Ready(Step::Close) => return Poll::Ready(None),
                 }
             }
-            if let Some(chunk) = self.drain_queue() {
-                return Poll::Ready(Some(self.sent(chunk)));
+            match self.drain_queue() {
+                Drained::Chunk(chunk) => return Poll::Ready(Some(self.sent(chunk))),
+                Drained::Yield => {
+                    // More to skip: let other tasks run, and come back at once.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Drained::Empty => {}
             }
             if self.registration.signals.is_lagged() {
                 continue;
@@ -262,15 +279,15 @@ impl Subscriber {
     }
 
     /// Writes the queued updates (up to [`COALESCE`] and [`COALESCE_BYTES`]) as one chunk,
-    /// skipping updates already sent by a catch-up.
-    fn drain_queue(&mut self) -> Option<Chunk> {
+    /// skipping updates already sent by a catch-up and superseded ones of latest-value topics.
+    /// Skipped updates do not count towards the chunk: a queue whose first entries are all
+    /// skipped must still give the ones behind them now, not at the next wake-up (which, on a
+    /// quiet topic, may never come).
+    fn drain_queue(&mut self) -> Drained {
         let signals = &self.registration.signals;
         let mut chunk: Option<Chunk> = None;
-        let mut bytes = 0;
-        for _ in 0..COALESCE {
-            if bytes >= COALESCE_BYTES {
-                break;
-            }
+        let (mut taken, mut bytes, mut skipped) = (0, 0, 0);
+        while taken < COALESCE && bytes < COALESCE_BYTES {
             let Some(update) = signals.pop() else { break };
             // An update popped while a lag is signalled may come after one that did not fit:
             // writing it would skip that one for good. Leave it (history holds both) and
@@ -278,15 +295,27 @@ impl Subscriber {
             if signals.is_lagged() {
                 break;
             }
-            if update.position <= self.last {
+            // Already sent by a catch-up, or a newer update of its latest-value topic was
+            // dispatched (it follows).
+            let superseded = update.position > self.last && update.is_superseded();
+            if update.position <= self.last || superseded {
+                self.last = self.last.max(update.position);
+                if superseded {
+                    self.metrics.conflated.inc();
+                }
+                skipped += 1;
+                if skipped >= SKIP_BUDGET && chunk.is_none() {
+                    return Drained::Yield;
+                }
                 continue;
             }
             self.last = update.position;
             self.metrics.delivered.inc();
             bytes += update.encoded.len();
+            taken += 1;
             Chunk::push(&mut chunk, update.encoded.clone());
         }
-        chunk
+        chunk.map_or(Drained::Empty, Drained::Chunk)
     }
 
     fn poll_catch_up(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
@@ -345,9 +374,13 @@ impl Subscriber {
                 .conflation
                 .as_ref()
                 .is_some_and(|conflation| conflation.superseded(update));
-            if !superseded && self.filter.accepts(update) {
-                Chunk::push(&mut chunk, update.encoded.clone());
-                self.metrics.delivered.inc();
+            if self.filter.accepts(update) {
+                if superseded {
+                    self.metrics.conflated.inc();
+                } else {
+                    Chunk::push(&mut chunk, update.encoded.clone());
+                    self.metrics.delivered.inc();
+                }
             }
         }
         // Aim the next read at REPLAY_BYTES, from the size of the updates just read.
@@ -552,5 +585,95 @@ mod tests {
             Duration::ZERO,
             "an expired token has no time left"
         );
+    }
+
+    /// A waker that notes whether it was woken, so that a test polls only when an executor
+    /// would.
+    #[derive(Default)]
+    struct Flag(AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Polls `subscriber` as an executor would (again only after a wake-up) until it waits
+    /// with nothing to wake it; returns the ids it wrote.
+    fn run_until_idle(subscriber: &mut Subscriber, flag: &Arc<Flag>) -> Vec<String> {
+        let waker = std::task::Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut delivered = Vec::new();
+        for _ in 0..10_000 {
+            flag.0.store(false, Ordering::SeqCst);
+            match subscriber.poll_next_chunk(&mut cx) {
+                Poll::Ready(Some(chunk)) => delivered.extend(positions(&chunk)),
+                Poll::Ready(None) => panic!("the stream ended"),
+                Poll::Pending if flag.0.load(Ordering::SeqCst) => {}
+                Poll::Pending => break,
+            }
+        }
+        delivered
+    }
+
+    /// After a replay, the queue holds what was published meanwhile, already sent; behind
+    /// more than a chunk's worth of those, a new update must still be written at once, not
+    /// left until some later publish wakes the subscriber (found by `bench ticker`).
+    #[test]
+    fn a_new_update_behind_many_already_sent_is_written_at_once() {
+        let history = Arc::new(GatedHistory::default());
+        history.open.store(true, Ordering::SeqCst);
+        let dispatcher = Dispatcher::new(1024, usize::MAX, Arc::default());
+        dispatcher.starts_after(0);
+        let filter = Arc::new(Filter {
+            topics: SelectorSet::parse(["t"]).unwrap(),
+            grants: None,
+        });
+        let registration = dispatcher.register(filter.clone());
+        // Replays from the start while 1..=200 are published: stored, and queued too.
+        let mut subscriber = Subscriber::new(
+            registration,
+            filter,
+            history.clone(),
+            Arc::default(),
+            Some(0),
+        );
+        for position in 1..=200 {
+            dispatcher.dispatch(history.store(position));
+        }
+        let flag = Arc::new(Flag::default());
+        let replayed = run_until_idle(&mut subscriber, &flag);
+        assert_eq!(replayed.len(), 200);
+        // 201 is published after the replay ended, behind 200 queued updates already sent.
+        dispatcher.dispatch(history.store(201));
+        assert_eq!(run_until_idle(&mut subscriber, &flag), ["u201"]);
+    }
+
+    /// Superseded updates of a latest-value topic are skipped from the queue, however many
+    /// there are before the current one.
+    #[test]
+    fn superseded_queued_updates_are_skipped() {
+        let history = Arc::new(GatedHistory::default());
+        let dispatcher = Dispatcher::new(1024, usize::MAX, Arc::default());
+        dispatcher.starts_after(0);
+        let filter = Arc::new(Filter {
+            topics: SelectorSet::parse(["t"]).unwrap(),
+            grants: None,
+        });
+        let registration = dispatcher.register(filter.clone());
+        let metrics = Arc::new(Metrics::default());
+        let mut subscriber =
+            Subscriber::new(registration, filter, history.clone(), metrics.clone(), None);
+        let flag = Arc::new(Flag::default());
+        assert!(run_until_idle(&mut subscriber, &flag).is_empty(), "opened");
+        for position in 1..=300 {
+            let update = history.store(position);
+            if position < 300 {
+                update.mark_superseded();
+            }
+            dispatcher.dispatch(update);
+        }
+        assert_eq!(run_until_idle(&mut subscriber, &flag), ["u300"]);
+        assert_eq!(metrics.conflated.get(), 299);
     }
 }

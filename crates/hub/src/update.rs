@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use herald_sse::{EncodeError, Event};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// An update as accepted from a publisher, before the history store has placed it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -78,6 +79,7 @@ impl NewUpdate {
             position,
             encoded,
             fields: self,
+            superseded: AtomicBool::new(false),
         })
     }
 }
@@ -97,7 +99,7 @@ pub fn new_id() -> String {
 }
 
 /// An update the history store accepted: its position in the store's order and its SSE bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Update {
     /// Monotonic, gap-free within one store; never reused.
     pub position: u64,
@@ -105,9 +107,44 @@ pub struct Update {
     pub encoded: Bytes,
     /// What the publisher sent (with the id the hub gave it, if it gave none).
     pub fields: NewUpdate,
+    /// Set once a newer update of the same latest-value topic was dispatched (`--conflate`):
+    /// a subscriber that has not yet taken this one skips it. A mark on the shared update
+    /// makes that check one load per queued update, not a lookup per subscriber.
+    superseded: AtomicBool,
 }
 
+impl Clone for Update {
+    fn clone(&self) -> Self {
+        Update {
+            position: self.position,
+            encoded: self.encoded.clone(),
+            fields: self.fields.clone(),
+            superseded: AtomicBool::new(self.is_superseded()),
+        }
+    }
+}
+
+/// The same update: the mark is what the hub learnt later, not part of it.
+impl PartialEq for Update {
+    fn eq(&self, other: &Self) -> bool {
+        (self.position, &self.encoded, &self.fields)
+            == (other.position, &other.encoded, &other.fields)
+    }
+}
+
+impl Eq for Update {}
+
 impl Update {
+    /// Whether a newer update of the same latest-value topic was dispatched (see
+    /// [`crate::conflate`]).
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_superseded(&self) {
+        self.superseded.store(true, Ordering::Relaxed);
+    }
+
     /// The update's id (the SSE `id:`).
     pub fn id(&self) -> &str {
         &self.fields.id

@@ -281,6 +281,73 @@ async fn slow_subscriber_catches_up_conflated_topics_with_newest_values(transpor
     }
 }
 
+/// With `--conflate`, a subscriber whose socket is blocked but whose queue has room (it never
+/// lagged) also gets only the newest value of each conflated topic when it reads again: the
+/// updates waiting in its queue that a newer one of their topic superseded are skipped.
+async fn blocked_subscriber_skips_superseded_updates_in_its_queue(transport: Transport) {
+    const N: usize = 150;
+    let hub = TestHub::start(Settings {
+        conflate: vec!["p/{symbol}".into()],
+        queue_bytes: 64 << 20,
+        ..anonymous()
+    })
+    .await
+    .over(transport);
+    let slow = hub
+        .subscribe_on_a_small_buffer("topic=p%2F%7Bsymbol%7D&topic=t")
+        .await;
+    // 3 x 150 updates of 32 KiB: more than the socket's and the server's write buffers
+    // together, less than the queue holds (1,024 updates, 64 MiB here).
+    let data = "x".repeat(32 * 1024);
+    for i in 1..=N {
+        for topic in ["p/a", "p/b"] {
+            hub.publish(&[
+                ("topic", topic),
+                ("id", &format!("{topic}-{i}")),
+                ("data", &data),
+            ])
+            .await;
+        }
+        hub.publish(&[("topic", "t"), ("id", &format!("u{i}")), ("data", &data)])
+            .await;
+    }
+    let (lagged, metrics) = lagged_total(&hub).await;
+    assert_eq!(lagged, 0, "the queue never overflowed:\n{metrics}");
+    let mut body = slow.into_body();
+    let (got, ended) = read_all_ids(&mut body, &format!("u{N}")).await;
+    assert!(!ended);
+    let exact: Vec<String> = got
+        .iter()
+        .filter(|id| id.starts_with('u'))
+        .cloned()
+        .collect();
+    assert_eq!(exact, expected(1..=N), "the other topic: exact");
+    for topic in ["p/a", "p/b"] {
+        let values: Vec<usize> = got
+            .iter()
+            .filter_map(|id| id.strip_prefix(&format!("{topic}-")))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(values.last(), Some(&N), "{topic}: its current value");
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "{topic}: in order, once"
+        );
+        assert!(
+            values.len() < N / 2,
+            "{topic}: conflated ({} of {N})",
+            values.len()
+        );
+    }
+    let metrics = hub.get("/metrics").await.2;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("herald_updates_conflated_total ") && !l.ends_with(" 0")),
+        "counted:\n{metrics}"
+    );
+}
+
 async fn slow_subscriber_beyond_history_is_closed_never_skipped(transport: Transport) {
     const N: usize = 300;
     let hub = TestHub::start_with(
@@ -505,6 +572,7 @@ async fn a_gap_in_the_feed_never_passes_silently(transport: Transport) {
 
 per_transport!(
     slow_subscriber_catches_up_conflated_topics_with_newest_values,
+    blocked_subscriber_skips_superseded_updates_in_its_queue,
     a_live_subscription_never_gets_what_was_acknowledged_before_it,
     replay_by_header_and_by_query_parameter,
     response_header_names_where_the_stream_resumed,
