@@ -123,9 +123,9 @@ pub struct ServeConfig {
     #[arg(long = "retain", env = "HERALD_RETAIN", value_delimiter = ',')]
     #[serde(default)]
     pub retain: Vec<String>,
-    /// Selector of latest-value topics (repeatable): a subscriber catching up (slow, or
-    /// resuming) gets only the newest update of each such topic it is owed; others keep exact
-    /// catch-up.
+    /// Selector of latest-value topics (repeatable): a subscriber that falls behind (slow, or
+    /// resuming) gets only the newest update of each such topic it is owed; other topics are
+    /// delivered exactly.
     #[arg(long = "conflate", env = "HERALD_CONFLATE", value_delimiter = ',')]
     #[serde(default)]
     pub conflate: Vec<String>,
@@ -178,6 +178,11 @@ pub struct ServeConfig {
     /// off [default: 60].
     #[arg(long, env = "HERALD_TCP_KEEPALIVE")]
     pub tcp_keepalive: Option<u64>,
+    /// Most bytes a connection's socket holds not yet sent (TCP_NOTSENT_LOWAT); 0 leaves the
+    /// system's default. Lower: a slow subscriber's updates wait in its queue, where
+    /// --conflate skips superseded ones, rather than stale in the kernel [default: 16384].
+    #[arg(long, env = "HERALD_TCP_NOTSENT_LOWAT")]
+    pub tcp_notsent_lowat: Option<u32>,
     /// Most `topic` selectors in one subscribe request, as the reference hub [default: 1000].
     #[arg(long, env = "HERALD_MAX_TOPICS")]
     pub max_topics: Option<usize>,
@@ -276,6 +281,7 @@ impl ServeConfig {
             body_timeout,
             body_min_rate,
             tcp_keepalive,
+            tcp_notsent_lowat,
             max_topics,
             max_connections,
             reserved_connections,
@@ -419,6 +425,11 @@ impl ServeConfig {
                 Some(0) => None,
                 Some(s) => Some(std::time::Duration::from_secs(s)),
                 None => defaults.tcp_keepalive,
+            },
+            tcp_notsent_lowat: match self.tcp_notsent_lowat {
+                Some(0) => None,
+                Some(bytes) => Some(bytes),
+                None => defaults.tcp_notsent_lowat,
             },
             max_connections: self.max_connections.unwrap_or(fd_bound),
             reserved_connections: self
