@@ -1167,6 +1167,74 @@ fn bench_publish_compares_streamed_and_per_request() {
     }
 }
 
+/// `herald bench ticker` against a conflating hub, small: fast readers lose nothing, slow
+/// readers get current values after reading again and far fewer updates than were published.
+#[test]
+fn bench_ticker_measures_conflation() {
+    let server = Server::start(
+        &[
+            "--jwt-key",
+            "bench-secret",
+            "--conflate",
+            "https://bench.herald.invalid/prices/{symbol}",
+        ],
+        &[],
+    );
+    let pid = server.child.id().to_string();
+    let out = herald(&[
+        "bench",
+        "ticker",
+        "--url",
+        &server.url,
+        "--jwt-key",
+        "bench-secret",
+        "--symbols",
+        "20",
+        "--watch",
+        "5",
+        "--subscribers",
+        "12",
+        "--slow",
+        "4",
+        "--size",
+        "1000",
+        "--seconds",
+        "6",
+        "--pause",
+        "2",
+        "--read",
+        "1.5",
+        "--slow-bandwidth",
+        "0",
+        "--drain",
+        "2",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["publisher"].is_null(), "{r}");
+    assert_eq!(r["fast"]["lost"], 0, "{r}");
+    assert_eq!(r["fast"]["counts"]["duplicates_or_reordered"], 0, "{r}");
+    let slow = &r["slow_readers"];
+    assert_eq!(slow["counts"]["duplicates_or_reordered"], 0, "{r}");
+    assert!(slow["resumptions"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(slow["never_current"], 0, "{r}");
+    assert!(slow["received_share"].as_f64().unwrap() < 0.9, "{r}");
+    assert!(
+        r["hub_metrics"]["herald_updates_conflated_total"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{r}"
+    );
+    assert!(
+        r["server"]["rss_mb_every_s"].as_array().unwrap().len() >= 5,
+        "{r}"
+    );
+}
+
 /// `herald pub --retain` keeps an update as its topic's latest value; `herald sub --retained`
 /// prints it first.
 #[test]

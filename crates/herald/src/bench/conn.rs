@@ -98,13 +98,16 @@ pub fn source_address(index: usize, sources: usize) -> Ipv4Addr {
 
 impl Subscription {
     /// Connects from `source` (a loopback address) and sends the subscribe request; returns
-    /// once the response head says `200`.
+    /// once the response head says `200`. With `recv_buffer`, the socket's receive buffer is
+    /// set to that many bytes before connecting (a client on a slow link, whose window stays
+    /// small).
     pub async fn open(
         target: &Target,
         source: Ipv4Addr,
         request: &[u8],
+        recv_buffer: Option<u32>,
     ) -> Result<Self, OpenError> {
-        let stream = connect(target.addr, source)
+        let stream = connect(target.addr, source, recv_buffer)
             .await
             .map_err(OpenError::Connect)?;
         let stream = match &target.tls {
@@ -171,28 +174,39 @@ impl Subscription {
     /// Reads what has arrived and hands the data of every complete event to `on_event`.
     /// `Ok(false)` means the server ended the stream.
     pub async fn read_events(&mut self, on_event: &mut impl FnMut(&str)) -> Result<bool, String> {
+        Ok(self.read_counted(on_event).await?.is_some())
+    }
+
+    /// As [`Subscription::read_events`], saying how many bytes were read (`None`: the server
+    /// ended the stream), for a reader that paces itself.
+    pub async fn read_counted(
+        &mut self,
+        on_event: &mut impl FnMut(&str),
+    ) -> Result<Option<usize>, String> {
         match &mut self.0 {
             Stream::Http1 { stream, buf, body } => {
                 let n = stream.read(buf).await.map_err(|e| e.to_string())?;
                 if n == 0 {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 body.feed(&buf[..n], on_event)?;
-                Ok(!body.ended)
+                Ok((!body.ended).then_some(n))
             }
             Stream::Http2 { body, sse } => {
                 use http_body_util::BodyExt;
                 match body.frame().await {
-                    None => Ok(false),
+                    None => Ok(None),
                     Some(Err(err)) => Err(err.to_string()),
                     Some(Ok(frame)) => {
+                        let mut n = 0;
                         if let Ok(data) = frame.into_data() {
+                            n = data.len();
                             sse.feed(&data).map_err(|e| e.to_string())?;
                             while let Some(event) = sse.next_event() {
                                 on_event(&event.data);
                             }
                         }
-                        Ok(true)
+                        Ok(Some(n))
                     }
                 }
             }
@@ -200,8 +214,15 @@ impl Subscription {
     }
 }
 
-async fn connect(addr: SocketAddr, source: Ipv4Addr) -> std::io::Result<TcpStream> {
+async fn connect(
+    addr: SocketAddr,
+    source: Ipv4Addr,
+    recv_buffer: Option<u32>,
+) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
     socket.bind(SocketAddr::from((source, 0)))?;
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;

@@ -23,6 +23,7 @@ pub async fn open(target: &Target, total: usize, per_connection: usize) -> anyho
     let started = Instant::now();
     let mut swarm = Swarm {
         open: Vec::with_capacity(total),
+        indexes: Vec::new(),
         failures: BTreeMap::new(),
         took: std::time::Duration::ZERO,
         connections: Vec::new(),

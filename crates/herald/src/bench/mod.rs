@@ -14,6 +14,7 @@ mod publish;
 mod store;
 mod swarm;
 mod target;
+mod ticker;
 
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -39,6 +40,11 @@ enum Mode {
     /// update (sequential, keep-alive) against one streamed request (`text/event-stream`
     /// body, an update per event), side by side in one run.
     Publish(PublishArgs),
+    /// Latest-value topics under load: a ticker of many symbols to many subscribers, some
+    /// of them slow readers; fast readers' losses and latency, how soon slow readers hold
+    /// current prices after reading again, and the server's memory every second. Run against
+    /// a hub with and without `--conflate` to compare (`bench/ticker.sh`).
+    Ticker(TickerArgs),
     /// The machine's floor: the CPU cost of one small write to a loopback TCP socket (kernel
     /// receive path included), the yardstick for CPU per delivery.
     Floor(FloorArgs),
@@ -147,6 +153,49 @@ struct PublishArgs {
 }
 
 #[derive(Args, Debug)]
+struct TickerArgs {
+    #[command(flatten)]
+    common: TargetArgs,
+    /// Symbols (topics `https://bench.herald.invalid/prices/N`).
+    #[arg(long, default_value_t = 500)]
+    symbols: usize,
+    /// Updates per symbol per second (a tick updates every symbol).
+    #[arg(long, default_value_t = 10)]
+    rate: u64,
+    /// Seconds of ticks.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Bytes of data per update.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Subscribers.
+    #[arg(long, default_value_t = 2000)]
+    subscribers: usize,
+    /// Symbols each subscriber watches (consecutive ones, so that all have as many
+    /// watchers); as many as --symbols: all, through one URI template.
+    #[arg(long, default_value_t = 10)]
+    watch: usize,
+    /// Subscribers that read slowly (the first ones); the others read as fast as they can.
+    #[arg(long, default_value_t = 200)]
+    slow: usize,
+    /// Seconds a slow reader stops reading, each time.
+    #[arg(long, default_value_t = 10.0)]
+    pause: f64,
+    /// Seconds a slow reader then reads, each time.
+    #[arg(long, default_value_t = 10.0)]
+    read: f64,
+    /// Bytes/s a slow reader reads at most (a weak mobile link); 0: as fast as it can.
+    #[arg(long, default_value_t = 65_536)]
+    slow_bandwidth: u64,
+    /// A slow reader's socket receive buffer, bytes (0: the system's default).
+    #[arg(long, default_value_t = 4096)]
+    slow_buffer: u32,
+    /// Seconds to wait for the last deliveries after the last tick.
+    #[arg(long, default_value_t = 3)]
+    drain: u64,
+}
+
+#[derive(Args, Debug)]
 struct FloorArgs {
     /// Loopback connections written to.
     #[arg(long, default_value_t = 1000)]
@@ -191,6 +240,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Mode::Idle(args) => idle::run(args).await,
         Mode::Fanout(args) => fanout::run(args).await,
         Mode::Publish(args) => publish::run(args).await,
+        Mode::Ticker(args) => ticker::run(args).await,
     }
 }
 

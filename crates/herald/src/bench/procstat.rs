@@ -73,6 +73,21 @@ pub fn sample(pids: &[u32]) -> anyhow::Result<Sample> {
     Ok(total)
 }
 
+/// Busy and total jiffies of all CPUs, from /proc/stat.
+pub fn machine_times() -> anyhow::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = values.iter().sum();
+    // idle and iowait are not busy.
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
 /// The value of a `Name:   123 kB` line.
 fn kib_field(text: &str, name: &str) -> u64 {
     text.lines()

@@ -3,7 +3,7 @@
 //! streamed request (`Content-Type: text/event-stream`, every update an event of one body), on
 //! the same hub in one run, with one subscriber counting deliveries.
 
-use super::procstat::{own_cpu_us, sample};
+use super::procstat::{machine_times, own_cpu_us, sample};
 use super::target::TOPIC;
 use anyhow::Context;
 use bytes::Bytes;
@@ -29,21 +29,6 @@ struct Figures {
     bench_cpu_us_per_update: f64,
     /// The machine's CPU busy share over the mode (0-100 % of all cores).
     machine_busy_percent: f64,
-}
-
-/// Busy and total jiffies of all CPUs, from /proc/stat.
-fn machine_times() -> anyhow::Result<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("empty /proc/stat")?;
-    let values: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: u64 = values.iter().sum();
-    // idle and iowait are not busy.
-    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-    Ok((total - idle, total))
 }
 
 type Client<C> = hyper_util::client::legacy::Client<C, Full<Bytes>>;

@@ -13,6 +13,8 @@ const CONCURRENCY: usize = 128;
 
 pub struct Swarm {
     pub open: Vec<Subscription>,
+    /// The index each open subscription was asked for, in the same order (HTTP/1.1 only).
+    pub indexes: Vec<usize>,
     /// Failures by kind ("HTTP 503", "connect: Too many open files", …) with their counts.
     pub failures: BTreeMap<String, usize>,
     pub took: Duration,
@@ -66,18 +68,34 @@ pub async fn open(
 /// Opens `conns` subscriptions, to each of `targets` in turn, spread over `sources` loopback
 /// source addresses.
 pub async fn connect(targets: &[Target], conns: usize, sources: usize, label: &str) -> Swarm {
-    let started = Instant::now();
     let requests: Vec<Arc<[u8]>> = targets
         .iter()
         .map(|t| t.subscribe_request().into())
         .collect();
+    connect_each(targets, conns, sources, label, |index| {
+        (requests[index % targets.len()].clone(), None)
+    })
+    .await
+}
+
+/// Opens `conns` subscriptions, to each of `targets` in turn, spread over `sources` loopback
+/// source addresses; `request(index)` gives each its request and, if set, its socket's
+/// receive buffer. The subscriptions are returned in index order (failed ones left out).
+pub async fn connect_each(
+    targets: &[Target],
+    conns: usize,
+    sources: usize,
+    label: &str,
+    request: impl Fn(usize) -> (Arc<[u8]>, Option<u32>),
+) -> Swarm {
+    let started = Instant::now();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     let done = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..conns {
-        let (target, request, semaphore, done) = (
+        let (request, recv_buffer) = request(index);
+        let (target, semaphore, done) = (
             targets[index % targets.len()].clone(),
-            requests[index % targets.len()].clone(),
             semaphore.clone(),
             done.clone(),
         );
@@ -86,12 +104,12 @@ pub async fn connect(targets: &[Target], conns: usize, sources: usize, label: &s
             let source = source_address(index, sources);
             let result = tokio::time::timeout(
                 Duration::from_secs(30),
-                Subscription::open(&target, source, &request),
+                Subscription::open(&target, source, &request, recv_buffer),
             )
             .await
             .unwrap_or_else(|_| Err(OpenError::Response("no answer within 30 s".into())));
             done.fetch_add(1, Ordering::Relaxed);
-            result
+            (index, result)
         });
     }
     let progress = {
@@ -113,14 +131,17 @@ pub async fn connect(targets: &[Target], conns: usize, sources: usize, label: &s
     let mut failures = BTreeMap::new();
     while let Some(result) = tasks.join_next().await {
         match result {
-            Ok(Ok(subscription)) => open.push(subscription),
-            Ok(Err(err)) => *failures.entry(err.to_string()).or_insert(0) += 1,
+            Ok((index, Ok(subscription))) => open.push((index, subscription)),
+            Ok((_, Err(err))) => *failures.entry(err.to_string()).or_insert(0) += 1,
             Err(err) => *failures.entry(format!("task: {err}")).or_insert(0) += 1,
         }
     }
     progress.abort();
+    open.sort_unstable_by_key(|(index, _)| *index);
+    let (indexes, open): (Vec<usize>, Vec<Subscription>) = open.into_iter().unzip();
     Swarm {
         open,
+        indexes,
         failures,
         took: started.elapsed(),
         connections: Vec::new(),

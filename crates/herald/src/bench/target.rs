@@ -71,22 +71,7 @@ impl Target {
             .next()
             .with_context(|| format!("cannot resolve {}", authority.host()))?;
         let token = |claim: MercureClaim| -> anyhow::Result<Option<String>> {
-            let Some(key) = jwt_key else { return Ok(None) };
-            // Tokens expire, as deployed tokens do, so the hub's per-subscriber expiry timer is
-            // part of what is measured.
-            let exp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs()
-                + 24 * 3600;
-            let claims = Claims {
-                mercure: Some(claim),
-                exp: Some(exp),
-            };
-            Ok(Some(sign_hmac(
-                jsonwebtoken::Algorithm::HS256,
-                key.as_bytes(),
-                &claims,
-            )?))
+            jwt_key.map(|key| sign(key, claim)).transpose()
         };
         let (subscriber_token, publisher_token) = match kind {
             Kind::Herald => (
@@ -202,4 +187,22 @@ impl Target {
     pub fn needs_publisher_token(&self) -> bool {
         self.kind == Kind::Herald && self.publisher_token.is_none()
     }
+}
+
+/// A token for `claim`, signed with `key` (HS256). Tokens expire, as deployed tokens do, so the
+/// hub's per-subscriber expiry timer is part of what is measured.
+pub fn sign(key: &str, claim: MercureClaim) -> anyhow::Result<String> {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 24 * 3600;
+    let claims = Claims {
+        mercure: Some(claim),
+        exp: Some(exp),
+    };
+    Ok(sign_hmac(
+        jsonwebtoken::Algorithm::HS256,
+        key.as_bytes(),
+        &claims,
+    )?)
 }
