@@ -935,6 +935,51 @@ fn retained_updates_across_the_cluster(backend: Backend) {
     assert_eq!(on_b.close().len(), 3, "no duplicate");
 }
 
+/// Conflation (issue 16) on a cluster: updates published on one node, and a subscriber on
+/// another that resumes with `Last-Event-ID` from the engine's history gets only the newest
+/// update of each conflated topic it is owed, and every update of the others, in order.
+fn conflation_across_the_cluster(backend: Backend) {
+    let engine = Engine::start(backend, "conflate");
+    let conflate = ["--conflate", "p/{symbol}"];
+    let (a, b) = (
+        Node::start_with(&engine, &conflate),
+        Node::start_with(&engine, &conflate),
+    );
+    // Updates are dispatched on `b` in the engine's order: once the last news is here, `b`
+    // has seen every price.
+    let news_on_b = Subscriber::connect_to(&b.addr, "topic=news");
+    let token = token();
+    assert_eq!(
+        publish_form(&a.addr, &token, "topic=news&data=first&id=first"),
+        Some(200)
+    );
+    let mut expected = Vec::new();
+    for n in 0..10 {
+        for (topic, id) in [
+            ("p/a", format!("a{n}")),
+            ("p/b", format!("b{n}")),
+            ("news", format!("n{n}")),
+        ] {
+            let form = format!("topic={topic}&data={id}&id={id}");
+            assert_eq!(publish_form(&a.addr, &token, &form), Some(200));
+            if topic == "news" || n == 9 {
+                expected.push(id);
+            }
+        }
+    }
+    assert_eq!(
+        news_on_b
+            .wait_for(11, Duration::from_secs(10))
+            .last()
+            .map(String::as_str),
+        Some("n9")
+    );
+    let resumed = Subscriber::open(&b.addr, "topic=news&topic=p%2F%7Bsymbol%7D", Some("first"));
+    assert_eq!(resumed.wait_for(12, Duration::from_secs(10)), expected);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(resumed.close().len(), 12, "nothing more");
+}
+
 /// Runs the suite for one backend.
 macro_rules! suite {
     ($module:ident, $backend:expr) => {
@@ -953,6 +998,11 @@ macro_rules! suite {
             #[ignore = "services tier: scripts/test.sh services"]
             fn retained_updates_across_the_cluster() {
                 super::retained_updates_across_the_cluster($backend)
+            }
+            #[test]
+            #[ignore = "services tier: scripts/test.sh services"]
+            fn conflation_across_the_cluster() {
+                super::conflation_across_the_cluster($backend)
             }
             #[test]
             #[ignore = "services tier: scripts/test.sh services"]
