@@ -11,7 +11,9 @@
 //! order) the hub notes the newest of each such key and marks the one it replaces
 //! ([`Update::is_superseded`]): a subscriber draining its queue skips a marked update with one
 //! load. A catch-up from history (whose updates may be other copies) asks for the key's newest
-//! position instead. Either way the newer update is after the skipped one, so the subscriber
+//! position instead, and within each read keeps only the newest update of each key, which
+//! also conflates history this hub never dispatched (written before a restart, or by other
+//! nodes of a cluster before this one joined). Either way the newer update is after the skipped one, so the subscriber
 //! gets it later from its queue or from history: nothing newer is ever lost, and at worst a
 //! value is sent that a moment later would have been skipped.
 //!
@@ -87,12 +89,43 @@ impl Conflation {
     /// Whether `update` may be skipped: a newer update of its key was dispatched.
     pub fn superseded(&self, update: &Update) -> bool {
         update.is_superseded()
-            || self.key(update).is_some_and(|key| {
-                crate::lock(&self.newest)
-                    .by_key
-                    .get(&key)
-                    .is_some_and(|&(newest, _)| newest > update.position)
+            || self
+                .key(update)
+                .is_some_and(|key| self.noted_after(&key, update))
+    }
+
+    fn noted_after(&self, key: &Key, update: &Update) -> bool {
+        crate::lock(&self.newest)
+            .by_key
+            .get(key)
+            .is_some_and(|&(newest, _)| newest > update.position)
+    }
+
+    /// Which updates of `batch` (read from history, in position order) may be skipped: those
+    /// superseded by a dispatched update, and those with a newer update of their key later in
+    /// the batch. The second rule conflates what this hub never dispatched (history written
+    /// before a restart, or by another node of a cluster before this one joined).
+    pub fn superseded_in(&self, batch: &[Arc<Update>]) -> Vec<bool> {
+        let mut later = std::collections::HashSet::new();
+        let mut skip: Vec<bool> = batch
+            .iter()
+            .rev()
+            .map(|update| {
+                if update.is_superseded() {
+                    return true;
+                }
+                let Some(key) = self.key(update) else {
+                    return false;
+                };
+                if later.contains(&key) || self.noted_after(&key, update) {
+                    return true;
+                }
+                later.insert(key);
+                false
             })
+            .collect();
+        skip.reverse();
+        skip
     }
 }
 
@@ -130,6 +163,31 @@ mod tests {
         assert!(
             !c.superseded(&update(5, &["prices/a"], false)),
             "newer than noted: sent"
+        );
+    }
+
+    /// Updates this hub never dispatched (read back after a restart): within a read, only the
+    /// newest of each key is kept.
+    #[test]
+    fn a_batch_from_history_keeps_the_newest_of_each_key() {
+        let c = Conflation::new(SelectorSet::parse(["prices/{symbol}"]).unwrap());
+        let batch = [
+            update(1, &["prices/a"], false),
+            update(2, &["news"], false),
+            update(3, &["prices/b"], false),
+            update(4, &["prices/a"], false),
+            update(5, &["news"], false),
+            update(6, &["prices/a"], true),
+        ];
+        assert_eq!(
+            c.superseded_in(&batch),
+            [true, false, false, false, false, false]
+        );
+        // A dispatched update newer than the whole batch supersedes its key's last one too.
+        c.observe(&update(7, &["prices/b"], false));
+        assert_eq!(
+            c.superseded_in(&batch),
+            [true, false, true, false, false, false]
         );
     }
 

@@ -368,12 +368,13 @@ impl Subscriber {
         }
         let mut chunk = None;
         let mut bytes = 0;
-        for update in &batch {
+        let skip = self
+            .conflation
+            .as_ref()
+            .map(|conflation| conflation.superseded_in(&batch));
+        for (n, update) in batch.iter().enumerate() {
             bytes += update.encoded.len();
-            let superseded = self
-                .conflation
-                .as_ref()
-                .is_some_and(|conflation| conflation.superseded(update));
+            let superseded = skip.as_ref().is_some_and(|skip| skip[n]);
             if self.filter.accepts(update) {
                 if superseded {
                     self.metrics.conflated.inc();
