@@ -651,11 +651,13 @@ mod tests {
     }
 
     /// Superseded updates of a latest-value topic are skipped from the queue, however many
-    /// there are before the current one.
+    /// there are before the current one: more than [`SKIP_BUDGET`] take several polls, each
+    /// of which wakes the task again (a `Pending` without that wake-up would stall it).
     #[test]
     fn superseded_queued_updates_are_skipped() {
+        const QUEUED: u64 = SKIP_BUDGET as u64 * 2 + 300;
         let history = Arc::new(GatedHistory::default());
-        let dispatcher = Dispatcher::new(1024, usize::MAX, Arc::default());
+        let dispatcher = Dispatcher::new(QUEUED as usize, usize::MAX, Arc::default());
         dispatcher.starts_after(0);
         let filter = Arc::new(Filter {
             topics: SelectorSet::parse(["t"]).unwrap(),
@@ -667,14 +669,22 @@ mod tests {
             Subscriber::new(registration, filter, history.clone(), metrics.clone(), None);
         let flag = Arc::new(Flag::default());
         assert!(run_until_idle(&mut subscriber, &flag).is_empty(), "opened");
-        for position in 1..=300 {
+        for position in 1..=QUEUED {
             let update = history.store(position);
-            if position < 300 {
+            if position < QUEUED {
                 update.mark_superseded();
             }
             dispatcher.dispatch(update);
         }
-        assert_eq!(run_until_idle(&mut subscriber, &flag), ["u300"]);
-        assert_eq!(metrics.conflated.get(), 299);
+        let waker = std::task::Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        flag.0.store(false, Ordering::SeqCst);
+        assert!(subscriber.poll_next_chunk(&mut cx).is_pending(), "yields");
+        assert!(flag.0.load(Ordering::SeqCst), "and wakes itself");
+        assert_eq!(
+            run_until_idle(&mut subscriber, &flag),
+            [format!("u{QUEUED}")]
+        );
+        assert_eq!(metrics.conflated.get(), QUEUED - 1);
     }
 }
