@@ -31,7 +31,7 @@ const PRICES: &str = "topic=https%3A%2F%2Fexample.com%2Fprices%2F%7Bsymbol%7D";
 
 /// The latest retained update of each matching topic first, in publish order, each once; then
 /// live updates. Without `retained=1` nothing comes first; with `Last-Event-ID` the replay
-/// comes instead, as always.
+/// comes instead, as always, unless the hub does not know the id.
 async fn latest_values_first_then_live(transport: Transport) {
     let hub = TestHub::start(anonymous()).await.over(transport);
     price(&hub, "AAA", "A 1", true).await;
@@ -66,6 +66,16 @@ async fn latest_values_first_then_live(transport: Transport) {
         "a resuming subscriber gets what it missed, not the latest values"
     );
     assert!(resuming.quiet_for(SHORT).await);
+    // An id the hub does not know (say, long gone from history): the subscriber lost its
+    // place, and the latest values are the state to start again from.
+    let mut lost = hub
+        .subscribe(
+            &format!("{PRICES}&retained=1"),
+            &[("last-event-id", "urn:uuid:not-known-here")],
+        )
+        .await;
+    assert_eq!(data(lost.take(2).await), ["B 1", "A 2"]);
+    assert!(lost.quiet_for(SHORT).await);
 }
 
 /// A private retained update goes only to subscribers whose token grants one of its topics.

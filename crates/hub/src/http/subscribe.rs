@@ -352,8 +352,10 @@ async fn open(
             Start::Unknown => (None, Some(EARLIEST.to_owned())),
         },
     };
-    // A resuming subscriber gets its replay instead (it has seen the retained values).
-    let retained = match last_event_id {
+    // A resuming subscriber gets its replay instead (it has seen the retained values). One
+    // whose id the hub does not know has lost its place: the latest values are the state it
+    // should re-fetch, so it gets them as a new subscriber does.
+    let retained = match replay_after {
         None => Some(retained_prelude(hub, &filter, query.retained, live_after).await?),
         Some(_) => None,
     };
