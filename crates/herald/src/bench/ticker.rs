@@ -57,6 +57,31 @@ struct Counts {
     bytes: AtomicU64,
 }
 
+impl Counts {
+    /// Counts the tick `data` carries against what `watch` last saw of its symbol: malformed,
+    /// a duplicate (or out of order), or received after `skipped` ones. Received: its
+    /// symbol's slot in `watch` and its send time.
+    fn count(&self, watch: &mut Watch, data: &str) -> Option<(usize, u64)> {
+        let Some((symbol, tick, sent)) = parse(data) else {
+            self.malformed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let Some(slot) = watch.slot(symbol) else {
+            self.malformed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let expected = watch.last[slot].map_or(0, |t| t + 1);
+        if tick < expected {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.skipped.fetch_add(tick - expected, Ordering::Relaxed);
+        watch.last[slot] = Some(tick);
+        self.received.fetch_add(1, Ordering::Relaxed);
+        Some((slot, sent))
+    }
+}
+
 impl Shared {
     fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
@@ -387,24 +412,9 @@ async fn fast_reader(
     let mut latencies = Vec::new();
     loop {
         let mut on_event = |data: &str| {
-            let c = &shared.fast;
-            let Some((symbol, tick, sent)) = parse(data) else {
-                c.malformed.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let Some(slot) = watch.slot(symbol) else {
-                c.malformed.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let expected = watch.last[slot].map_or(0, |t| t + 1);
-            if tick < expected {
-                c.duplicates.fetch_add(1, Ordering::Relaxed);
-                return;
+            if let Some((_, sent)) = shared.fast.count(&mut watch, data) {
+                latencies.push(sent);
             }
-            c.skipped.fetch_add(tick - expected, Ordering::Relaxed);
-            watch.last[slot] = Some(tick);
-            c.received.fetch_add(1, Ordering::Relaxed);
-            latencies.push(sent);
         };
         let read = tokio::select! {
             read = subscription.read_counted(&mut on_event) => read,
@@ -455,23 +465,9 @@ async fn slow_reader(
         let deadline = tokio::time::Instant::now() + read_for;
         loop {
             let mut on_event = |data: &str| {
-                let c = &shared.slow;
-                let Some((symbol, tick, sent)) = parse(data) else {
-                    c.malformed.fetch_add(1, Ordering::Relaxed);
+                let Some((slot, sent)) = shared.slow.count(&mut watch, data) else {
                     return;
                 };
-                let Some(slot) = watch.slot(symbol) else {
-                    c.malformed.fetch_add(1, Ordering::Relaxed);
-                    return;
-                };
-                let expected = watch.last[slot].map_or(0, |t| t + 1);
-                if tick < expected {
-                    c.duplicates.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                c.skipped.fetch_add(tick - expected, Ordering::Relaxed);
-                watch.last[slot] = Some(tick);
-                c.received.fetch_add(1, Ordering::Relaxed);
                 if let Some(since) = resumed
                     && sent >= since
                     && std::mem::take(&mut lacking[slot])
