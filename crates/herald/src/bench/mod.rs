@@ -89,6 +89,17 @@ impl TargetArgs {
             .map(|url| target::Target::new(self.target, url, self.jwt_key.as_deref()))
             .collect()
     }
+
+    /// The first `--url`, which must be a herald hub: `why` says what only herald has.
+    fn herald_target(&self, why: &str) -> anyhow::Result<target::Target> {
+        let target = self
+            .targets()?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("give the hub's --url"))?;
+        anyhow::ensure!(target.kind == target::Kind::Herald, "{why}");
+        Ok(target)
+    }
 }
 
 #[derive(Args, Debug)]

@@ -35,15 +35,9 @@ type Client<C> = hyper_util::client::legacy::Client<C, Full<Bytes>>;
 
 pub async fn run(args: super::PublishArgs) -> anyhow::Result<()> {
     let common = &args.common;
-    let target = common
-        .targets()?
-        .into_iter()
-        .next()
-        .context("give the hub's --url")?;
-    anyhow::ensure!(
-        target.kind == super::target::Kind::Herald,
-        "bench publish measures herald (its streaming publish is a Herald extension)"
-    );
+    let target = common.herald_target(
+        "bench publish measures herald (its streaming publish is a Herald extension)",
+    )?;
     anyhow::ensure!(
         !target.needs_publisher_token(),
         "bench publish needs --jwt-key to sign a publisher token"

@@ -19,7 +19,7 @@
 
 use super::idle::round;
 use super::procstat::{machine_times, own_cpu_us, sample};
-use super::target::{Kind, Target};
+use super::target::Target;
 use anyhow::Context;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -172,15 +172,8 @@ pub async fn run(args: super::TickerArgs) -> anyhow::Result<()> {
         "--slow is at most --subscribers"
     );
     let limit = crate::limits::raise_nofile_limit();
-    let target = common
-        .targets()?
-        .into_iter()
-        .next()
-        .context("give the hub's --url")?;
-    anyhow::ensure!(
-        target.kind == Kind::Herald,
-        "bench ticker measures herald (conflation is a Herald extension)"
-    );
+    let target =
+        common.herald_target("bench ticker measures herald (conflation is a Herald extension)")?;
     let key = common
         .jwt_key
         .as_deref()
