@@ -223,6 +223,52 @@ async fn slow_subscriber_catches_up_from_history_and_does_not_block_others(trans
     assert_eq!(got, expected(1..=N));
 }
 
+/// Publishes `n` rounds of 32 KiB updates: one to each of the conflated topics `p/a` and `p/b`
+/// (ids `p/a-I`, `p/b-I`), then one to the exact topic `t` (id `uI`).
+async fn publish_ticks(hub: &TestHub, n: usize) {
+    let data = "x".repeat(32 * 1024);
+    for i in 1..=n {
+        for topic in ["p/a", "p/b"] {
+            hub.publish(&[
+                ("topic", topic),
+                ("id", &format!("{topic}-{i}")),
+                ("data", &data),
+            ])
+            .await;
+        }
+        hub.publish(&[("topic", "t"), ("id", &format!("u{i}")), ("data", &data)])
+            .await;
+    }
+}
+
+/// What a subscriber that fell behind received of [`publish_ticks`]: every update of `t` in
+/// order; of each conflated topic its current value last, in order, once, and fewer than half.
+fn assert_conflated(got: &[String], n: usize) {
+    let exact: Vec<String> = got
+        .iter()
+        .filter(|id| id.starts_with('u'))
+        .cloned()
+        .collect();
+    assert_eq!(exact, expected(1..=n), "the other topic: exact");
+    for topic in ["p/a", "p/b"] {
+        let values: Vec<usize> = got
+            .iter()
+            .filter_map(|id| id.strip_prefix(&format!("{topic}-")))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(values.last(), Some(&n), "{topic}: its current value");
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "{topic}: in order, once"
+        );
+        assert!(
+            values.len() < n / 2,
+            "{topic}: conflated ({} of {n})",
+            values.len()
+        );
+    }
+}
+
 /// With `--conflate`, a slow subscriber that reads again gets, of the conflated topics, only
 /// updates that were not superseded when it caught up: the last value of each arrives, and far
 /// fewer than were published; the other topic, every update in order.
@@ -238,47 +284,13 @@ async fn slow_subscriber_catches_up_conflated_topics_with_newest_values(transpor
     let slow = hub
         .subscribe_on_a_small_buffer("topic=p%2F%7Bsymbol%7D&topic=t")
         .await;
-    let data = "x".repeat(32 * 1024);
-    for i in 1..=N {
-        for topic in ["p/a", "p/b"] {
-            hub.publish(&[
-                ("topic", topic),
-                ("id", &format!("{topic}-{i}")),
-                ("data", &data),
-            ])
-            .await;
-        }
-        hub.publish(&[("topic", "t"), ("id", &format!("u{i}")), ("data", &data)])
-            .await;
-    }
+    publish_ticks(&hub, N).await;
     let (lagged, metrics) = lagged_total(&hub).await;
     assert!(lagged > 0, "the slow subscriber fell behind:\n{metrics}");
     let mut body = slow.into_body();
     let (got, ended) = read_all_ids(&mut body, &format!("u{N}")).await;
     assert!(!ended);
-    let exact: Vec<String> = got
-        .iter()
-        .filter(|id| id.starts_with('u'))
-        .cloned()
-        .collect();
-    assert_eq!(exact, expected(1..=N), "the other topic: exact");
-    for topic in ["p/a", "p/b"] {
-        let values: Vec<usize> = got
-            .iter()
-            .filter_map(|id| id.strip_prefix(&format!("{topic}-")))
-            .map(|n| n.parse().unwrap())
-            .collect();
-        assert_eq!(values.last(), Some(&N), "{topic}: its current value");
-        assert!(
-            values.windows(2).all(|w| w[0] < w[1]),
-            "{topic}: in order, once"
-        );
-        assert!(
-            values.len() < N / 2,
-            "{topic}: conflated ({} of {N})",
-            values.len()
-        );
-    }
+    assert_conflated(&got, N);
 }
 
 /// With `--conflate`, a subscriber whose socket is blocked but whose queue has room (it never
@@ -298,47 +310,13 @@ async fn blocked_subscriber_skips_superseded_updates_in_its_queue(transport: Tra
         .await;
     // 3 x 150 updates of 32 KiB: more than the socket's and the server's write buffers
     // together, less than the queue holds (1,024 updates, 64 MiB here).
-    let data = "x".repeat(32 * 1024);
-    for i in 1..=N {
-        for topic in ["p/a", "p/b"] {
-            hub.publish(&[
-                ("topic", topic),
-                ("id", &format!("{topic}-{i}")),
-                ("data", &data),
-            ])
-            .await;
-        }
-        hub.publish(&[("topic", "t"), ("id", &format!("u{i}")), ("data", &data)])
-            .await;
-    }
+    publish_ticks(&hub, N).await;
     let (lagged, metrics) = lagged_total(&hub).await;
     assert_eq!(lagged, 0, "the queue never overflowed:\n{metrics}");
     let mut body = slow.into_body();
     let (got, ended) = read_all_ids(&mut body, &format!("u{N}")).await;
     assert!(!ended);
-    let exact: Vec<String> = got
-        .iter()
-        .filter(|id| id.starts_with('u'))
-        .cloned()
-        .collect();
-    assert_eq!(exact, expected(1..=N), "the other topic: exact");
-    for topic in ["p/a", "p/b"] {
-        let values: Vec<usize> = got
-            .iter()
-            .filter_map(|id| id.strip_prefix(&format!("{topic}-")))
-            .map(|n| n.parse().unwrap())
-            .collect();
-        assert_eq!(values.last(), Some(&N), "{topic}: its current value");
-        assert!(
-            values.windows(2).all(|w| w[0] < w[1]),
-            "{topic}: in order, once"
-        );
-        assert!(
-            values.len() < N / 2,
-            "{topic}: conflated ({} of {N})",
-            values.len()
-        );
-    }
+    assert_conflated(&got, N);
     let metrics = hub.get("/metrics").await.2;
     assert!(
         metrics
